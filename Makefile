@@ -1,0 +1,47 @@
+# Quick start: `make demo` and `make test`. Each runs `setup` first, so either alone works on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Threads: tests and the demo are written for a 2-core machine; torch must not oversubscribe it.
+export OMP_NUM_THREADS ?= 2
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo demo-quick test test-slow lint format bench clean
+
+setup: $(STAMP)
+
+# Re-installs only when the package metadata changes: `make setup` is near-instant otherwise.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/crowdvlm demo
+
+demo-quick: setup
+	$(BIN)/crowdvlm demo --quick
+
+test: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: setup
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/grpo_step.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs
