@@ -30,11 +30,15 @@ def _top_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crowdvlm",
         description="Teach vision-language models to count precisely (GRPO + FGRPR).",
-        epilog="commands:\n" + "\n".join(lines) + "\n\nRun `crowdvlm <command> --help` for a command's options.",
+        epilog="commands:\n"
+        + "\n".join(lines)
+        + "\n\nRun `crowdvlm <command> --help` for a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"crowdvlm {__version__}")
-    parser.add_argument("command", choices=sorted(COMMANDS), metavar="command", help="one of the commands below")
+    parser.add_argument(
+        "command", choices=sorted(COMMANDS), metavar="command", help="one of the commands below"
+    )
     parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 

@@ -1,0 +1,122 @@
+"""Counting metrics in pure numpy (no torch import): MAE, RMSE, NAE, accuracies, parse failures.
+
+Conventions (documented once, used everywhere):
+
+* A prediction is an ``int`` or ``None`` (the answer could not be parsed). A parse failure counts as a
+  prediction of **0** in MAE, RMSE and NAE — so a model cannot improve its error by refusing to answer —
+  and is also reported on its own (``parse_failures``, ``parse_failure_rate``; ``mae_parsed`` is the MAE
+  over parsed answers only). A parse failure is never counted as accurate, even when the truth is 0.
+* **RMSE** is what crowd-counting papers call "MSE": ``sqrt(mean((ŷ - y)²))``.
+* **NAE** (normalised absolute error) averages ``|ŷ - y| / y`` over images with ``y > 0`` only, as the
+  official NWPU judge does; it is ``None`` when no such image exists.
+* Undefined values (no images) are ``None``, so the results serialise to strict JSON.
+
+>>> m = count_metrics([10, None, 4], [12, 3, 4])
+>>> m["mae"], m["accuracy"], m["parse_failures"]
+(1.6666666666666667, 0.3333333333333333, 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+
+__all__ = ["DEFAULT_BUCKET_EDGES", "bucket_label", "bucket_metrics", "count_metrics", "grouped_metrics"]
+
+#: Upper bounds (inclusive) of the default count buckets: 0-10, 11-50, 51-100, 101-500, 501-1000, >1000.
+DEFAULT_BUCKET_EDGES: tuple[int, ...] = (10, 50, 100, 500, 1000)
+
+
+def count_metrics(
+    preds: Sequence[int | None], truths: Sequence[int], within_k: int = 1, within_pct: float = 10.0
+) -> dict[str, float | int | None]:
+    """Metrics of predicted against true counts.
+
+    Args:
+        preds: predicted counts; ``None`` marks a parse failure.
+        truths: true counts (non-negative).
+        within_k: tolerance of ``acc_within_{k}`` (|ŷ - y| <= k).
+        within_pct: tolerance of ``acc_within_{p}pct`` (|ŷ - y| <= p/100 · y).
+
+    Returns:
+        ``n, mae, mae_parsed, rmse, nae, accuracy, acc_within_{k}, acc_within_{p}pct, parse_failures,
+        parse_failure_rate, mean_truth, mean_pred``.
+    """
+    if len(preds) != len(truths):
+        raise ValueError(f"{len(preds)} predictions but {len(truths)} truths")
+    pct_key = f"acc_within_{within_pct:g}pct"
+    n = len(truths)
+    if n == 0:
+        keys = ("mae", "mae_parsed", "rmse", "nae", "accuracy", f"acc_within_{within_k}", pct_key)
+        return {"n": 0, **dict.fromkeys(keys), "parse_failures": 0, "parse_failure_rate": None,
+                "mean_truth": None, "mean_pred": None}  # fmt: skip
+
+    y = np.asarray(truths, dtype=np.float64)
+    parsed = np.array([p is not None for p in preds])
+    y_hat = np.array([p if p is not None else 0 for p in preds], dtype=np.float64)
+    err = np.abs(y_hat - y)
+    positive = y > 0
+    return {
+        "n": n,
+        "mae": float(err.mean()),
+        "mae_parsed": float(err[parsed].mean()) if parsed.any() else None,
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "nae": float(np.mean(err[positive] / y[positive])) if positive.any() else None,
+        "accuracy": float(np.mean(parsed & (err == 0))),
+        f"acc_within_{within_k}": float(np.mean(parsed & (err <= within_k))),
+        pct_key: float(np.mean(parsed & (err <= within_pct / 100.0 * y))),
+        "parse_failures": int((~parsed).sum()),
+        "parse_failure_rate": float(np.mean(~parsed)),
+        "mean_truth": float(y.mean()),
+        "mean_pred": float(y_hat.mean()),
+    }
+
+
+def bucket_label(count: int, edges: Sequence[int] = DEFAULT_BUCKET_EDGES) -> str:
+    """Name of the count bucket holding ``count``; ``edges`` are increasing inclusive upper bounds.
+
+    >>> [bucket_label(c) for c in (0, 10, 11, 1000, 1001)]
+    ['0-10', '0-10', '11-50', '501-1000', '>1000']
+    """
+    if list(edges) != sorted(set(edges)) or not edges:
+        raise ValueError(f"bucket edges must be strictly increasing and non-empty, got {list(edges)}")
+    low = 0
+    for high in edges:
+        if count <= high:
+            return f"{low}-{high}"
+        low = high + 1
+    return f">{edges[-1]}"
+
+
+def bucket_labels(edges: Sequence[int] = DEFAULT_BUCKET_EDGES) -> list[str]:
+    """All bucket names for ``edges``, in increasing order."""
+    lows = [0, *(e + 1 for e in edges[:-1])]
+    return [f"{lo}-{hi}" for lo, hi in zip(lows, edges, strict=True)] + [f">{edges[-1]}"]
+
+
+def grouped_metrics(
+    preds: Sequence[int | None], truths: Sequence[int], groups: Sequence[Hashable], **kwargs
+) -> dict[Hashable, dict]:
+    """:func:`count_metrics` per group (e.g. dataset name), groups in order of first appearance."""
+    if not len(preds) == len(truths) == len(groups):
+        raise ValueError(f"lengths differ: {len(preds)} preds, {len(truths)} truths, {len(groups)} groups")
+    members: dict[Hashable, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    return {
+        g: count_metrics([preds[i] for i in idx], [truths[i] for i in idx], **kwargs)
+        for g, idx in members.items()
+    }
+
+
+def bucket_metrics(
+    preds: Sequence[int | None],
+    truths: Sequence[int],
+    edges: Sequence[int] = DEFAULT_BUCKET_EDGES,
+    **kwargs,
+) -> dict[str, dict]:
+    """:func:`count_metrics` per true-count bucket, in increasing bucket order; empty buckets are left out."""
+    labels = [bucket_label(t, edges) for t in truths]
+    by_label = grouped_metrics(preds, truths, labels, **kwargs)
+    return {label: by_label[label] for label in bucket_labels(edges) if label in by_label}
