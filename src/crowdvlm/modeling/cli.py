@@ -1,0 +1,55 @@
+"""`crowdvlm model ...`: build the tiny random-weight Qwen2.5-VL, show what a model folder holds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crowdvlm model", description="Build or inspect models.")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="action")
+
+    tiny = sub.add_parser("tiny", help="build the tiny random-weight Qwen2.5-VL in Hugging Face format")
+    tiny.add_argument("--out", required=True, help="folder to write (created if missing)")
+    tiny.add_argument("--seed", type=int, default=0, help="weight-initialisation seed (default 0)")
+    tiny.add_argument("--hidden-size", type=int, default=64, help="text decoder width (default 64)")
+    tiny.add_argument("--num-layers", type=int, default=2, help="text decoder layers (default 2)")
+    tiny.add_argument("--vision-depth", type=int, default=2, help="vision tower blocks (default 2)")
+    tiny.add_argument("--min-pixels", type=int, default=56 * 56, help="smallest image area (default 3136)")
+    tiny.add_argument("--max-pixels", type=int, default=112 * 112, help="largest image area (default 12544)")
+
+    info = sub.add_parser("info", help="parameter counts, architecture and processor settings of a model")
+    info.add_argument("path", help="model folder or Hub id")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.action == "tiny":
+        from crowdvlm.modeling.tiny import build_tiny_model
+
+        out = build_tiny_model(
+            args.out,
+            seed=args.seed,
+            hidden_size=args.hidden_size,
+            num_layers=args.num_layers,
+            vision_depth=args.vision_depth,
+            min_pixels=args.min_pixels,
+            max_pixels=args.max_pixels,
+        )
+        print(f"tiny Qwen2.5-VL written to {out}")
+        return 0
+
+    from crowdvlm.modeling import count_parameters, load_model_and_processor
+
+    model, processor = load_model_and_processor(args.path)
+    summary = {
+        "architecture": type(model).__name__,
+        "processor": type(processor).__name__,
+        "parameters": count_parameters(model),
+        "vocab_size": len(processor.tokenizer),
+        "image_size": dict(getattr(processor.image_processor, "size", {}) or {}),
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
