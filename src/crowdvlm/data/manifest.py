@@ -1,0 +1,256 @@
+"""The manifest: one JSONL record per image, the format every reader writes and every trainer reads.
+
+A record::
+
+    {"image": "images/0001.png",          # relative to the manifest's folder, or absolute
+     "problem": "How many people are in the image?",
+     "solution": 12,                      # int; null only for prediction (e.g. NWPU test, withheld GT)
+     "dataset": "synth-people", "split": "train",
+     "points": [[x, y], ...],             # optional, pixel coordinates of the image file
+     "width": 224, "height": 224,         # optional
+     "id": "synth-people/000001",         # optional (defaults to the image path as written)
+     "meta": {...}}                       # optional, dataset-specific (JHU weather, FSC class, ...)
+
+It is a superset of the CrowdVLM-R1 record (``image``, ``problem``, ``solution``). :func:`manifest_to_dataset`
+turns manifests into the ``datasets.Dataset`` TRL's trainers expect: a conversational ``prompt`` whose user
+turn is an image placeholder followed by the built prompt text, a lazily decoded ``image`` column, and
+``solution`` (int), which TRL forwards to the reward functions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from crowdvlm.data.errors import DataError
+
+FIELD_ORDER = ("id", "image", "problem", "solution", "dataset", "split", "width", "height", "points", "meta")
+POINT_DECIMALS = 2  # sub-pixel precision kept when writing points
+
+
+def _as_int(value: Any, name: str, file: str, record: str, *, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DataError(file, f"{name} must be an integer, got {value!r}", record=record, kind="bad-field")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise DataError(
+                file, f"{name} must be an integer, got {value!r}", record=record, kind="bad-field"
+            )
+        value = int(value)
+    if value < 0:
+        raise DataError(file, f"{name} must be >= 0, got {value}", record=record, kind="bad-field")
+    return value
+
+
+def validate_points(raw: Any, file: str, record: str, *, allow_negative: bool = False) -> list[list[float]]:
+    """Check a list of ``[x, y]`` pairs: numeric, finite, and (unless allowed) non-negative."""
+    if not isinstance(raw, list | tuple):
+        raise DataError(file, f"points must be a list of [x, y], got {type(raw).__name__}", record=record,
+                        kind="bad-coordinates")  # fmt: skip
+    points = []
+    for i, pair in enumerate(raw):
+        if not isinstance(pair, list | tuple) or len(pair) < 2:
+            raise DataError(
+                file, f"point {i} must be [x, y], got {pair!r}", record=record, kind="bad-coordinates"
+            )
+        x, y = pair[0], pair[1]
+        for v in (x, y):
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise DataError(file, f"point {i} has a non-numeric coordinate {v!r}", record=record,
+                                kind="bad-coordinates")  # fmt: skip
+            if not math.isfinite(v):
+                raise DataError(file, f"point {i} has a non-finite coordinate {v!r}", record=record,
+                                kind="bad-coordinates")  # fmt: skip
+            if v < 0 and not allow_negative:
+                raise DataError(file, f"point {i} has a negative coordinate ({x}, {y})", record=record,
+                                kind="bad-coordinates")  # fmt: skip
+        points.append([float(x), float(y)])
+    return points
+
+
+def validate_record(raw: Any, file: str, record: str) -> dict:
+    """Check one manifest record and return it normalised (keys in :data:`FIELD_ORDER`, ints as ints).
+
+    Raises:
+        DataError: naming ``file`` and ``record`` and what was expected.
+    """
+    if not isinstance(raw, dict):
+        raise DataError(
+            file, f"expected a JSON object, got {type(raw).__name__}", record=record, kind="malformed"
+        )
+    missing = [key for key in ("image", "problem", "solution") if key not in raw]
+    if missing:
+        raise DataError(file, f"missing field(s) {missing}; a record needs image, problem, solution",
+                        record=record, kind="malformed")  # fmt: skip
+    out = dict(raw)
+    for key in ("image", "problem"):
+        if not isinstance(raw[key], str) or not raw[key].strip():
+            raise DataError(file, f"{key} must be a non-empty string, got {raw[key]!r}", record=record,
+                            kind="malformed")  # fmt: skip
+    out["solution"] = _as_int(raw["solution"], "solution", file, record, allow_none=True)
+    for key in ("width", "height"):
+        if raw.get(key) is not None:
+            out[key] = _as_int(raw[key], key, file, record)
+    if raw.get("points") is not None:
+        out["points"] = validate_points(raw["points"], file, record, allow_negative=True)
+        if out["solution"] is not None and len(out["points"]) != out["solution"]:
+            raise DataError(file, f"solution is {out['solution']} but there are {len(out['points'])} points",
+                            record=record, kind="count-mismatch")  # fmt: skip
+    for key in ("dataset", "split", "id"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise DataError(
+                file, f"{key} must be a string, got {raw[key]!r}", record=record, kind="malformed"
+            )
+    ordered = {key: out[key] for key in FIELD_ORDER if out.get(key) is not None}
+    ordered.update({k: v for k, v in out.items() if k not in ordered and v is not None})
+    return ordered
+
+
+def read_manifest(path: str | Path, *, check_images: bool = True) -> list[dict]:
+    """Read a JSONL manifest; image paths come back absolute.
+
+    Records without ``dataset`` get the manifest's file stem, without ``split`` get ``"all"``, without
+    ``id`` get the image path as written.
+
+    Args:
+        path: the manifest file.
+        check_images: raise if an image file does not exist.
+
+    Raises:
+        DataError: for a malformed line or record, naming the file and the line.
+        FileNotFoundError: if the manifest does not exist.
+    """
+    path = Path(path)
+    base = path.resolve().parent
+    records = []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"line {line_no}"
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(path, f"not valid JSON ({err.msg})", record=where, kind="malformed") from None
+            rec = validate_record(raw, str(path), where)
+            rec.setdefault("id", rec["image"])
+            rec.setdefault("dataset", path.stem)
+            rec.setdefault("split", "all")
+            image = Path(os.path.expanduser(rec["image"]))
+            rec["image"] = str(image if image.is_absolute() else base / image)
+            if check_images and not os.path.exists(rec["image"]):
+                raise DataError(path, f"image not found: {rec['image']}", record=where, kind="missing-image")
+            records.append(rec)
+    return records
+
+
+def _portable_image_path(image: str, base: Path) -> str:
+    """Relative to ``base`` when the image lies inside it, else absolute."""
+    image_path = Path(image)
+    if not image_path.is_absolute():
+        return image
+    try:
+        return image_path.resolve().relative_to(base).as_posix()
+    except ValueError:
+        return str(image_path)
+
+
+def write_manifest(records: Iterable[dict], path: str | Path) -> Path:
+    """Write records as JSONL (validated; images inside the manifest's folder are written relative to it).
+
+    The file is written to a temporary name and renamed, so a failed write never leaves half a manifest.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = path.resolve().parent
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for i, raw in enumerate(records):
+            rec = validate_record(raw, str(path), f"record {i}")
+            rec["image"] = _portable_image_path(rec["image"], base)
+            if "points" in rec:
+                rec["points"] = [
+                    [round(x, POINT_DECIMALS), round(y, POINT_DECIMALS)] for x, y in rec["points"]
+                ]
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def conversational_prompt(text: str) -> list[dict]:
+    """The user turn TRL expects for one image: an image placeholder, then the text."""
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+
+
+def manifest_to_dataset(
+    paths: str | Path | Sequence[str | Path],
+    *,
+    template: str = "train",
+    output: str = "think",
+    require_solution: bool = True,
+):
+    """Load one or more manifests as a ``datasets.Dataset`` for TRL.
+
+    Columns: ``prompt`` (conversational user turn: image part + text part built by
+    :func:`crowdvlm.prompts.build_prompt`), ``image`` (``datasets.Image(mode="RGB")``, decoded only when a row
+    is read), ``solution`` (int), ``dataset``, ``split``, ``id``, ``problem``.
+
+    Args:
+        paths: a manifest or a list of manifests (concatenated in order).
+        template: "train" or "eval" prompt wording (see :mod:`crowdvlm.prompts`).
+        output: "think" or "answer-only".
+        require_solution: refuse records whose solution is null (training needs ground truth).
+
+    Raises:
+        ValueError: no paths, no usable rows, or (with ``require_solution``) a record without ground truth.
+    """
+    import datasets
+
+    from crowdvlm.prompts import build_prompt
+
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    if not paths:
+        raise ValueError("manifest_to_dataset: no manifest given")
+    rows: dict[str, list] = {
+        k: [] for k in ("prompt", "image", "solution", "dataset", "split", "id", "problem")
+    }
+    for path in paths:
+        records = read_manifest(path)
+        if require_solution:
+            unlabeled = [i for i, rec in enumerate(records) if rec["solution"] is None]
+            if unlabeled:
+                raise ValueError(
+                    f"{path}: {len(unlabeled)} of {len(records)} records have no ground truth (solution null, "
+                    f"first: {records[unlabeled[0]]['id']}); they can be predicted but not trained or scored"
+                )
+        for rec in records:
+            rows["prompt"].append(conversational_prompt(build_prompt(rec["problem"], template, output)))
+            rows["image"].append(rec["image"])
+            for key in ("solution", "dataset", "split", "id", "problem"):
+                rows[key].append(rec[key])
+    if not rows["image"]:
+        raise ValueError(f"no usable records in {[str(p) for p in paths]}")
+    features = datasets.Features(
+        {
+            "prompt": [
+                {
+                    "role": datasets.Value("string"),
+                    "content": [{"type": datasets.Value("string"), "text": datasets.Value("string")}],
+                }
+            ],
+            "image": datasets.Image(mode="RGB"),
+            "solution": datasets.Value("int64"),
+            "dataset": datasets.Value("string"),
+            "split": datasets.Value("string"),
+            "id": datasets.Value("string"),
+            "problem": datasets.Value("string"),
+        }
+    )
+    return datasets.Dataset.from_dict(rows, features=features)
