@@ -57,6 +57,7 @@ DATASET_OBJECTS: dict[str, str] = {
     "shanghaitech": "people",
     "shanghaitech-a": "people",
     "shanghaitech-b": "people",
+    "fsc147": "objects",
     "ucf-qnrf": "people",
     "ucf-cc-50": "people",
     "jhu-crowd": "people",

@@ -271,14 +271,14 @@ def paint_people(rng, count, size):
         return float(rng.uniform(r + 1, w - r - 1)), y, r
 
     def fits(placed, cand, n):
+        chx, chy = cand[0], cand[1] - 5 * cand[2]
+        if chy - cand[2] < 0:  # the whole head inside the image
+            return False
         if n == 0:
             return True
         p = placed[:n]
         hx, hy = p[:, 0], p[:, 1] - 5 * p[:, 2]  # heads
-        chx, chy = cand[0], cand[1] - 5 * cand[2]
         if np.any((hx - chx) ** 2 + (hy - chy) ** 2 < (p[:, 2] + cand[2] + 1) ** 2):
-            return False
-        if chy - cand[2] < 0:
             return False
         # The farther head's centre must stay outside the nearer body (x ± 1.3r, from 4r above the feet).
         near = p[:, 1] > cand[1]

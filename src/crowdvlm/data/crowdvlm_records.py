@@ -1,0 +1,203 @@
+"""The CrowdVLM-R1 / VLM-R1 record files (``method.md`` §3.3).
+
+Three inputs, detected by extension and content:
+
+- a JSON list (``.json``) or JSONL (``.jsonl``) of the paper's records
+  ``{"image": <path under the image root>, "problem": <question>, "solution": <count>}`` (our manifests are a
+  superset, so their extra fields are kept);
+- VLM-R1 ``conversations`` records ``{"id", "image", "conversations": [{"from": "human", "value":
+  "<image>question"}, {"from": "gpt", "value": "12"}]}`` (the answer may be ``<answer>12</answer>``);
+- the paper's YAML list of files (``--dataset_name`` in ``grpo_rec.py``)::
+
+      datasets:
+        - json_path: train.json
+          sampling_strategy: first:100     # all | first:N | end:N | random:N, N an integer or P%
+
+  ``P%`` means ``ceil(P * len / 100)`` records. A bare ``10%`` (no ``first:``) is refused: the original code
+  silently ignores it and takes every record. ``random:N`` shuffles with ``random.Random(seed)``.
+
+Image paths are joined to ``image_root`` (default: the folder of the file that lists them; a YAML entry's
+``image_folder`` or ``data_folder`` overrides it). The paper stores ``solution`` sometimes as a string of
+digits; it becomes an int here (a string would silently zero the paper's reward).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from pathlib import Path
+
+from crowdvlm.data.common import check_image, points_from_array
+from crowdvlm.data.errors import DataError, SkipLog, collect
+
+_ANSWER = re.compile(r"^\s*(?:<answer>\s*)?(\d+)\s*(?:</answer>)?\s*$")
+_STRATEGY = re.compile(r"^(first|end|random):(\d+)(%?)$")
+
+
+def parse_solution(value, file: Path, record: str) -> int:
+    """An int from ``12``, ``"12"`` or ``"<answer>12</answer>"``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    match = _ANSWER.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise DataError(file, f"solution must be a non-negative integer, got {value!r}", record=record,
+                        kind="bad-field")  # fmt: skip
+    return int(match.group(1))
+
+
+def sample(records: list, strategy: str, *, seed: int, file: Path) -> list:
+    """Apply a VLM-R1 ``sampling_strategy`` to the records of one file."""
+    strategy = (strategy or "all").strip()
+    if strategy == "all":
+        return records
+    match = _STRATEGY.match(strategy)
+    if match is None:
+        raise ValueError(f"{file}: sampling_strategy {strategy!r} not understood; use all, first:N, end:N, "
+                         "random:N (N an integer or a percentage like 10%)")  # fmt: skip
+    how, number, percent = match.groups()
+    n = math.ceil(int(number) * len(records) / 100) if percent else int(number)
+    if how == "first":
+        return records[:n]
+    if how == "end":
+        return records[-n:] if n else []
+    shuffled = list(records)
+    random.Random(seed).shuffle(shuffled)
+    return shuffled[:n]
+
+
+def read_record_file(path: Path, skips: SkipLog) -> list[tuple[str, object]]:
+    """``[(where, raw record)]`` from a JSON list or JSONL file; a malformed JSONL line goes through ``skips``."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix != ".jsonl":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            if "Extra data" not in err.msg:  # else: a JSONL file named .json, as VLM-R1 tolerates
+                raise DataError(path, f"not valid JSON ({err})", kind="malformed") from None
+        else:
+            if not isinstance(data, list):
+                raise DataError(
+                    path, f"expected a JSON list of records, got {type(data).__name__}", kind="malformed"
+                )
+            return [(f"record {i}", rec) for i, rec in enumerate(data)]
+    out = []
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append((f"line {line_no}", json.loads(line)))
+        except json.JSONDecodeError as err:
+            skips.add(
+                DataError(path, f"not valid JSON ({err.msg})", record=f"line {line_no}", kind="malformed")
+            )
+    return out
+
+
+def _from_conversations(raw: dict, file: Path, where: str) -> dict:
+    turns = raw["conversations"]
+    human = next((t.get("value") for t in turns if isinstance(t, dict) and t.get("from") == "human"), None)
+    gpt = next((t.get("value") for t in turns if isinstance(t, dict) and t.get("from") == "gpt"), None)
+    if not isinstance(human, str) or gpt is None:
+        raise DataError(file, "conversations need a 'human' turn (the question) and a 'gpt' turn (the count)",
+                        record=where, kind="malformed")  # fmt: skip
+    out = {k: v for k, v in raw.items() if k != "conversations"}
+    out["problem"] = human.replace("<image>", "").strip()
+    out["solution"] = gpt
+    return out
+
+
+def to_record(raw, file: Path, where: str, *, image_root: Path, dataset: str, split: str | None) -> dict:
+    """One manifest record from a paper or VLM-R1 record (image checked, solution an int)."""
+    if not isinstance(raw, dict):
+        raise DataError(
+            file, f"expected a JSON object, got {type(raw).__name__}", record=where, kind="malformed"
+        )
+    if "conversations" in raw:
+        raw = _from_conversations(raw, file, where)
+    missing = [k for k in ("image", "problem", "solution") if k not in raw]
+    if missing:
+        raise DataError(file, f"missing field(s) {missing}; expected image, problem, solution (or conversations)",
+                        record=where, kind="malformed")  # fmt: skip
+    image = raw["image"]
+    if isinstance(image, list) and len(image) == 1:
+        image = image[0]
+    if not isinstance(image, str):
+        raise DataError(file, f"image must be one path, got {image!r} (multi-image records are not supported)",
+                        record=where, kind="malformed")  # fmt: skip
+    image_path = Path(image) if Path(image).is_absolute() else image_root / image
+    rec = {k: v for k, v in raw.items() if k not in ("image", "problem", "solution")}
+    rec.update(
+        image=str(image_path.resolve()),
+        problem=str(raw["problem"]).strip(),
+        solution=parse_solution(raw["solution"], file, where),
+        dataset=raw.get("dataset") or dataset,
+        split=split or raw.get("split") or "all",
+    )
+    rec.setdefault("id", f"{rec['dataset']}/{image}")
+    if raw.get("points") is not None:
+        points = points_from_array(raw["points"], file, record=where)
+        if len(points) != rec["solution"]:
+            raise DataError(file, f"solution is {rec['solution']} but there are {len(points)} points",
+                            record=where, kind="count-mismatch")  # fmt: skip
+        rec["points"] = points.tolist()
+    rec["width"], rec["height"] = check_image(image_path, record=where)
+    return rec
+
+
+def load_crowdvlm(
+    root: str | Path,
+    split: str | None = None,
+    *,
+    image_root: str | Path | None = None,
+    dataset: str | None = None,
+    seed: int = 42,
+    skips: SkipLog | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Records from a paper JSON/JSONL file or YAML list (``root`` is that file).
+
+    Args:
+        root: a ``.json``, ``.jsonl`` or ``.yaml``/``.yml`` file.
+        split: the ``split`` of every record (default: the record's own, else ``"all"``).
+        image_root: folder the image paths are relative to (default: the listing file's folder).
+        dataset: the ``dataset`` of records that have none (default: the record file's stem).
+        seed: for ``random:N`` sampling.
+    """
+    root, skips = Path(root), skips or SkipLog()
+    if not root.is_file():
+        raise FileNotFoundError(f"{root}: expected a .json, .jsonl or .yaml file of CrowdVLM-R1 records")
+    if root.suffix in (".yaml", ".yml"):
+        import yaml
+
+        spec = yaml.safe_load(root.read_text()) or {}
+        entries = spec.get("datasets") if isinstance(spec, dict) else None
+        if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and "json_path" in e for e in entries
+        ):
+            raise DataError(
+                root, "expected 'datasets:' with a list of {json_path, sampling_strategy}", kind="malformed"
+            )
+    else:
+        entries = [{"json_path": str(root)}]
+    records: list[dict] = []
+    for entry in entries:
+        path = Path(entry["json_path"])
+        path = path if path.is_absolute() else root.parent / path
+        folder = entry.get("image_folder") or entry.get("data_folder")
+        base = Path(folder) if folder else Path(image_root) if image_root else path.parent
+        base = base if base.is_absolute() else root.parent / base
+        items = sample(
+            read_record_file(path, skips), entry.get("sampling_strategy", "all"), seed=seed, file=path
+        )
+        name = dataset or path.stem
+
+        def build(item, path=path, base=base, name=name) -> dict:
+            where, raw = item
+            return to_record(raw, path, where, image_root=base, dataset=name, split=split)
+
+        records += collect(items, build, skips, desc=f"crowdvlm {path.name}", progress=progress)
+    return records

@@ -1,0 +1,88 @@
+"""UCF-QNRF (``datasets.md`` §1.2)::
+
+    <root>/[UCF-QNRF_ECCV18/]{Train,Test}/img_0001.jpg
+    <root>/[UCF-QNRF_ECCV18/]{Train,Test}/img_0001_ann.mat      # annPoints: N x 2 [x, y]
+
+Some annotated points fall outside the image. By default they are dropped, as Bayesian Loss and DM-Count do
+(a point is kept when ``0 <= x <= width`` and ``0 <= y <= height``), so the count is the number of points
+inside; the number dropped is logged, summed by ``crowdvlm data convert``, and kept per image in
+``meta.dropped_outside``. ``keep_outside=True`` keeps the raw annotation (count = ``len(annPoints)``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from crowdvlm.data.common import (
+    check_image,
+    find_dir,
+    list_images,
+    load_mat,
+    make_record,
+    pair_by_stem,
+    points_from_array,
+    require_pair,
+    splits_to_read,
+)
+from crowdvlm.data.errors import SkipLog, collect
+from crowdvlm.prompts import dataset_question
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+
+
+def inside(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Mask of the points inside the image, borders included (the BL / DM-Count rule)."""
+    w, h = size
+    return (points[:, 0] >= 0) & (points[:, 0] <= w) & (points[:, 1] >= 0) & (points[:, 1] <= h)
+
+
+def load_ucf_qnrf(
+    root: str | Path,
+    split: str | None = None,
+    *,
+    keep_outside: bool = False,
+    skips: SkipLog | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Records for UCF-QNRF (dataset ``ucf-qnrf``, splits train/test)."""
+    root, skips = Path(root), skips or SkipLog()
+    base = root if find_dir(root, "Train", "Test") else find_dir(root, "UCF-QNRF_ECCV18")
+    if base is None:
+        raise FileNotFoundError(f"{root}: expected Train/ and Test/ (or UCF-QNRF_ECCV18/Train, /Test)")
+    records: list[dict] = []
+    for sp in splits_to_read(split, SPLITS, "ucf-qnrf"):
+        folder = find_dir(base, sp.capitalize(), sp)
+        if folder is None:
+            continue
+
+        def build(pair, sp=sp, folder=folder) -> dict:
+            stem, image, mat = pair
+            image, mat = require_pair(stem, image, mat, folder / f"{stem}_ann.mat")
+            points = points_from_array(load_mat(mat, "annPoints", record=stem), mat, record=stem,
+                                       allow_negative=True)  # fmt: skip
+            size = check_image(image, record=stem)
+            meta = None
+            if not keep_outside:
+                keep = inside(points, size)
+                if not keep.all():
+                    meta = {"dropped_outside": int((~keep).sum())}
+                points = points[keep]
+            return make_record(image, dataset="ucf-qnrf", split=sp, problem=dataset_question("ucf-qnrf"),
+                               points=points, size=size, meta=meta)  # fmt: skip
+
+        def image_stem(mat: Path) -> str | None:
+            return mat.stem.removesuffix("_ann") if mat.stem.endswith("_ann") else None
+
+        pairs = pair_by_stem(list_images(folder), sorted(folder.glob("*_ann.mat")), image_stem)
+        records += collect(pairs, build, skips, desc=f"ucf-qnrf {sp}", progress=progress)
+    dropped = sum(r.get("meta", {}).get("dropped_outside", 0) for r in records)
+    if dropped:
+        logger.warning(
+            "ucf-qnrf: dropped %d annotated points outside their image (keep_outside=False)", dropped
+        )
+    return records
