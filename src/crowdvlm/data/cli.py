@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     syn.add_argument("--size", type=_size, default=(224, 224), help="WxH in pixels (default 224x224)")
     syn.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     syn.add_argument("--split", default="train", help="the records' split field (default train)")
+    syn.add_argument(
+        "--image-format",
+        choices=["jpg", "png"],
+        default="jpg",
+        help="jpg (quality 95, fast; default) or png (lossless)",
+    )
     syn.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     st = sub.add_parser("stats", help="count histogram, per-dataset table and image sizes of manifests")
@@ -127,7 +133,7 @@ def main(argv: list[str]) -> int:
 
             styles = [s.strip() for s in args.style.split(",") if s.strip()]
             path = generate(args.out, args.n, styles if len(styles) > 1 else styles[0], args.min_count,
-                            args.max_count, args.size, args.seed, split=args.split,
+                            args.max_count, args.size, args.seed, split=args.split, image_format=args.image_format,
                             progress=not args.no_progress)  # fmt: skip
             print(f"wrote {args.n} images and {path}")
             return 0

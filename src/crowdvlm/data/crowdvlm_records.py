@@ -137,14 +137,14 @@ def to_record(raw, file: Path, where: str, *, image_root: Path, dataset: str, sp
         dataset=raw.get("dataset") or dataset,
         split=split or raw.get("split") or "all",
     )
-    rec.setdefault("id", f"{rec['dataset']}/{image}")
+    rec["id"] = str(raw["id"]) if raw.get("id") is not None else f"{rec['dataset']}/{image}"
     if raw.get("points") is not None:
         points = points_from_array(raw["points"], file, record=where)
         if len(points) != rec["solution"]:
             raise DataError(file, f"solution is {rec['solution']} but there are {len(points)} points",
                             record=where, kind="count-mismatch")  # fmt: skip
         rec["points"] = points.tolist()
-    rec["width"], rec["height"] = check_image(image_path, record=where)
+    rec["width"], rec["height"] = check_image(image_path, record=f"{file.name} {where}")
     return rec
 
 

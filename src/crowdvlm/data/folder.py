@@ -93,7 +93,7 @@ def load_folder(
     def build(row) -> dict:
         where, image, count = row
         path = base / image
-        size = check_image(path, record=where)
+        size = check_image(path, record=f"{csv_file.name} {where}")
         return make_record(path, dataset=name, split=sp, problem=problem, points=None, size=size, solution=count,
                            record_id=f"{name}/{image}")  # fmt: skip
 

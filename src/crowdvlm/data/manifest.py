@@ -107,7 +107,7 @@ def validate_record(raw: Any, file: str, record: str) -> dict:
             raise DataError(
                 file, f"{key} must be a string, got {raw[key]!r}", record=record, kind="malformed"
             )
-    ordered = {key: out[key] for key in FIELD_ORDER if out.get(key) is not None}
+    ordered = {key: out[key] for key in FIELD_ORDER if out.get(key) is not None or key == "solution"}
     ordered.update({k: v for k, v in out.items() if k not in ordered and v is not None})
     return ordered
 

@@ -1,6 +1,6 @@
 """Procedural counting images with exact counts and points: the embedded data for tests and the demo.
 
-``generate(out_dir, n, style, min_count, max_count, size, seed)`` writes ``out_dir/images/*.png`` and
+``generate(out_dir, n, style, min_count, max_count, size, seed)`` writes ``out_dir/images/*.jpg`` and
 ``out_dir/manifest.jsonl`` and returns the manifest path. Image ``i`` depends only on ``(seed, i)``, its
 style and the count range, so a run is reproducible and the first images of a larger run are those of a
 smaller one.
@@ -32,6 +32,7 @@ from crowdvlm.prompts import question_for
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
+SAVE_OPTIONS = {"jpg": {"quality": 95}, "png": {"compress_level": 1}}
 
 
 def render(
@@ -75,6 +76,7 @@ def generate(
     seed: int = 0,
     *,
     split: str = "train",
+    image_format: str = "jpg",
     progress: bool = True,
 ) -> Path:
     """Write ``n`` synthetic images and their manifest; return the manifest path.
@@ -88,6 +90,8 @@ def generate(
         size: ``(width, height)`` in pixels.
         seed: the run's seed; image ``i`` uses ``numpy.random.default_rng([seed, i])``.
         split: the value of every record's ``split``.
+        image_format: "jpg" (quality 95, the default: about 20x faster to write than PNG for the textured
+            styles, and real counting datasets are JPEGs too) or "png" (lossless).
         progress: show a progress bar.
     """
     styles = [style] if isinstance(style, str) else list(style)
@@ -99,6 +103,8 @@ def generate(
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     width, height = size
+    if image_format not in SAVE_OPTIONS:
+        raise ValueError(f"image_format must be one of {sorted(SAVE_OPTIONS)}, got {image_format!r}")
     if width < 16 or height < 16:
         raise ValueError(f"image size must be at least 16x16, got {width}x{height}")
 
@@ -112,8 +118,8 @@ def generate(
     records = []
     for i in tqdm(range(n), desc=f"synth {'+'.join(styles)}", unit="img", disable=not progress, leave=False):
         image, record = synth_record(i, styles[chosen[i]], int(counts[i]), (width, height), seed)
-        name = f"images/{i:0{digits}d}.png"
-        image.save(out_dir / name, compress_level=1)
+        name = f"images/{i:0{digits}d}.{image_format}"
+        image.save(out_dir / name, **SAVE_OPTIONS[image_format])
         records.append({"id": f"{record['dataset']}/{out_dir.name}/{i:0{digits}d}", "image": name, "split": split,
                         **record})  # fmt: skip
     manifest = write_manifest(

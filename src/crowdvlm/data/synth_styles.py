@@ -25,7 +25,7 @@ Painter = Callable[[np.random.Generator, int, Size], tuple[Image.Image, np.ndarr
 
 _UNIT = np.stack([np.cos(np.linspace(0, 2 * np.pi, 18, endpoint=False)),
                   np.sin(np.linspace(0, 2 * np.pi, 18, endpoint=False))], axis=1)  # fmt: skip
-MAX_TRIES_PER_OBJECT = 60
+MAX_MISSES = 400  # consecutive rejected proposals before shrinking the objects
 SHRINK = 0.85
 
 
@@ -75,7 +75,8 @@ def place(
 
     ``sample(rng, scale) -> (x, y, r)`` proposes one object; ``fits(placed, candidate, n_placed)`` accepts it
     against the first ``n_placed`` rows of ``placed`` (rows are ``(x, y, r)``). When an object cannot be
-    placed, everything restarts at ``SHRINK`` times the scale, down to ``min_scale``.
+    placed after ``MAX_MISSES`` proposals in a row, everything restarts at ``SHRINK`` times the scale, down to
+    ``min_scale``.
 
     Raises:
         ValueError: when even ``min_scale`` leaves no room (count far too large for the image).
@@ -86,15 +87,17 @@ def place(
     placed = np.zeros((count, 3))
     while True:
         n = 0
-        tries = 0
+        misses = 0  # consecutive rejections: the image is full at this scale once they pile up
         at_floor = scale <= min_scale
-        budget = MAX_TRIES_PER_OBJECT * max(count, 1) * (20 if at_floor else 1)
-        while n < count and tries < budget:
-            tries += 1
+        patience = MAX_MISSES * (10 if at_floor else 1)
+        while n < count and misses < patience:
             cand = np.array(sample(rng, scale))
             if fits(placed, cand, n):
                 placed[n] = cand
                 n += 1
+                misses = 0
+            else:
+                misses += 1
         if n == count:
             return placed, scale
         if at_floor:
