@@ -1,0 +1,128 @@
+"""From the demo's prediction files to aligned arrays and summary tables.
+
+Every model was evaluated on the same images, so each set becomes one row order (sorted image ids) and each
+arm an array of predictions of shape ``(seeds, images)``; the base model has one "seed".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crowdvlm.metrics import bucket_label, bucket_labels, count_metrics
+
+__all__ = ["ArmPredictions", "SetResults", "load_set", "summarise"]
+
+BASE = "base"
+
+
+@dataclass
+class ArmPredictions:
+    """Predictions of one arm on one set. ``preds[s, i]`` is -1 where the answer could not be parsed."""
+
+    seeds: tuple[int, ...]
+    preds: np.ndarray  # (S, N) int
+
+    @property
+    def parsed(self) -> np.ndarray:
+        return self.preds >= 0
+
+    def errors(self, truths: np.ndarray) -> np.ndarray:
+        """Absolute errors, a parse failure scored as a prediction of 0 (the metrics' convention)."""
+        return np.abs(np.where(self.parsed, self.preds, 0) - truths[None, :]).astype(np.float64)
+
+
+@dataclass
+class SetResults:
+    """One evaluation set: ids, truths, dataset names and every arm's predictions, in one row order."""
+
+    name: str
+    ids: list[str]
+    truths: np.ndarray  # (N,)
+    datasets: np.ndarray  # (N,) str
+    arms: dict[str, ArmPredictions] = field(default_factory=dict)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    from crowdvlm.evaluate.predictions import latest_by_id, read_predictions
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: its evaluation stage has not run")
+    return latest_by_id(read_predictions(path))
+
+
+def load_set(name: str, files: dict[str, dict[int, Path]]) -> SetResults:
+    """Align the ``predictions.jsonl`` of every arm and seed on one set.
+
+    Args:
+        name: the set ("test", "ood", "val").
+        files: ``{arm: {seed: predictions.jsonl}}``.
+
+    Raises:
+        ValueError: a file misses images that another one has, or an image could not be evaluated.
+    """
+    arms: dict[str, ArmPredictions] = {}
+    reference: dict[str, Any] | None = None
+    ref_path = None
+    for arm, by_seed in files.items():
+        rows = []
+        for _seed, path in sorted(by_seed.items()):
+            preds = _read(path)
+            errored = [p.id for p in preds.values() if p.error is not None or p.truth is None]
+            if errored:
+                raise ValueError(f"{path}: {len(errored)} images were not scored (first: {errored[0]})")
+            if reference is None:
+                reference, ref_path = preds, path
+                ids = sorted(preds)
+            if set(preds) != set(reference):
+                missing = sorted(set(reference) ^ set(preds))[:3]
+                raise ValueError(f"{path} and {ref_path} hold different images (e.g. {missing})")
+            rows.append([preds[i].pred if preds[i].pred is not None else -1 for i in ids])
+        arms[arm] = ArmPredictions(tuple(sorted(by_seed)), np.asarray(rows, dtype=np.int64))
+    if reference is None:
+        raise ValueError(f"no predictions given for set {name!r}")
+    truths = np.asarray([reference[i].truth for i in ids], dtype=np.int64)
+    datasets = np.asarray([reference[i].dataset for i in ids])
+    return SetResults(name, ids, truths, datasets, arms)
+
+
+def _mean_sd(values: list[float | None]) -> dict[str, float | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "sd": None}
+    return {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
+
+
+def _metrics_over_seeds(arm: ArmPredictions, truths: np.ndarray, select: np.ndarray | None = None) -> dict:
+    """count_metrics per seed (on the selected images), as mean and sd over seeds."""
+    keep = np.ones(len(truths), bool) if select is None else select
+    per_seed = []
+    for row in arm.preds:
+        preds = [int(p) if p >= 0 else None for p in row[keep]]
+        per_seed.append(count_metrics(preds, truths[keep].tolist()))
+    keys = ("mae", "mae_parsed", "rmse", "accuracy", "acc_within_1", "parse_failure_rate")
+    out = {k: _mean_sd([m[k] for m in per_seed]) for k in keys}
+    out["n"] = int(keep.sum())
+    out["per_seed_mae"] = [m["mae"] for m in per_seed]
+    return out
+
+
+def summarise(results: SetResults, edges: tuple[int, ...]) -> dict[str, Any]:
+    """Per-arm metrics on the whole set, per dataset and per count bucket (mean and sd over seeds)."""
+    buckets = np.asarray([bucket_label(int(t), edges) for t in results.truths])
+    datasets = list(dict.fromkeys(sorted(results.datasets.tolist())))
+    out: dict[str, Any] = {"n": len(results.ids), "datasets": datasets, "buckets": [], "arms": {}}
+    out["buckets"] = [b for b in bucket_labels(edges) if (buckets == b).any()]
+    for name, arm in results.arms.items():
+        out["arms"][name] = {
+            "seeds": list(arm.seeds),
+            "overall": _metrics_over_seeds(arm, results.truths),
+            "per_dataset": {
+                d: _metrics_over_seeds(arm, results.truths, results.datasets == d) for d in datasets
+            },
+            "per_bucket": {b: _metrics_over_seeds(arm, results.truths, buckets == b) for b in out["buckets"]},
+        }
+    return out
