@@ -22,7 +22,14 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-__all__ = ["DEFAULT_BUCKET_EDGES", "bucket_label", "bucket_metrics", "count_metrics", "grouped_metrics"]
+__all__ = [
+    "DEFAULT_BUCKET_EDGES",
+    "bucket_label",
+    "bucket_labels",
+    "bucket_metrics",
+    "count_metrics",
+    "grouped_metrics",
+]
 
 #: Upper bounds (inclusive) of the default count buckets: 0-10, 11-50, 51-100, 101-500, 501-1000, >1000.
 DEFAULT_BUCKET_EDGES: tuple[int, ...] = (10, 50, 100, 500, 1000)
