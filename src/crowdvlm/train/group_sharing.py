@@ -1,7 +1,302 @@
-"""Encode each image once per GRPO group (issue 7). Interim: behaves exactly like stock TRL for now."""
+"""GRPO that encodes each image once per group and prefills each prompt once (issue 7), on trl 1.16.0.
 
+TRL's ``RepeatSampler`` gives G identical rows per prompt, and stock ``GRPOTrainer`` treats them as G unrelated
+samples: the image processor runs 2G times per image, the vision tower sees G copies of it in every pass
+(generation prefill, reference model, old policy, the training pass with grad), and generation prefills G
+copies of the prompt. ``GroupSharedGRPOTrainer`` overrides three methods of ``trl.GRPOTrainer`` 1.16.0 and
+nothing else:
+
+- ``_generate_and_score_completions``: runs TRL's own method with the processor wrapped in
+  :class:`~crowdvlm.train.shared_processing.DedupProcessor`, so each distinct row is processed once.
+- ``_generate_single_turn`` (plain ``transformers`` generation only): one prefill per distinct prompt, its KV
+  cache indexed out to the G samples (:mod:`crowdvlm.train.prefix_generation`).
+- ``_get_per_token_logps_and_entropies``: the vision tower runs once per distinct image and its features go
+  to every row through ``mm_encoder_outputs`` (:mod:`crowdvlm.train.shared_vision`); under grad, backward sums
+  the copies' gradients.
+
+Each falls back to TRL's code, with one logged warning per reason, where sharing cannot apply (vLLM or
+continuous batching, tools, static caches, FSDP / ZeRO-3 for the vision pass, models whose
+``get_image_features`` output or forward signature does not fit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from itertools import accumulate
+from typing import Any
+
+import torch
+from transformers import ProcessorMixin
 from trl import GRPOTrainer
+from trl.extras.profiling import profiling_context
+from trl.models import unwrap_model_for_generation
+from trl.trainer.utils import pad
+
+from crowdvlm.train.prefix_generation import generate_with_shared_prefix
+from crowdvlm.train.shared_processing import DedupProcessor, group_rows
+from crowdvlm.train.shared_vision import (
+    encode_unique_images,
+    encoder_outputs_for,
+    sharing_unsupported_reason,
+    split_images,
+    unique_images,
+)
+
+logger = logging.getLogger(__name__)
+
+TARGET_TRL_VERSION = "1.16.0"
+_TOKEN_FIELDS = ("mm_token_type_ids", "token_type_ids")
 
 
 class GroupSharedGRPOTrainer(GRPOTrainer):
-    """Drop-in subclass of ``trl.GRPOTrainer`` (trl 1.16.0); the sharing itself lands with issue 7."""
+    """Drop-in ``trl.GRPOTrainer`` (trl 1.16.0, same constructor) that shares work across each GRPO group.
+
+    The three switches below are on by default; turning one off restores TRL's code for that part (the
+    benchmark uses them to attribute the speed-up).
+
+    Attributes:
+        share_processing: process each distinct prompt/image once.
+        share_prefill: prefill each distinct prompt once in generation.
+        share_vision: run the vision tower once per distinct image in each log-prob pass.
+        sharing_fallbacks: reason -> number of times TRL's code ran instead.
+    """
+
+    share_processing: bool = True
+    share_prefill: bool = True
+    share_vision: bool = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sharing_fallbacks: dict[str, int] = {}
+        self._prefill_broken: str | None = None
+
+    def _fall_back(self, part: str, reason: str) -> None:
+        key = f"{part}: {reason}"
+        if key not in self.sharing_fallbacks:
+            logger.warning(
+                "group sharing off for %s (%s); using TRL %s's code", part, reason, TARGET_TRL_VERSION
+            )
+        self.sharing_fallbacks[key] = self.sharing_fallbacks.get(key, 0) + 1
+
+    # --- image processor ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _deduplicating_processor(self) -> Iterator[None]:
+        """Swap ``self.processing_class`` for a ``DedupProcessor`` around it, for one call."""
+        original = self.processing_class
+        if not (self.share_processing and isinstance(original, ProcessorMixin)):
+            yield
+            return
+        self.processing_class = DedupProcessor(original)
+        try:
+            yield
+        finally:
+            self.processing_class = original
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """TRL's method, with each distinct prompt (and image) processed once instead of per row."""
+        with self._deduplicating_processor():
+            return super()._generate_and_score_completions(inputs)
+
+    # --- generation --------------------------------------------------------------------------------------
+
+    def _prefill_unsupported_reason(
+        self, multimodal_fields: dict[str, Any], has_tool_images: bool
+    ) -> str | None:
+        if not self.share_prefill:
+            return "disabled"
+        if self._prefill_broken:
+            return self._prefill_broken
+        if self.use_vllm or self.use_transformers_continuous_batching:
+            return "vLLM / continuous batching generate themselves"
+        if self.tools or has_tool_images:
+            return "tool-calling rollouts"
+        if (
+            self.generation_config.cache_implementation is not None
+            or (self.generation_config.num_beams or 1) > 1
+        ):
+            return "static caches and beam search are not shared"
+        unknown = sorted(set(multimodal_fields) - {"pixel_values", "image_grid_thw", *_TOKEN_FIELDS})
+        if unknown:
+            return f"unsupported generation inputs {unknown}"
+        if "pixel_values" in multimodal_fields and "image_grid_thw" not in multimodal_fields:
+            return "pixel_values are not laid out by image_grid_thw"
+        return None
+
+    def _generate_single_turn(
+        self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False
+    ) -> tuple[list[list[int]], None]:
+        """TRL's plain-``generate`` path, with one prefill per distinct prompt (same returns as TRL's)."""
+        reason = self._prefill_unsupported_reason(multimodal_fields, has_tool_images)
+        if reason is not None:
+            if reason != "disabled":
+                self._fall_back("generation", reason)
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
+
+        # Rows are copies when their tokens and their images' patches are equal.
+        num_images = (
+            [len(imgs) if imgs else 0 for imgs in images] if images is not None else [0] * len(prompt_ids)
+        )
+        pixel_values, image_grid_thw = (
+            multimodal_fields.get("pixel_values"),
+            multimodal_fields.get("image_grid_thw"),
+        )
+        image_keys = unique_images(pixel_values, image_grid_thw)[1] if pixel_values is not None else []
+        image_start = [0, *accumulate(num_images)]
+        keys = [
+            (tuple(ids), tuple(image_keys[image_start[i] : image_start[i + 1]]))
+            for i, ids in enumerate(prompt_ids)
+        ]
+        groups = group_rows(keys)
+        if not groups.has_duplicates:
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
+
+        device = self.accelerator.device
+        first = groups.first
+
+        def left_pad(rows: list, value: int) -> torch.Tensor:
+            tensors = [torch.as_tensor(rows[i]) for i in first]
+            return pad(
+                tensors, padding_value=value, padding_side="left", pad_to_multiple_of=self.pad_to_multiple_of
+            )
+
+        input_ids = left_pad(prompt_ids, self._tokenizer.pad_token_id).to(device)
+        attention_mask = left_pad([[1] * len(ids) for ids in prompt_ids], 0).to(device)
+        token_inputs = {
+            k: left_pad(multimodal_fields[k], 0).to(device) for k in _TOKEN_FIELDS if k in multimodal_fields
+        }
+        prefill_inputs = {}
+        if pixel_values is not None:
+            per_image = split_images(pixel_values, image_grid_thw)
+            own = [j for i in first for j in range(image_start[i], image_start[i + 1])]
+            prefill_inputs = {
+                "pixel_values": torch.cat([per_image[j] for j in own]).to(device),
+                "image_grid_thw": image_grid_thw[own].to(device),
+            }
+
+        with (
+            profiling_context(self, "transformers.generate"),
+            unwrap_model_for_generation(
+                self.model_wrapped,
+                self.accelerator,
+                gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                generation_kwargs=self.generation_kwargs,
+                gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+            ) as unwrapped_model,
+            torch.no_grad(),
+            self._dist.summon_full_params(self.model_wrapped, recurse=False),
+        ):
+            try:
+                prompt_completion_ids = generate_with_shared_prefix(
+                    unwrapped_model,
+                    self.generation_config,
+                    input_ids,
+                    attention_mask,
+                    groups.inverse,
+                    token_inputs=token_inputs,
+                    prefill_inputs=prefill_inputs,
+                )
+            except ValueError as err:  # the model's cache or prompt cannot be shared; never will be
+                self._prefill_broken = str(err)
+                prompt_completion_ids = None
+        if prompt_completion_ids is None:
+            self._fall_back("generation", self._prefill_broken)
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
+        return self._completions_up_to_eos(prompt_completion_ids[:, input_ids.size(1) :]), None
+
+    def _completions_up_to_eos(self, completion_ids: torch.Tensor) -> list[list[int]]:
+        """Each row's tokens up to and including its first EOS, as TRL 1.16.0's ``_generate_single_turn``."""
+        is_eos = torch.isin(completion_ids, torch.tensor(self.eos_token_ids, device=completion_ids.device))
+        first_eos = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), is_eos.size(1))
+        keep = torch.arange(is_eos.size(1), device=completion_ids.device)[None, :] <= first_eos[:, None]
+        return [row[mask].tolist() for row, mask in zip(completion_ids.cpu(), keep.cpu(), strict=True)]
+
+    # --- log-prob passes ---------------------------------------------------------------------------------
+
+    def _vision_unsupported_reason(
+        self, model: Any, pixel_values, image_grid_thw, num_images, extra
+    ) -> str | None:
+        if not self.share_vision:
+            return "disabled"
+        if self.is_fsdp_enabled:
+            return "FSDP shards the vision tower; it only runs inside the wrapped forward"
+        if (
+            self.is_deepspeed_enabled
+            and getattr(self.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3
+        ):
+            return "ZeRO-3 shards the vision tower; it only runs inside the wrapped forward"
+        return sharing_unsupported_reason(model, pixel_values, image_grid_thw, num_images, extra)
+
+    def _get_per_token_logps_and_entropies(
+        self,
+        model,
+        input_ids,
+        attention_mask,
+        logits_to_keep,
+        batch_size=None,
+        compute_entropy=False,
+        compute_aux_loss=False,
+        pixel_values=None,
+        image_grid_thw=None,
+        num_images=None,
+        **extra,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """TRL's method with the vision tower run once per distinct image of the batch (same returns)."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        reason = self._vision_unsupported_reason(unwrapped, pixel_values, image_grid_thw, num_images, extra)
+        if reason is None:
+            with self.accelerator.autocast():
+                try:
+                    features, image_to_feature = encode_unique_images(unwrapped, pixel_values, image_grid_thw)
+                except ValueError as err:  # e.g. extra encoder outputs (Qwen3-VL deepstack)
+                    reason = str(err)
+        if reason is not None:
+            if reason not in ("disabled", "no images in the batch"):
+                self._fall_back("vision", reason)
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
+                pixel_values=pixel_values, image_grid_thw=image_grid_thw, num_images=num_images, **extra,
+            )  # fmt: skip
+
+        # Same chunked loop as TRL's, with features in place of pixels.
+        batch_size = batch_size or input_ids.size(0)
+        image_start = [0, *accumulate(num_images)]
+        all_logps, all_entropies, all_aux_losses = [], [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            end = min(start + batch_size, input_ids.size(0))
+            model_inputs = {"input_ids": input_ids[start:end], "attention_mask": attention_mask[start:end]}
+            first_image, end_image = image_start[start], image_start[end]
+            if end_image > first_image:
+                model_inputs["image_grid_thw"] = image_grid_thw[first_image:end_image]
+                model_inputs["mm_encoder_outputs"] = encoder_outputs_for(
+                    features, image_to_feature[first_image:end_image]
+                )
+            for key in _TOKEN_FIELDS:
+                if extra.get(key) is not None:
+                    model_inputs[key] = extra[key][start:end]
+            if compute_aux_loss:
+                model_inputs["output_router_logits"] = True
+
+            # Only the completion tokens are scored
+            labels = model_inputs["input_ids"].masked_fill(model_inputs["attention_mask"] == 0, -100)
+            labels[:, :-logits_to_keep] = -100
+            with self.accelerator.autocast():
+                outputs = model(**model_inputs, labels=labels, fused_lm_head=True)
+            all_logps.append(outputs.log_probs[:, -logits_to_keep:])
+            if compute_entropy:
+                all_entropies.append(outputs.entropy[:, -logits_to_keep:])
+            if compute_aux_loss:
+                all_aux_losses.append(outputs.aux_loss)
+
+        logps = torch.cat(all_logps, dim=0)
+        entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None
+        aux_loss = torch.stack(all_aux_losses).mean() if compute_aux_loss else None
+        return logps, entropies, aux_loss

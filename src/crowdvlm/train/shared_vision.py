@@ -1,0 +1,155 @@
+"""Encode each distinct image of a batch once and hand the features to every row that shows it.
+
+Written against transformers 5.24, whose vision-language models take precomputed encoder outputs through
+``forward(..., mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=(per-image features,
+...))})`` while ``input_ids`` / ``image_grid_thw`` / ``mm_token_type_ids`` still drive the placeholder scatter
+and the 3D (M-RoPE) position ids. The images are found by content, so G copies of one image anywhere in a
+batch (consecutive, shuffled, split over micro-batches) cost one vision-tower pass. Under autograd, indexing
+one feature tensor into G rows makes backward sum the G gradients, as G separate encodings would.
+
+The layout handled is the Qwen-VL one (``pixel_values`` as patch rows, ``image_grid_thw`` per image) with a
+``get_image_features`` whose ``pooler_output`` is a sequence of per-image tensors and nothing else the
+language model needs; ``sharing_unsupported_reason`` says why any other case falls back to stock TRL.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+# Fields of a get_image_features output that the language model never reads back (see module docstring).
+_SAMPLES = 32  # patch values per image used to propose duplicates
+_IGNORED_FEATURE_FIELDS = frozenset({"last_hidden_state", "pooler_output", "hidden_states", "attentions"})
+
+
+def split_images(pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> list[torch.Tensor]:
+    """Patch rows of each image: image i owns ``prod(image_grid_thw[i])`` consecutive rows."""
+    return list(torch.split(pixel_values, image_grid_thw.prod(-1).tolist(), dim=0))
+
+
+def unique_images(pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> tuple[list[int], list[int]]:
+    """Find images with identical patches.
+
+    A few patch values sampled at fixed positions propose candidates in one device sync (exact values, no
+    arithmetic, so copies always agree); ``torch.equal`` against the first image of the candidate group
+    confirms each match, so images that merely share the samples are never merged.
+
+    Args:
+        pixel_values: ``(total_patch_rows, patch_dim)``.
+        image_grid_thw: ``(num_images, 3)``.
+
+    Returns:
+        ``(first, inverse)``: the index of the first copy of each distinct image, and for every image the
+        index (into ``first``) of its distinct image.
+    """
+    images = split_images(pixel_values, image_grid_thw)
+    samples = [
+        img.reshape(-1)[torch.linspace(0, img.numel() - 1, _SAMPLES, device=img.device).long()]
+        for img in images
+    ]
+    summaries = torch.stack(samples).float().tolist()
+    grids = image_grid_thw.tolist()
+    first: list[int] = []
+    inverse: list[int] = []
+    candidates: dict[tuple, list[int]] = {}  # summary key -> indices into `first`
+    for i, (img, grid, summary) in enumerate(zip(images, grids, summaries, strict=True)):
+        key = (*grid, *summary)
+        match = next((u for u in candidates.get(key, []) if torch.equal(images[first[u]], img)), None)
+        if match is None:
+            match = len(first)
+            first.append(i)
+            candidates.setdefault(key, []).append(match)
+        inverse.append(match)
+    return first, inverse
+
+
+def _forward_accepts_encoder_outputs(model: Any) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+    return "mm_encoder_outputs" in inspect.signature(type(base).forward).parameters
+
+
+def sharing_unsupported_reason(
+    model: Any,
+    pixel_values: torch.Tensor | None,
+    image_grid_thw: torch.Tensor | None,
+    num_images: Sequence[int] | None,
+    extra_inputs: dict[str, Any],
+) -> str | None:
+    """Why the batch cannot share vision features on this model, or ``None`` when it can.
+
+    Args:
+        model: the unwrapped model (plain, or PEFT around a transformers model).
+        pixel_values, image_grid_thw, num_images: the image inputs of the log-prob pass.
+        extra_inputs: every other input of TRL's ``_get_per_token_logps_and_entropies``; only
+            ``token_type_ids`` and ``mm_token_type_ids`` may be set.
+    """
+    if pixel_values is None:
+        return "no images in the batch"
+    if image_grid_thw is None or num_images is None:
+        return "pixel_values are not laid out by image_grid_thw (only the Qwen-VL layout is shared)"
+    unexpected = sorted(
+        k
+        for k, v in extra_inputs.items()
+        if v is not None and k not in ("token_type_ids", "mm_token_type_ids")
+    )
+    if unexpected:
+        return f"unsupported image inputs {unexpected}"
+    if not callable(getattr(model, "get_image_features", None)):
+        return f"{type(model).__name__} has no get_image_features"
+    config = getattr(model, "config", None)
+    if getattr(config, "image_token_id", None) is None:
+        return f"{type(model).__name__} config has no image_token_id"
+    if not _forward_accepts_encoder_outputs(model):
+        return f"{type(model).__name__}.forward does not accept mm_encoder_outputs"
+    return None
+
+
+def per_image_features(output: Any) -> tuple[torch.Tensor, ...]:
+    """The per-image feature tensors of a ``get_image_features`` output.
+
+    Raises:
+        ValueError: the output carries more than per-image features (e.g. Qwen3-VL's deepstack features),
+            which the language model would also need repeated; such models fall back to stock TRL.
+    """
+    extra = sorted(k for k in output.keys() if k not in _IGNORED_FEATURE_FIELDS)
+    if extra:
+        raise ValueError(f"get_image_features returned extra fields {extra} that would need repeating too")
+    features = output.pooler_output
+    if not isinstance(features, list | tuple):
+        raise ValueError(
+            f"get_image_features pooler_output is {type(features).__name__}, not one tensor per image"
+        )
+    return tuple(features)
+
+
+def encode_unique_images(
+    model: Any, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor
+) -> tuple[tuple[torch.Tensor, ...], list[int]]:
+    """Run the vision tower once per distinct image.
+
+    Args:
+        model: unwrapped model exposing ``get_image_features(pixel_values, image_grid_thw)``.
+        pixel_values: ``(total_patch_rows, patch_dim)`` for all images of the batch, copies included.
+        image_grid_thw: ``(num_images, 3)``.
+
+    Returns:
+        ``(features, inverse)``: one feature tensor ``(tokens_i, hidden)`` per distinct image (with grad when
+        grad is enabled), and for every image of the batch the index of its features.
+    """
+    first, inverse = unique_images(pixel_values, image_grid_thw)
+    images = split_images(pixel_values, image_grid_thw)
+    unique_pixels = torch.cat([images[i] for i in first], dim=0)
+    output = model.get_image_features(
+        pixel_values=unique_pixels, image_grid_thw=image_grid_thw[first], return_dict=True
+    )
+    return per_image_features(output), inverse
+
+
+def encoder_outputs_for(features: Sequence[torch.Tensor], inverse: Sequence[int]) -> dict[str, Any]:
+    """``mm_encoder_outputs`` for a run of images: image j gets ``features[inverse[j]]``."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    return {"image": BaseModelOutputWithPooling(pooler_output=tuple(features[u] for u in inverse))}
