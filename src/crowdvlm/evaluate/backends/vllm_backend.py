@@ -1,0 +1,88 @@
+"""Offline batched inference with vLLM (``--backend vllm``), for large evaluations on a GPU.
+
+Untested in this repository's CI: vLLM needs a CUDA machine and is not installed on the development
+machines (``pip install 'crowdvlm[vllm]'``). It reuses everything else — items, prompts (through the
+model's own chat template), ``predictions.jsonl``, resume, metrics — so only :meth:`VLLMBackend.generate`
+is vLLM-specific. Give it large batches (``--batch-size 256``): vLLM schedules within a batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from crowdvlm.evaluate.backends.base import Answer, EvalItem, Prepared, try_load_image, user_message
+
+__all__ = ["VLLMBackend"]
+
+
+class VLLMBackend:
+    """Greedy decoding with ``vllm.LLM``.
+
+    Args:
+        model: model folder or Hub id.
+        max_new_tokens: generation budget per answer.
+        dtype: ``auto``, ``bfloat16``, ...
+        min_pixels: smallest image area after resizing (passed to the Qwen-VL processor).
+        max_pixels: largest image area after resizing.
+        tensor_parallel_size: GPUs per model.
+        gpu_memory_utilization: fraction of GPU memory vLLM may take.
+
+    Raises:
+        ImportError: vLLM is not installed.
+    """
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        max_new_tokens: int = 256,
+        dtype: str = "auto",
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+    ):
+        try:
+            import vllm
+        except ImportError as err:
+            raise ImportError(
+                "--backend vllm needs vLLM, which is not installed here: `pip install 'crowdvlm[vllm]'` on a CUDA "
+                "machine, or use --backend hf"
+            ) from err
+        from transformers import AutoProcessor
+
+        self.model_name = str(model)
+        self.max_new_tokens = max_new_tokens
+        self.processor = AutoProcessor.from_pretrained(model)  # only for its chat template
+        pixels = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
+        self.llm = vllm.LLM(
+            model=str(model),
+            dtype=dtype,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            limit_mm_per_prompt={"image": 1},
+            mm_processor_kwargs=pixels or None,
+        )
+        self.sampling = vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.model_name, "max_new_tokens": self.max_new_tokens}
+
+    def prepare(self, items: list[EvalItem]) -> Prepared:
+        requests, errors = [], []
+        for item in items:
+            image, error = try_load_image(item.image)
+            errors.append(error)
+            if image is not None:
+                text = self.processor.apply_chat_template(
+                    user_message(item.prompt), tokenize=False, add_generation_prompt=True
+                )
+                requests.append({"prompt": text, "multi_modal_data": {"image": image}})
+        return Prepared(items=items, errors=errors, payload=requests)
+
+    def generate(self, prepared: Prepared) -> list[Answer]:
+        outputs = self.llm.generate(prepared.payload, self.sampling, use_tqdm=False)
+        return [Answer(text=out.outputs[0].text) for out in outputs]

@@ -1,0 +1,285 @@
+"""`crowdvlm eval`, `crowdvlm compare` and `crowdvlm predict`.
+
+Heavy imports (torch, transformers, openai) happen inside the functions, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+from crowdvlm.evaluate.backends.base import EvalItem
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("hf", "vllm", "openai")
+DEFAULT_QUESTION = "How many people are in the image?"
+
+
+def _add_backend_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", required=True, help="model folder or Hub id (hf, vllm), or API model name (openai)"
+    )
+    parser.add_argument("--backend", choices=BACKENDS, default="hf", help="inference engine (default: hf)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per batch (default: 8)")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="answer length budget (default: 256)")
+    parser.add_argument(
+        "--prompt", default="eval", help="prompt template: eval (the paper's, default) or train"
+    )
+    parser.add_argument(
+        "--output", default="think", help="output instruction: think (default) or answer-only"
+    )
+    hf = parser.add_argument_group("hf / vllm backends")
+    hf.add_argument("--device", default="auto", help="hf: cpu, cuda, cuda:1, ... (default: auto)")
+    hf.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32 (default: auto)")
+    hf.add_argument("--attn-implementation", default=None, help="hf: sdpa, eager, flash_attention_2, ...")
+    hf.add_argument(
+        "--min-pixels", type=int, default=None, help="smallest image area after resizing (Qwen-VL)"
+    )
+    hf.add_argument(
+        "--max-pixels", type=int, default=None, help="largest image area after resizing (Qwen-VL)"
+    )
+    hf.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model (default: 1)")
+    api = parser.add_argument_group("openai backend")
+    api.add_argument(
+        "--base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)"
+    )
+    api.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY; never logged)")
+    api.add_argument("--concurrency", type=int, default=8, help="requests in flight at most (default: 8)")
+    api.add_argument("--request-timeout", type=float, default=60.0, help="seconds per request (default: 60)")
+    api.add_argument("--max-retries", type=int, default=5, help="retries on 429/5xx/timeouts (default: 5)")
+
+
+def make_backend(args: argparse.Namespace):
+    """Build the backend named by ``args.backend`` from the parsed options."""
+    if args.backend == "hf":
+        from crowdvlm.evaluate.backends.hf_backend import HFBackend
+
+        return HFBackend.load(
+            args.model,
+            max_new_tokens=args.max_new_tokens,
+            device=args.device,
+            dtype=args.dtype,
+            attn_implementation=args.attn_implementation,
+            min_pixels=args.min_pixels,
+            max_pixels=args.max_pixels,
+        )
+    if args.backend == "vllm":
+        from crowdvlm.evaluate.backends.vllm_backend import VLLMBackend
+
+        return VLLMBackend(
+            args.model,
+            max_new_tokens=args.max_new_tokens,
+            dtype=args.dtype,
+            min_pixels=args.min_pixels,
+            max_pixels=args.max_pixels,
+            tensor_parallel_size=args.tensor_parallel_size,
+        )
+    from crowdvlm.evaluate.backends.openai_backend import OpenAIBackend
+
+    return OpenAIBackend(
+        args.model,
+        base_url=args.base_url,
+        api_key=args.api_key,
+        max_new_tokens=args.max_new_tokens,
+        concurrency=args.concurrency,
+        timeout=args.request_timeout,
+        max_retries=args.max_retries,
+    )
+
+
+def _close(backend) -> None:
+    close = getattr(backend, "close", None)
+    if close is not None:
+        close()
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in (
+        "httpx",
+        "httpx2",
+        "openai",
+        "urllib3",
+        "matplotlib",
+    ):  # one line per HTTP request otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# -- crowdvlm eval ---------------------------------------------------------------------------------------
+
+
+def eval_main(argv: list[str]) -> int:
+    """`crowdvlm eval`: evaluate a model on manifests; writes predictions, metrics, report and plots."""
+    parser = argparse.ArgumentParser(
+        prog="crowdvlm eval",
+        description="Evaluate a model on one or more manifests: predictions.jsonl, metrics.json, report.md, plots.",
+    )
+    _add_backend_options(parser)
+    parser.add_argument(
+        "--data", required=True, action="append", help="manifest(s), comma-separated or repeated"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="run directory to write")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    parser.add_argument(
+        "--strict", action="store_true", help="stop at the first image that cannot be evaluated"
+    )
+    parser.add_argument(
+        "--strict-parse", action="store_true", help="read answers with the paper's strict rule"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="evaluate only the first N images of each manifest"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+
+    from crowdvlm.evaluate.run import ImageEvaluationError, evaluate, items_from_manifests
+
+    manifests = [Path(m) for group in args.data for m in group.split(",") if m]
+    items = items_from_manifests(manifests, template=args.prompt, output=args.output, limit=args.limit)
+    if not items:
+        parser.error(f"no images in {', '.join(map(str, manifests))}")
+    backend = make_backend(args)
+    settings = {"template": args.prompt, "output": args.output, "data": [str(m) for m in manifests]}
+    try:
+        metrics = evaluate(
+            backend,
+            items,
+            args.out,
+            batch_size=args.batch_size,
+            resume=args.resume,
+            strict=args.strict,
+            parse_strict=args.strict_parse,
+            settings=settings,
+            progress=not args.no_progress,
+        )
+    except (FileExistsError, ImageEvaluationError) as err:
+        print(f"crowdvlm eval: {err}", file=sys.stderr)
+        return 1
+    finally:
+        _close(backend)
+    overall = metrics["overall"]
+    print(
+        f"{overall['n']} images scored ({overall['errors']} errors): MAE {_num(overall['mae'])}, "
+        f"RMSE {_num(overall['rmse'])}, accuracy {_num(overall['accuracy'], pct=True)}, "
+        f"unparsed {_num(overall['parse_failure_rate'], pct=True)} -> {args.out / 'report.md'}"
+    )
+    return 0
+
+
+def _num(value, pct: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.1f}%" if pct else f"{value:.2f}"
+
+
+# -- crowdvlm compare ------------------------------------------------------------------------------------
+
+
+def compare_main(argv: list[str]) -> int:
+    """`crowdvlm compare`: side-by-side tables of several eval runs, with bootstrap CIs of MAE differences."""
+    parser = argparse.ArgumentParser(
+        prog="crowdvlm compare",
+        description="Compare eval runs: MAE / RMSE / accuracy per dataset and per count bucket; MAE differences "
+        "against the first run with paired bootstrap 95%% confidence intervals.",
+    )
+    parser.add_argument("runs", nargs="+", type=Path, help="eval run directories (the first is the baseline)")
+    parser.add_argument("--out", required=True, type=Path, help="where to write compare.md/.json/.png")
+    parser.add_argument("--names", default=None, help="comma-separated display names, one per run")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default: 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    args = parser.parse_args(argv)
+    _setup_logging()
+
+    from crowdvlm.evaluate.compare import write_comparison
+
+    names = args.names.split(",") if args.names else None
+    try:
+        write_comparison(args.runs, args.out, names=names, n_bootstrap=args.bootstrap, seed=args.seed)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"crowdvlm compare: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out / 'compare.md'}, compare.json, compare.png")
+    return 0
+
+
+# -- crowdvlm predict ------------------------------------------------------------------------------------
+
+_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
+
+
+def thinking_of(text: str) -> str | None:
+    """The reasoning inside ``<think>…</think>`` (an unclosed block runs to the end), or None.
+
+    >>> thinking_of("<think> three rows of four </think><answer>12</answer>")
+    'three rows of four'
+    """
+    match = _THINK.search(text)
+    return match.group(1).strip() if match else None
+
+
+def predict_main(argv: list[str]) -> int:
+    """`crowdvlm predict`: count the objects in a few images."""
+    parser = argparse.ArgumentParser(prog="crowdvlm predict", description="Count the objects in images.")
+    _add_backend_options(parser)
+    parser.add_argument("images", nargs="+", type=Path, help="image files")
+    parser.add_argument(
+        "--question", default=DEFAULT_QUESTION, help=f"what to ask (default: {DEFAULT_QUESTION!r})"
+    )
+    parser.add_argument("--show-thinking", action="store_true", help="also print the model's reasoning")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image")
+    parser.add_argument(
+        "--strict-parse", action="store_true", help="read answers with the paper's strict rule"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    from crowdvlm.evaluate.prefetch import prefetch
+    from crowdvlm.parsing import parse_count
+    from crowdvlm.prompts import build_prompt
+
+    prompt = build_prompt(args.question, template=args.prompt, output=args.output)
+    items = [EvalItem(str(path), "predict", path, prompt) for path in args.images]
+    backend = make_backend(args)
+    failed = 0
+    try:
+        batches = [items[i : i + args.batch_size] for i in range(0, len(items), args.batch_size)]
+        for prepared in prefetch(batches, backend.prepare):
+            answers = iter(backend.generate(prepared) if prepared.loaded else [])
+            for item, load_error in zip(prepared.items, prepared.errors, strict=True):
+                answer = None if load_error else next(answers)
+                error = load_error or answer.error
+                text = "" if error else answer.text
+                count = None if error else parse_count(text, strict=args.strict_parse)
+                failed += error is not None
+                _print_prediction(item.id, count, text, error, args)
+    finally:
+        _close(backend)
+    return 1 if failed else 0
+
+
+def _print_prediction(
+    image: str, count: int | None, text: str, error: str | None, args: argparse.Namespace
+) -> None:
+    thinking = thinking_of(text) if args.show_thinking else None
+    if args.json:
+        row = {"image": image, "count": count, "text": text, "error": error}
+        if args.show_thinking:
+            row["thinking"] = thinking
+        print(json.dumps(row, ensure_ascii=False))
+        return
+    if error:
+        print(f"{image}\terror: {error}")
+        return
+    print(f"{image}\t{count if count is not None else 'unparsed: ' + repr(text[:200])}")
+    if args.show_thinking:
+        print(f"  thinking: {thinking if thinking is not None else '(none)'}")

@@ -1,0 +1,307 @@
+"""Several evaluation runs side by side, like the paper's tables, with bootstrap confidence intervals.
+
+* rows are models (runs), columns datasets, cells ``MAE / RMSE / accuracy``;
+* the count-bucket comparison (MAE per true-count bucket);
+* the difference in MAE of each run against the first one, on the images both runs scored (matched by id),
+  with a paired bootstrap 95 % confidence interval: a difference whose interval excludes 0 is marked.
+
+Written as ``compare.md``, ``compare.json`` and ``compare.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crowdvlm.evaluate.predictions import PREDICTIONS_FILE, Prediction, latest_by_id, read_predictions
+from crowdvlm.evaluate.report import format_value
+from crowdvlm.evaluate.scoring import absolute_error, compute_metrics, is_scored
+from crowdvlm.metrics import DEFAULT_BUCKET_EDGES, bucket_label, bucket_labels
+
+__all__ = ["Run", "compare_runs", "load_run", "paired_bootstrap_mae_diff", "write_comparison"]
+
+logger = logging.getLogger(__name__)
+
+OVERALL = "overall"
+
+
+@dataclass
+class Run:
+    """One evaluation run directory: its name, metrics and latest prediction per image."""
+
+    name: str
+    path: Path
+    metrics: dict[str, Any]
+    predictions: dict[str, Prediction]
+
+
+def load_run(run_dir: str | Path, name: str | None = None) -> Run:
+    """Load a run written by :func:`crowdvlm.evaluate.run.evaluate` (metrics recomputed if missing).
+
+    Raises:
+        FileNotFoundError: the directory has no ``predictions.jsonl``.
+    """
+    run_dir = Path(run_dir)
+    pred_path = run_dir / PREDICTIONS_FILE
+    if not pred_path.exists():
+        raise FileNotFoundError(f"{run_dir} is not an evaluation run: {PREDICTIONS_FILE} is missing")
+    predictions = read_predictions(pred_path)
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists():
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    else:
+        logger.warning("%s has no metrics.json; computing it from the predictions", run_dir)
+        metrics = compute_metrics(predictions)
+    return Run(name or run_dir.resolve().name, run_dir, metrics, latest_by_id(predictions))
+
+
+def paired_bootstrap_mae_diff(
+    a_errors: Sequence[float],
+    b_errors: Sequence[float],
+    *,
+    n: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Difference in MAE, ``mean(b) - mean(a)``, with a paired bootstrap confidence interval.
+
+    ``a_errors[i]`` and ``b_errors[i]`` are the absolute errors of two models on the same image ``i``;
+    images are resampled with replacement, keeping the pairs together.
+
+    Args:
+        a_errors: absolute errors of the reference model.
+        b_errors: absolute errors of the other model, same images in the same order.
+        n: bootstrap resamples.
+        seed: random seed (the result is deterministic given it).
+        confidence: coverage of the interval.
+
+    Returns:
+        ``{"diff", "low", "high", "n_images", "significant"}``; a negative ``diff`` means ``b`` is better.
+        ``significant`` is True when the interval excludes 0. Values are None when there is no image.
+
+    >>> r = paired_bootstrap_mae_diff([2, 3, 4, 5], [1, 2, 3, 4], n=200)
+    >>> r["diff"], r["low"], r["high"], r["significant"]
+    (-1.0, -1.0, -1.0, True)
+    """
+    a, b = np.asarray(a_errors, dtype=np.float64), np.asarray(b_errors, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired errors must have the same length, got {len(a)} and {len(b)}")
+    m = len(a)
+    if m == 0:
+        return {"diff": None, "low": None, "high": None, "n_images": 0, "significant": False}
+    d = b - a
+    rng = np.random.default_rng(seed)
+    means = np.empty(n)
+    chunk = max(1, 2_000_000 // m)  # resamples per chunk, to bound memory on large test sets
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        means[start:stop] = d[rng.integers(0, m, size=(stop - start, m))].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return {
+        "diff": float(d.mean()),
+        "low": float(low),
+        "high": float(high),
+        "n_images": m,
+        "significant": bool(low > 0 or high < 0),
+    }
+
+
+def compare_runs(
+    runs: Sequence[Run],
+    *,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+    edges: Sequence[int] = DEFAULT_BUCKET_EDGES,
+) -> dict[str, Any]:
+    """The comparison tables as data (what ``compare.json`` holds).
+
+    Returns:
+        ``models``, ``datasets``, ``buckets`` (the column orders), ``table`` (model → dataset or "overall" →
+        ``{n, mae, rmse, accuracy}``), ``bucket_table`` (model → bucket → ``{n, mae}``), ``baseline`` and
+        ``diffs`` (other model → dataset, "overall" or bucket → :func:`paired_bootstrap_mae_diff`).
+    """
+    if not runs:
+        raise ValueError("compare needs at least one run")
+    datasets = list(dict.fromkeys(d for run in runs for d in run.metrics["per_dataset"]))
+    buckets = [b for b in bucket_labels(edges) if any(b in run.metrics["per_bucket"] for run in runs)]
+    keep = ("n", "mae", "rmse", "accuracy")
+    table = {
+        run.name: {
+            **{d: {k: run.metrics["per_dataset"].get(d, {}).get(k) for k in keep} for d in datasets},
+            OVERALL: {k: run.metrics["overall"].get(k) for k in keep},
+        }
+        for run in runs
+    }
+    bucket_table = {
+        run.name: {b: {k: run.metrics["per_bucket"].get(b, {}).get(k) for k in ("n", "mae")} for b in buckets}
+        for run in runs
+    }
+    baseline, diffs = runs[0], {}
+    for run in runs[1:]:
+        shared = [i for i, p in baseline.predictions.items() if is_scored(p) and i in run.predictions]
+        shared = [i for i in shared if is_scored(run.predictions[i])]
+        groups: dict[str, list[str]] = {OVERALL: shared}
+        for i in shared:
+            p = baseline.predictions[i]
+            groups.setdefault(p.dataset, []).append(i)
+            groups.setdefault(bucket_label(p.truth, edges), []).append(i)
+        diffs[run.name] = {
+            group: paired_bootstrap_mae_diff(
+                [absolute_error(baseline.predictions[i]) for i in ids],
+                [absolute_error(run.predictions[i]) for i in ids],
+                n=n_bootstrap,
+                seed=seed,
+            )
+            for group, ids in groups.items()
+        }
+    return {
+        "models": [run.name for run in runs],
+        "datasets": datasets,
+        "buckets": buckets,
+        "table": table,
+        "bucket_table": bucket_table,
+        "baseline": baseline.name,
+        "diffs": diffs,
+    }
+
+
+def _diff_cell(r: dict[str, Any] | None) -> str:
+    if not r or r["diff"] is None:
+        return "–"
+    cell = f"{r['diff']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}] (n={r['n_images']})"
+    return f"**{cell}**" if r["significant"] else cell
+
+
+def comparison_markdown(result: dict[str, Any]) -> str:
+    """The tables of :func:`compare_runs` in markdown."""
+    columns = [*result["datasets"], OVERALL]
+    lines = ["# Comparison", "", f"Runs: {', '.join(result['models'])}.", "", "## MAE / RMSE / accuracy", ""]
+    lines += ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for model, row in result["table"].items():
+        cells = [
+            f"{format_value(c['mae'])} / {format_value(c['rmse'])} / {format_value(c['accuracy'], 'pct')}"
+            if c["n"]
+            else "–"
+            for c in (row[col] for col in columns)
+        ]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    lines += ["", "## MAE by true-count bucket", ""]
+    lines += [
+        "| model | " + " | ".join(result["buckets"]) + " |",
+        "|---" * (len(result["buckets"]) + 1) + "|",
+    ]
+    for model, row in result["bucket_table"].items():
+        cells = [
+            f"{format_value(row[b]['mae'])} (n={row[b]['n']})" if row[b]["n"] else "–"
+            for b in result["buckets"]
+        ]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    if result["diffs"]:
+        lines += [
+            "",
+            f"## MAE difference vs {result['baseline']}",
+            "",
+            "Each cell: MAE(model) − MAE(baseline) on the images both scored, with its paired bootstrap 95 % "
+            "confidence interval; negative = better than the baseline; **bold** = the interval excludes 0.",
+            "",
+        ]
+        for title, groups in (("per dataset", columns), ("per true-count bucket", result["buckets"])):
+            lines += [
+                f"### {title}",
+                "",
+                "| model | " + " | ".join(groups) + " |",
+                "|---" * (len(groups) + 1) + "|",
+            ]
+            for model, by_group in result["diffs"].items():
+                lines.append(f"| {model} | " + " | ".join(_diff_cell(by_group.get(g)) for g in groups) + " |")
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _plot(result: dict[str, Any], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    models = result["models"]
+    panels = 3 if result["diffs"] else 2
+    fig = Figure(figsize=(6 * panels, 4.5), dpi=100, layout="constrained")
+    axes = fig.subplots(1, panels)
+    width = 0.8 / len(models)
+    for ax, columns, table, title in (
+        (axes[0], [*result["datasets"], OVERALL], result["table"], "MAE per dataset"),
+        (axes[1], result["buckets"], result["bucket_table"], "MAE per true-count bucket"),
+    ):
+        for k, model in enumerate(models):
+            values = [table[model][c]["mae"] if table[model][c]["n"] else 0.0 for c in columns]
+            ax.bar(
+                [i + (k - (len(models) - 1) / 2) * width for i in range(len(columns))],
+                values,
+                width,
+                label=model,
+            )
+        ax.set_xticks(range(len(columns)), columns, rotation=20, ha="right")
+        ax.set_yscale("symlog", linthresh=1)  # MAE spans orders of magnitude across buckets
+        ax.set_ylabel("MAE (objects, log scale)")
+        ax.set_title(title)
+    axes[0].legend(fontsize=8)
+    if result["diffs"]:
+        # the paper's "better when target values are larger": the difference and its 95 % CI per bucket
+        ax, buckets, others = axes[2], result["buckets"], list(result["diffs"])
+        step = 0.8 / len(others)
+        for k, model in enumerate(others):
+            for i, bucket in enumerate(buckets):
+                r = result["diffs"][model].get(bucket)
+                if r and r["diff"] is not None:
+                    x = i + (k - (len(others) - 1) / 2) * step
+                    yerr = [[r["diff"] - r["low"]], [r["high"] - r["diff"]]]
+                    ax.errorbar(x, r["diff"], yerr=yerr, fmt="o", capsize=3, color=f"C{k + 1}",
+                                label=model if i == 0 else None)  # fmt: skip
+        ax.axhline(0, color="grey", linewidth=1)
+        ax.set_xticks(range(len(buckets)), buckets, rotation=20, ha="right")
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_ylabel(f"MAE − MAE({result['baseline']}), 95 % CI")
+        ax.set_title("Difference vs baseline per true-count bucket")
+        ax.legend(fontsize=8)
+    fig.savefig(path)
+
+
+def write_comparison(
+    run_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    names: Sequence[str] | None = None,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Load runs, compare them, and write ``compare.md``, ``compare.json`` and ``compare.png`` in ``out_dir``.
+
+    Args:
+        run_dirs: evaluation run directories; the first is the baseline of the MAE differences.
+        out_dir: where to write.
+        names: display names (default: the directories' names, made unique).
+        n_bootstrap: bootstrap resamples per confidence interval.
+        seed: bootstrap seed.
+    """
+    if names is not None and len(names) != len(run_dirs):
+        raise ValueError(f"{len(names)} names for {len(run_dirs)} runs")
+    runs = [load_run(d, names[i] if names else None) for i, d in enumerate(run_dirs)]
+    seen: dict[str, int] = {}
+    for run in runs:  # two runs called "eval" in different folders get "eval" and "eval#2"
+        seen[run.name] = seen.get(run.name, 0) + 1
+        if seen[run.name] > 1:
+            run.name = f"{run.name}#{seen[run.name]}"
+    result = compare_runs(runs, n_bootstrap=n_bootstrap, seed=seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "compare.md").write_text(comparison_markdown(result), encoding="utf-8")
+    (out_dir / "compare.json").write_text(
+        json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
+    _plot(result, out_dir / "compare.png")
+    return result

@@ -1,0 +1,129 @@
+"""``predictions.jsonl``: the append-only record of an evaluation, one JSON line per answered image.
+
+Each line is one :class:`Prediction`. Lines are appended and flushed (and fsync'ed) once per batch, so a
+crash loses at most the batch in flight; a crash in the middle of a write leaves a truncated last line,
+which :func:`read_predictions` drops (and, with ``repair=True``, cuts off the file) instead of failing.
+
+When an image appears more than once (a resumed run retried an image that had failed), the **last** line
+wins: :func:`latest_by_id`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PREDICTIONS_FILE", "Prediction", "PredictionWriter", "latest_by_id", "read_predictions"]
+
+logger = logging.getLogger(__name__)
+
+PREDICTIONS_FILE = "predictions.jsonl"
+
+
+@dataclass
+class Prediction:
+    """One image's outcome.
+
+    Attributes:
+        id: the image id (the manifest's ``id``, else ``dataset/relative image path``).
+        dataset: the manifest record's ``dataset``.
+        image: the image path as evaluated.
+        truth: the ground-truth count, or None for an unlabelled image.
+        text: the model's raw answer ("" when the image could not be evaluated).
+        pred: the count read from ``text`` by :func:`crowdvlm.parsing.parse_count`, or None.
+        parse_ok: whether a count could be read.
+        error: why the image could not be evaluated (missing/corrupt image, API failure), else None.
+    """
+
+    id: str
+    dataset: str
+    image: str
+    truth: int | None
+    text: str
+    pred: int | None
+    parse_ok: bool
+    error: str | None = None
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> Prediction:
+        return cls(**{name: row.get(name) for name in cls.__dataclass_fields__})
+
+
+class PredictionWriter:
+    """Appends predictions to a JSONL file, durably, one batch at a time."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def write_batch(self, predictions: list[Prediction]) -> None:
+        """Append ``predictions`` and make them durable before returning."""
+        self._file.write("".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in predictions))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_predictions(path: str | Path, *, repair: bool = False) -> list[Prediction]:
+    """Read a predictions file.
+
+    A last line that is incomplete (no trailing newline, or not valid JSON) is the trace of an interrupted
+    write: it is dropped with a warning, and with ``repair=True`` the file is truncated to its last complete
+    line so that appending can continue. An invalid line anywhere else is an error.
+
+    Args:
+        path: the ``predictions.jsonl`` file.
+        repair: cut a truncated last line off the file.
+
+    Returns:
+        The predictions in file order (duplicates included; see :func:`latest_by_id`).
+
+    Raises:
+        ValueError: a line other than the last is not a prediction; the message names file and line.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    # After the final "\n" split() leaves b""; anything else there is a line whose write never finished.
+    tail = lines.pop()
+    predictions, good_bytes = [], 0
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                predictions.append(Prediction.from_dict(json.loads(line)))
+            except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as err:
+                if number == len(lines) and not tail:
+                    # the last line is complete but garbled: also the trace of a crash mid-write
+                    tail = line
+                    break
+                raise ValueError(f"{path}, line {number}: expected a JSON prediction record ({err})") from err
+        good_bytes += len(line) + 1
+    if tail:
+        logger.warning(
+            "%s: dropping an incomplete last line (%d bytes) left by an interrupted run", path, len(tail)
+        )
+        if repair:
+            with path.open("r+b") as f:
+                f.truncate(good_bytes)
+    return predictions
+
+
+def latest_by_id(predictions: list[Prediction]) -> dict[str, Prediction]:
+    """Map each image id to its last prediction (a retried image's newest outcome), in first-seen order."""
+    latest: dict[str, Prediction] = {}
+    for p in predictions:
+        latest[p.id] = p
+    return latest
