@@ -1,0 +1,373 @@
+"""Training configuration: dataclasses parsed by TRL's ``TrlParser`` from a YAML recipe plus overrides.
+
+A run is described by three dataclasses, parsed together so that every field is one flat YAML key and one
+``--key value`` override: :class:`ModelArguments` (what to load and how), a script dataclass
+(:class:`SFTScriptArguments` or :class:`GRPOScriptArguments`: data, rewards, logging, resuming) and TRL's own
+``SFTConfig`` / ``GRPOConfig`` (optimiser, batch, checkpoints, GRPO hyper-parameters). Unknown keys are
+rejected. Everything that can be checked without loading a model is checked in :func:`validate_job`, so a bad
+recipe fails in a second with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+PROMPT_TEMPLATES = ("train", "eval")
+OUTPUT_FORMATS = ("think", "answer-only")
+
+# The SFT target's reasoning for the `think` output format: short, templated, and ending in the count, so a
+# model learns the paper's `<think>...</think><answer>N</answer>` shape without inventing reasoning we do not have.
+DEFAULT_SFT_REASONING = (
+    "I count each object in the image once, from the top left to the bottom right: {count} in total."
+)
+
+
+class ConfigError(ValueError):
+    """A training configuration that cannot run; the message says which key to change and how."""
+
+
+@dataclass
+class ModelArguments:
+    """What model to load and how (shared by SFT and GRPO)."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Model folder in Hugging Face format (e.g. runs/tiny-model) or a Hub id."},
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(
+        default="auto",
+        metadata={"help": "Weights dtype: auto (the checkpoint's), bfloat16, float16 or float32."},
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "Attention kernel: sdpa, eager, flash_attention_2 (None: transformers picks)."},
+    )
+    min_pixels: int | None = field(
+        default=None,
+        metadata={"help": "Smallest image area (pixels) the processor resizes to; None: the model's."},
+    )
+    max_pixels: int | None = field(
+        default=None,
+        metadata={"help": "Largest image area (pixels) the processor resizes to; None: the model's."},
+    )
+    freeze_vision: bool = field(default=False, metadata={"help": "Freeze the vision tower (and its merger)."})
+    use_peft: bool = field(
+        default=False, metadata={"help": "Train LoRA adapters instead of the full weights."}
+    )
+    lora_r: int = field(default=64, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha (scaling numerator)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Modules to adapt; default: the language model's q/k/v/o and gate/up/down projections."
+        },
+    )
+    lora_include_vision: bool = field(
+        default=False,
+        metadata={"help": "Also adapt matching vision-tower modules (vLLM cannot serve these)."},
+    )
+    save_merged: bool = field(
+        default=False,
+        metadata={"help": "LoRA runs: also save base+adapter merged weights in OUTPUT_DIR/merged."},
+    )
+
+
+@dataclass
+class _ScriptArguments:
+    """Data, logging and resuming fields common to SFT and GRPO."""
+
+    dataset: list[str] = field(
+        default_factory=list, metadata={"help": "One or more manifests (JSONL) to train on, concatenated."}
+    )
+    prompt_template: str = field(
+        default="train", metadata={"help": "Prompt wording: train (the paper's training prompt) or eval."}
+    )
+    output_format: str = field(
+        default="think",
+        metadata={
+            "help": "Answer shape: think (<think>..</think><answer>N</answer>) or answer-only (<answer>N</answer>)."
+        },
+    )
+    resume: bool = field(
+        default=False,
+        metadata={
+            "help": "Continue from the last checkpoint in output_dir (same data order); fresh start if none."
+        },
+    )
+    log_file: str = field(
+        default="log.jsonl", metadata={"help": "JSONL log of metrics and samples, relative to output_dir."}
+    )
+    sample_completions_steps: int = field(
+        default=10, metadata={"help": "Every N optimiser steps, log a few sampled completions (0: never)."}
+    )
+    num_sample_completions: int = field(
+        default=4, metadata={"help": "How many completions each sample shows."}
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dataset, str):  # `dataset: one.jsonl` in YAML
+            self.dataset = [self.dataset]
+        self.dataset = [str(p) for p in self.dataset or []]
+
+
+@dataclass
+class SFTScriptArguments(_ScriptArguments):
+    """SFT-specific fields."""
+
+    sft_reasoning: str = field(
+        default=DEFAULT_SFT_REASONING,
+        metadata={
+            "help": "Text inside <think></think> of the SFT targets (think format); {count} is the count."
+        },
+    )
+
+
+@dataclass
+class GRPOScriptArguments(_ScriptArguments):
+    """GRPO-specific fields: rewards by name (weights are TRL's `reward_weights`), prompt sharing."""
+
+    rewards: list[str] = field(
+        default_factory=lambda: ["fgrpr", "format"],
+        metadata={
+            "help": "Reward functions by name (crowdvlm.rewards.REWARDS): the paper fgrpr format; baseline binary format."
+        },
+    )
+    reward_kwargs: dict | str | None = field(
+        default=None,
+        metadata={"help": 'Per-reward parameters, e.g. {"fgrpr": {"band": 0.5}} (JSON on the command line).'},
+    )
+    share_prompt: bool = field(
+        default=True,
+        metadata={
+            "help": "Encode each image once per GRPO group (GroupSharedGRPOTrainer); false: stock TRL."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.reward_kwargs, str):
+            try:
+                self.reward_kwargs = json.loads(self.reward_kwargs)
+            except json.JSONDecodeError as err:
+                raise ConfigError(
+                    f"reward_kwargs is not valid JSON ({err.msg}): {self.reward_kwargs!r}"
+                ) from None
+        self.reward_kwargs = dict(self.reward_kwargs or {})
+
+
+@dataclass
+class TrainJob:
+    """Everything one training run needs, parsed and validated."""
+
+    kind: Literal["sft", "grpo"]
+    model: ModelArguments
+    script: SFTScriptArguments | GRPOScriptArguments
+    training: Any  # trl.SFTConfig | trl.GRPOConfig
+    recipe: str | None = None
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.training.output_dir)
+
+
+def _trl_config_class(kind: str):
+    from trl import GRPOConfig, SFTConfig
+
+    return {"sft": SFTConfig, "grpo": GRPOConfig}[kind]
+
+
+def _script_class(kind: str):
+    return {"sft": SFTScriptArguments, "grpo": GRPOScriptArguments}[kind]
+
+
+def make_parser(kind: str):
+    """The ``TrlParser`` for ``crowdvlm train <kind>`` (``--config RECIPE.yaml`` plus ``--key value`` overrides)."""
+    from trl import TrlParser
+
+    if kind not in ("sft", "grpo"):
+        raise ValueError(f"kind must be 'sft' or 'grpo', got {kind!r}")
+    return TrlParser(
+        (ModelArguments, _script_class(kind), _trl_config_class(kind)), prog=f"crowdvlm train {kind}"
+    )
+
+
+def overrides_to_argv(overrides: dict[str, Any]) -> list[str]:
+    """``{"max_steps": 5, "dataset": ["a.jsonl"], "bf16": False}`` -> ``["--max_steps", "5", ...]``."""
+    argv: list[str] = []
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        argv.append(f"--{key}")
+        if isinstance(value, list | tuple):
+            argv.extend(str(v) for v in value)
+        elif isinstance(value, dict):
+            argv.append(json.dumps(value))
+        else:
+            argv.append(str(value).lower() if isinstance(value, bool) else str(value))
+    return argv
+
+
+_HINTS = {
+    "divisible by num_generations": (
+        "GRPO needs whole groups in every generation batch: make per_device_train_batch_size x number of "
+        "processes x gradient_accumulation_steps (or steps_per_generation) a multiple of num_generations."
+    ),
+    "Unknown arguments from config file": "Remove or rename the key(s); `crowdvlm train {kind} --help` lists them.",
+    "not used by the HfArgumentParser": "Check the spelling; `crowdvlm train {kind} --help` lists every option.",
+    "bf16/gpu": "This machine has no GPU: set bf16: false (and use_cpu: true) for a CPU run.",
+}
+
+
+def parse_job(
+    kind: str, argv: list[str] | None = None, *, recipe: str | Path | None = None, **overrides
+) -> TrainJob:
+    """Parse a recipe and overrides into a validated :class:`TrainJob`, loading no model.
+
+    Args:
+        kind: "sft" or "grpo".
+        argv: command-line style arguments (``["--config", "r.yaml", "--max_steps", "5"]``).
+        recipe: a YAML recipe (same as ``--config``).
+        **overrides: extra ``key=value`` overrides, applied last (e.g. ``output_dir="runs/x"``).
+
+    Raises:
+        ConfigError: unknown keys, invalid values or missing files, with what to change.
+    """
+    argv = list(argv or [])
+    if recipe is not None:
+        argv = ["--config", str(recipe), *argv]
+    argv += overrides_to_argv(overrides)
+    recipe_path = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+    if recipe_path is not None and not Path(recipe_path).is_file():
+        raise ConfigError(f"recipe {recipe_path} not found")
+    where = f"{recipe_path}: " if recipe_path else ""
+    try:
+        model_args, script_args, training_args = make_parser(kind).parse_args_and_config(argv)
+    except ConfigError as err:
+        raise ConfigError(f"{where}{err}") from None
+    except ValueError as err:
+        hint = next((h for key, h in _HINTS.items() if key in str(err)), "")
+        raise ConfigError(f"{where}{err} {hint.format(kind=kind)}".strip()) from err
+    job = TrainJob(kind, model_args, script_args, training_args, recipe_path)
+    validate_job(job)
+    return job
+
+
+def validate_job(job: TrainJob) -> None:
+    """Check everything that does not need the model: paths, choices, rewards, checkpoints.
+
+    Raises:
+        ConfigError: naming the key to change.
+    """
+    from crowdvlm.modeling import check_model_path
+
+    m, s = job.model, job.script
+    where = f"{job.recipe}: " if job.recipe else ""
+    if not m.model_name_or_path:
+        raise ConfigError(
+            f"{where}no model: set model_name_or_path in the recipe or pass --model_name_or_path DIR"
+        )
+    try:
+        check_model_path(m.model_name_or_path)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{where}{err}") from None
+    if not s.dataset:
+        raise ConfigError(
+            f"{where}no training data: set dataset in the recipe or pass --dataset MANIFEST [...]"
+        )
+    for path in s.dataset:
+        if not Path(path).is_file():
+            raise ConfigError(f"{where}dataset {path} not found: --dataset takes manifest files (JSONL)")
+    if s.prompt_template not in PROMPT_TEMPLATES:
+        raise ConfigError(
+            f"{where}prompt_template must be one of {PROMPT_TEMPLATES}, got {s.prompt_template!r}"
+        )
+    if s.output_format not in OUTPUT_FORMATS:
+        raise ConfigError(f"{where}output_format must be one of {OUTPUT_FORMATS}, got {s.output_format!r}")
+    if s.sample_completions_steps < 0 or s.num_sample_completions < 0:
+        raise ConfigError(f"{where}sample_completions_steps and num_sample_completions must be >= 0")
+    if m.save_merged and not m.use_peft:
+        raise ConfigError(
+            f"{where}save_merged applies to LoRA runs: set use_peft: true or remove save_merged"
+        )
+    if isinstance(s, SFTScriptArguments) and "{count}" not in s.sft_reasoning and s.output_format == "think":
+        raise ConfigError(f"{where}sft_reasoning must contain {{count}} (the count the answer repeats)")
+    if isinstance(s, GRPOScriptArguments):
+        _validate_rewards(job, where)
+    _validate_checkpoints(job, where)
+
+
+def _validate_rewards(job: TrainJob, where: str) -> None:
+    from crowdvlm.rewards import REWARDS, build_reward
+
+    s, t = job.script, job.training
+    if not s.rewards:
+        raise ConfigError(
+            f"{where}no rewards: set rewards, e.g. [fgrpr, format] (the paper) or [binary, format]"
+        )
+    unknown = [name for name in s.rewards if name not in REWARDS]
+    if unknown:
+        raise ConfigError(f"{where}unknown reward(s) {unknown}; valid: {sorted(REWARDS)}")
+    stray = sorted(set(s.reward_kwargs) - set(s.rewards))
+    if stray:
+        raise ConfigError(f"{where}reward_kwargs names reward(s) {stray} that are not in rewards {s.rewards}")
+    for name in s.rewards:
+        try:
+            build_reward(name, **s.reward_kwargs.get(name, {}))
+        except TypeError as err:
+            raise ConfigError(f"{where}reward_kwargs for {name!r}: {err}") from None
+    if t.reward_weights is not None and len(t.reward_weights) != len(s.rewards):
+        raise ConfigError(
+            f"{where}reward_weights has {len(t.reward_weights)} value(s) but rewards has {len(s.rewards)} "
+            f"({s.rewards}): give one weight per reward"
+        )
+    if s.output_format == "answer-only" and "format" in s.rewards:
+        raise ConfigError(
+            f"{where}reward 'format' requires a <think> block, which output_format answer-only never asks for: "
+            "use 'answer_format' instead"
+        )
+
+
+def last_checkpoint(output_dir: str | Path) -> Path | None:
+    """The highest-numbered ``checkpoint-N`` folder in ``output_dir`` that holds a trainer state, or None."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    done = [p for p in output_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    done = [p for p in done if p.name.split("-")[-1].isdigit()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def _validate_checkpoints(job: TrainJob, where: str) -> None:
+    existing = last_checkpoint(job.output_dir)
+    if existing is not None and not job.script.resume and not job.training.resume_from_checkpoint:
+        raise ConfigError(
+            f"{where}{job.output_dir} already holds {existing.name}: pass --resume to continue it, or choose "
+            "another --output_dir"
+        )
+
+
+def job_summary(job: TrainJob) -> dict[str, Any]:
+    """The resolved configuration as a JSON-able dict (written next to the checkpoints)."""
+
+    def plain(obj) -> dict[str, Any]:
+        out = {}
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            out[f.name] = (
+                value
+                if isinstance(value, int | float | str | bool | list | dict | type(None))
+                else str(value)
+            )
+        return out
+
+    return {
+        "kind": job.kind,
+        "recipe": job.recipe,
+        "model": plain(job.model),
+        "script": plain(job.script),
+        "training": job.training.to_dict(),
+    }
