@@ -70,6 +70,7 @@ class JsonlLogCallback(TrainerCallback):
         if state.is_world_process_zero:
             self.writer.write(
                 {"event": "train_begin", "step": state.global_step, "max_steps": state.max_steps,
+                 "world_size": args.world_size, "backend": getattr(args.distributed_state, "backend", None),
                  "time": time.time(), **self.run_info}
             )  # fmt: skip
 

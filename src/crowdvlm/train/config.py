@@ -216,10 +216,19 @@ _HINTS = {
         "GRPO needs whole groups in every generation batch: make per_device_train_batch_size x number of "
         "processes x gradient_accumulation_steps (or steps_per_generation) a multiple of num_generations."
     ),
-    "Unknown arguments from config file": "Remove or rename the key(s); `crowdvlm train {kind} --help` lists them.",
-    "not used by the HfArgumentParser": "Check the spelling; `crowdvlm train {kind} --help` lists every option.",
     "bf16/gpu": "This machine has no GPU: set bf16: false (and use_cpu: true) for a CPU run.",
 }
+
+
+def _unknown_keys_message(keys: list[str], known: set[str], kind: str) -> str:
+    """'unknown key(s) ...' with the closest valid names, for YAML keys and command-line options alike."""
+    import difflib
+
+    parts = []
+    for key in keys:
+        close = difflib.get_close_matches(key, known, n=2)
+        parts.append(f"{key!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    return f"unknown key(s) {', '.join(parts)}; `crowdvlm train {kind} --help` lists every key"
 
 
 def parse_job(
@@ -236,21 +245,37 @@ def parse_job(
     Raises:
         ConfigError: unknown keys, invalid values or missing files, with what to change.
     """
+    import yaml
+
     argv = list(argv or [])
     if recipe is not None:
         argv = ["--config", str(recipe), *argv]
     argv += overrides_to_argv(overrides)
     recipe_path = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
-    if recipe_path is not None and not Path(recipe_path).is_file():
-        raise ConfigError(f"recipe {recipe_path} not found")
     where = f"{recipe_path}: " if recipe_path else ""
+    parser = make_parser(kind)
+    known = {action.dest for action in parser._actions}
+    if recipe_path is not None:
+        if not Path(recipe_path).is_file():
+            raise ConfigError(f"recipe {recipe_path} not found")
+        keys = yaml.safe_load(Path(recipe_path).read_text()) or {}
+        if not isinstance(keys, dict):
+            raise ConfigError(f"{where}a recipe must be a YAML mapping of key: value")
+        unknown = [k for k in keys if k not in known and k != "env"]
+        if unknown:
+            raise ConfigError(where + _unknown_keys_message(unknown, known, kind))
     try:
-        model_args, script_args, training_args = make_parser(kind).parse_args_and_config(argv)
+        model_args, script_args, training_args = parser.parse_args_and_config(argv)
     except ConfigError as err:
         raise ConfigError(f"{where}{err}") from None
     except ValueError as err:
+        if "not used by the HfArgumentParser" in str(err):
+            unknown = [
+                a[2:].split("=")[0] for a in argv if a.startswith("--") and a[2:].split("=")[0] not in known
+            ]
+            raise ConfigError(where + _unknown_keys_message(unknown or [str(err)], known, kind)) from None
         hint = next((h for key, h in _HINTS.items() if key in str(err)), "")
-        raise ConfigError(f"{where}{err} {hint.format(kind=kind)}".strip()) from err
+        raise ConfigError(f"{where}{err} {hint}".strip()) from err
     job = TrainJob(kind, model_args, script_args, training_args, recipe_path)
     validate_job(job)
     return job

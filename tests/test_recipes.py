@@ -1,0 +1,112 @@
+"""Every shipped recipe parses, names its launch command, and the paper recipes hold the paper's values."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from crowdvlm.train.config import parse_job
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+TRAIN_RECIPES = sorted(p for p in RECIPES.glob("*/*.yaml") if p.parent.name != "accelerate")
+ACCELERATE = sorted((RECIPES / "accelerate").glob("*.yaml"))
+
+
+def kind_of(recipe: Path) -> str:
+    return "sft" if recipe.stem == "sft" else "grpo"
+
+
+def header(path: Path) -> str:
+    """The leading comment block of a YAML file."""
+    lines = path.read_text().splitlines()
+    end = next(i for i, line in enumerate(lines) if not line.startswith("#"))
+    return "\n".join(lines[:end])
+
+
+def test_the_expected_recipes_exist():
+    names = {f"{p.parent.name}/{p.stem}" for p in TRAIN_RECIPES + ACCELERATE}
+    for family in ("tiny", "qwen2_5_vl_3b", "qwen2_5_vl_7b"):
+        assert {f"{family}/sft", f"{family}/grpo_fgrpr", f"{family}/grpo_binary"} <= names
+    assert {"accelerate/single", "accelerate/ddp", "accelerate/zero2", "accelerate/zero3"} <= names
+
+
+@pytest.mark.parametrize("recipe", TRAIN_RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_recipe_names_its_launch_command(recipe):
+    text = " ".join(re.sub(r"\\\n#", " ", header(recipe)).split())  # join continued command lines
+    command = rf"crowdvlm train {kind_of(recipe)} (\S+ )*--config recipes/{recipe.parent.name}/{recipe.name}"
+    assert re.search(command, text), f"{recipe}: header must show `crowdvlm train ... --config {recipe}`"
+
+
+@pytest.mark.parametrize("recipe", TRAIN_RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_recipe_parses(recipe, tiny_model_dir, tmp_path):
+    from crowdvlm.data.synth import generate
+
+    manifest = generate(
+        tmp_path / "d", n=2, style="dots", min_count=1, max_count=3, size=(56, 56), progress=False
+    )
+    raw = yaml.safe_load(recipe.read_text())
+    # On this CPU-only, single-process machine: no bf16, and the paper's 8-GPU batch (8 x 1 x 2 completions)
+    # needs 8 accumulation steps to form whole groups of 8.
+    overrides = {"model_name_or_path": str(tiny_model_dir), "dataset": [str(manifest)],
+                 "output_dir": str(tmp_path / "out"), "bf16": False, "use_cpu": True}  # fmt: skip
+    if raw.get("num_generations", 8) > raw.get("per_device_train_batch_size", 8):
+        overrides["gradient_accumulation_steps"] = 8
+    job = parse_job(kind_of(recipe), recipe=recipe, **overrides)
+    for key, value in raw.items():  # every other value comes through unchanged
+        if key in overrides:
+            continue
+        parsed = next(
+            getattr(part, key) for part in (job.model, job.script, job.training) if hasattr(part, key)
+        )
+        parsed = getattr(parsed, "value", parsed)  # enums (lr_scheduler_type, ...)
+        if key == "report_to":
+            assert list(parsed) == list(value)
+        else:
+            assert parsed == value, (key, parsed, value)
+
+
+PAPER = {"loss_type": "grpo", "beta": 0.04, "epsilon": 0.2, "num_generations": 8, "max_completion_length": 256,
+         "temperature": 1.0, "num_train_epochs": 2, "scale_rewards": "group"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("recipe", "expected"),
+    [
+        ("qwen2_5_vl_3b/grpo_fgrpr", {**PAPER, "learning_rate": 1e-6, "rewards": ["fgrpr", "format"]}),
+        ("qwen2_5_vl_3b/grpo_binary", {**PAPER, "learning_rate": 1e-6, "rewards": ["binary", "format"]}),
+        ("qwen2_5_vl_7b/grpo_fgrpr", {**PAPER, "learning_rate": 1e-5, "use_peft": True, "lora_r": 64,
+                                      "lora_alpha": 128, "lora_dropout": 0.05, "freeze_vision": True}),
+        ("qwen2_5_vl_7b/grpo_binary", {**PAPER, "learning_rate": 1e-5, "rewards": ["binary", "format"]}),
+        ("tiny/grpo_fgrpr", {"loss_type": "grpo", "beta": 0.04, "rewards": ["fgrpr", "format"]}),
+        ("tiny/grpo_binary", {"loss_type": "grpo", "beta": 0.04, "rewards": ["binary", "format"]}),
+    ],
+)  # fmt: skip
+def test_paper_values(recipe, expected):
+    raw = yaml.safe_load((RECIPES / f"{recipe}.yaml").read_text())
+    assert {key: raw.get(key) for key in expected} == expected
+    assert raw.get("reward_weights") == [1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("recipe", "accelerate"),
+    [("qwen2_5_vl_3b", "zero3"), ("qwen2_5_vl_7b", "zero2")],
+)
+def test_cluster_recipes_launch_with_their_deepspeed_stage(recipe, accelerate):
+    for path in (RECIPES / recipe).glob("*.yaml"):
+        assert f"--config_file recipes/accelerate/{accelerate}.yaml" in header(path)
+
+
+@pytest.mark.parametrize("config", ACCELERATE, ids=lambda p: p.stem)
+def test_accelerate_config_loads(config):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    loaded = load_config_from_file(str(config))
+    assert loaded.num_machines == 1
+    expected = {"single": "NO", "ddp": "MULTI_GPU", "zero2": "DEEPSPEED", "zero3": "DEEPSPEED"}[config.stem]
+    assert str(getattr(loaded.distributed_type, "value", loaded.distributed_type)) == expected
+    if config.stem.startswith("zero"):
+        assert loaded.deepspeed_config["zero_stage"] == int(config.stem[-1])
+    assert "accelerate launch --config_file recipes/accelerate/" in header(config)
