@@ -155,3 +155,29 @@ def test_report_writes_tables_and_plots(tmp_path):
     for name in PLOTS.values():
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({name})" in report
+
+
+def test_items_from_manifests_builds_eval_prompts_and_unique_ids(tmp_path):
+    from crowdvlm.evaluate.run import items_from_manifests
+    from crowdvlm.prompts import build_prompt
+
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [
+            {"image": "x.png", "problem": "How many sheep are in the image?", "solution": 2, "dataset": name},
+            {
+                "image": "y.png",
+                "problem": "How many sheep are in the image?",
+                "solution": None,
+                "dataset": name,
+            },
+        ]
+        (folder / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = items_from_manifests([tmp_path / "a" / "m.jsonl", tmp_path / "b" / "m.jsonl"], limit=2)
+    # the second manifest's ids collide with the first's (same relative paths): qualified by dataset
+    assert [i.id for i in items] == ["x.png", "y.png", "b:x.png", "b:y.png"]
+    assert items[0].image == tmp_path / "a" / "x.png" and not items[0].image.exists()  # missing: kept
+    assert items[0].prompt == build_prompt("How many sheep are in the image?", "eval", "think")
+    assert [i.truth for i in items] == [2, None, 2, None]
+    assert len(items_from_manifests([tmp_path / "a" / "m.jsonl"], limit=1)) == 1

@@ -235,3 +235,34 @@ def test_image_data_url_rejects_corrupt_file(tmp_path):
     path.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(OSError):
         image_data_url(path)
+
+
+def test_eval_cli_with_the_openai_backend(server, tmp_path, capsys, caplog):
+    from crowdvlm.evaluate.cli import eval_main
+
+    _, handler, url = server
+    rows = []
+    for i, (case, truth) in enumerate([("ok", 3), ("rate_limited_once", 8), ("server_error", 2)]):
+        Image.new("RGB", (16, 16), (0, i * 50, 0)).save(tmp_path / f"{i}.png")
+        rows.append(
+            {"image": f"{i}.png", "problem": f"How many? [case={case} answer={truth}]", "solution": truth}
+        )
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    argv = ["--backend", "openai", "--model", "fake-gpt", "--base-url", url, "--api-key", SECRET,
+            "--data", str(tmp_path / "m.jsonl"), "--out", str(out), "--max-retries", "1",
+            "--request-timeout", "2", "--no-progress"]  # fmt: skip
+    with caplog.at_level(logging.DEBUG):
+        assert eval_main(argv) == 0
+    captured = capsys.readouterr()
+    assert "2 images scored (1 errors): MAE 0.00" in captured.out
+    assert handler.calls == Counter({"ok": 1, "rate_limited_once": 2, "server_error": 2})
+    run = json.loads((out / "run.json").read_text())
+    assert run["backend"] == "openai" and run["base_url"] == url and run["max_retries"] == 1
+    for text in (
+        captured.out,
+        captured.err,
+        caplog.text,
+        *(p.read_text() for p in out.glob("*.*") if p.suffix != ".png"),
+    ):
+        assert SECRET not in text

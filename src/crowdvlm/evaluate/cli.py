@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from crowdvlm.evaluate.backends.base import EvalItem
+from crowdvlm.prompts import OUTPUTS, TEMPLATES
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +29,16 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch (default: 8)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="answer length budget (default: 256)")
     parser.add_argument(
-        "--prompt", default="eval", help="prompt template: eval (the paper's, default) or train"
+        "--prompt",
+        choices=TEMPLATES,
+        default="eval",
+        help="prompt template (default: eval, the paper's evaluation one)",
     )
     parser.add_argument(
-        "--output", default="think", help="output instruction: think (default) or answer-only"
+        "--output",
+        choices=OUTPUTS,
+        default="think",
+        help="output instruction (default: think: <think>..<answer>)",
     )
     hf = parser.add_argument_group("hf / vllm backends")
     hf.add_argument("--device", default="auto", help="hf: cpu, cuda, cuda:1, ... (default: auto)")
@@ -55,7 +62,13 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
 
 
 def make_backend(args: argparse.Namespace):
-    """Build the backend named by ``args.backend`` from the parsed options."""
+    """Build the backend named by ``args.backend`` from the parsed options.
+
+    Raises:
+        ImportError: vLLM is asked for but not installed.
+        FileNotFoundError: the model folder does not exist.
+        ValueError: the openai backend has no key, or an option is invalid.
+    """
     if args.backend == "hf":
         from crowdvlm.evaluate.backends.hf_backend import HFBackend
 
@@ -148,7 +161,11 @@ def eval_main(argv: list[str]) -> int:
     items = items_from_manifests(manifests, template=args.prompt, output=args.output, limit=args.limit)
     if not items:
         parser.error(f"no images in {', '.join(map(str, manifests))}")
-    backend = make_backend(args)
+    try:
+        backend = make_backend(args)
+    except (ImportError, FileNotFoundError, ValueError) as err:
+        print(f"crowdvlm eval: {err}", file=sys.stderr)
+        return 2
     settings = {"template": args.prompt, "output": args.output, "data": [str(m) for m in manifests]}
     try:
         metrics = evaluate(
@@ -249,7 +266,11 @@ def predict_main(argv: list[str]) -> int:
 
     prompt = build_prompt(args.question, template=args.prompt, output=args.output)
     items = [EvalItem(str(path), "predict", path, prompt) for path in args.images]
-    backend = make_backend(args)
+    try:
+        backend = make_backend(args)
+    except (ImportError, FileNotFoundError, ValueError) as err:
+        print(f"crowdvlm predict: {err}", file=sys.stderr)
+        return 2
     failed = 0
     try:
         batches = [items[i : i + args.batch_size] for i in range(0, len(items), args.batch_size)]
