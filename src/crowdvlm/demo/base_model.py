@@ -33,7 +33,7 @@ BASE_RECIPE: dict[str, Any] = {
     "model_seed": 0,
     "data_seed": 7,
     "n_images": 8000,
-    "steps": 1500,
+    "steps": 2500,
     "batch_size": 16,
     "learning_rate": 3e-4,
 }
@@ -93,7 +93,7 @@ def rebuild_base(
         progress: show progress bars.
     """
     from crowdvlm.data.synth import generate
-    from crowdvlm.demo.jobs import OUTPUT_FORMAT, PROMPT_TEMPLATE
+    from crowdvlm.demo.jobs import OUTPUT_FORMAT, PROMPT_TEMPLATE, set_question
     from crowdvlm.modeling.tiny import build_tiny_model
     from crowdvlm.train.config import parse_job
     from crowdvlm.train.sft import run_sft
@@ -107,6 +107,7 @@ def rebuild_base(
         size = (plan.image_size, plan.image_size)
         manifest = generate(tmp / "data", r["n_images"], list(plan.styles), plan.train_counts[0],
                             plan.train_counts[1], size, r["data_seed"], progress=progress)  # fmt: skip
+        set_question(manifest, plan.question)
         job = parse_job(
             "sft",
             model_name_or_path=str(init),
@@ -140,7 +141,7 @@ def rebuild_base(
         "styles": list(plan.styles),
         "counts": list(plan.train_counts),
         "image_size": plan.image_size,
-        "prompt": {"template": PROMPT_TEMPLATE, "output": OUTPUT_FORMAT},
+        "prompt": {"question": plan.question, "template": PROMPT_TEMPLATE, "output": OUTPUT_FORMAT},
         "steps_done": result.global_step,
         "train_loss": result.metrics.get("train_loss"),
         "build_s": round(time.perf_counter() - start, 1),

@@ -68,20 +68,33 @@ def _plan(args: argparse.Namespace):
     return plan
 
 
-def _quiet_libraries() -> None:
-    """Keep the terminal to the demo's own progress: library INFO lines go nowhere, warnings stay."""
-    import transformers
+class _DemoLogFilter(logging.Filter):
+    """The demo's own INFO lines pass; other libraries' (trainers, evaluation) only from WARNING up."""
 
-    transformers.utils.logging.set_verbosity_warning()
-    logging.getLogger("crowdvlm.demo").setLevel(logging.INFO)
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.startswith("crowdvlm.demo")
+
+
+def _setup_output() -> None:
+    """Keep the terminal to the demo's progress: stage lines, progress bars, warnings and errors."""
+    import warnings
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.addFilter(_DemoLogFilter())
+    root = logging.getLogger()
+    if not any(isinstance(f, _DemoLogFilter) for h in root.handlers for f in h.filters):
+        root.addHandler(handler)  # the trainers' logging.basicConfig then finds a handler and adds none
+    root.setLevel(logging.INFO)
+    # transformers' deprecation notices about its own defaults say nothing to a demo user.
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)  # fmt: skip
+    _setup_output()
     try:
         plan = _plan(args)
     except ValueError as err:
@@ -97,7 +110,6 @@ def main(argv: list[str]) -> int:
     from crowdvlm.demo.summary import collect
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    _quiet_libraries()
     progress = not args.no_progress
     base = args.base or BASE_DIR
 

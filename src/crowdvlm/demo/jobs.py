@@ -7,13 +7,14 @@ functions, so importing the demo stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
 
 from crowdvlm.demo.plan import ARMS, DemoPlan
 
-__all__ = ["DATA_SETS", "data_manifests", "evaluate_model", "generate_data", "train_arm"]
+__all__ = ["DATA_SETS", "data_manifests", "evaluate_model", "generate_data", "set_question", "train_arm"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,14 @@ def data_manifests(plan: DemoPlan, data_dir: Path) -> dict[str, list[Path]]:
     return sets
 
 
+def set_question(manifest: Path, question: str) -> None:
+    """Ask ``question`` about every image of ``manifest`` (rewrites its ``problem`` field in place)."""
+    from crowdvlm.data.manifest import read_manifest, write_manifest
+
+    records = read_manifest(manifest, check_images=False)
+    write_manifest([{**rec, "problem": question} for rec in records], manifest)
+
+
 def generate_data(plan: DemoPlan, data_dir: Path, *, progress: bool = True) -> dict[str, Any]:
     """Write every image set of the plan under ``data_dir``; return ``{set: number of images}``.
 
@@ -42,6 +51,8 @@ def generate_data(plan: DemoPlan, data_dir: Path, *, progress: bool = True) -> d
     * ``val``: ``n_val`` in-domain images for the lr grid;
     * ``test-<style>``: ``n_test / len(styles)`` images per in-domain style (balanced, one dataset each);
     * ``ood``: ``n_ood`` images of the unseen style, counts in ``ood_counts``.
+
+    Every image is asked ``plan.question`` (see :class:`~crowdvlm.demo.plan.DemoPlan`).
     """
     from crowdvlm.data.synth import generate
 
@@ -49,7 +60,10 @@ def generate_data(plan: DemoPlan, data_dir: Path, *, progress: bool = True) -> d
     sizes: dict[str, int] = {}
 
     def make(name: str, n: int, style, counts: tuple[int, int], seed: int, split: str) -> None:
-        generate(data_dir / name, n, style, counts[0], counts[1], size, seed, split=split, progress=progress)
+        manifest = generate(
+            data_dir / name, n, style, counts[0], counts[1], size, seed, split=split, progress=progress
+        )
+        set_question(manifest, plan.question)
         sizes[name] = n
 
     for s in plan.seeds:
@@ -121,7 +135,13 @@ def train_arm(
             beta=plan.beta,
         )
         from crowdvlm.train.grpo import run_grpo as run
-    result = run(job)
+    # The trainers print every logged metrics dict to stdout; the demo keeps them in the run folder (they are
+    # also in the JSONL log) so the terminal shows progress, not hundreds of dict lines.
+    with (
+        (Path(out_dir) / "trainer_stdout.txt").open("a", encoding="utf-8") as sink,
+        contextlib.redirect_stdout(sink),
+    ):
+        result = run(job)
     return {
         "steps": result.global_step,
         "train_s": result.metrics.get("train_runtime"),
@@ -130,31 +150,29 @@ def train_arm(
 
 
 def evaluate_model(
-    plan: DemoPlan, model_dir: Path, sets: dict[str, list[Path]], out_dir: Path, *, progress: bool = True
+    plan: DemoPlan, model_dir: Path, manifests: list[Path], out_dir: Path, *, progress: bool = True
 ) -> dict[str, Any]:
-    """Greedy answers of ``model_dir`` on each set; ``out_dir/<set>/predictions.jsonl`` + ``metrics.json``.
+    """Greedy answers of ``model_dir`` on the images of ``manifests``: ``out_dir/predictions.jsonl`` + ``metrics.json``.
 
     Returns:
-        ``{set: {"mae": ..., "parse_failure_rate": ..., "n": ...}}`` (the overall metrics).
+        The overall metrics (n, MAE, MAE on parsed answers, accuracy, parse-failure rate) and the model path.
     """
     from crowdvlm.evaluate.backends.hf_backend import HFBackend
     from crowdvlm.evaluate.run import evaluate, items_from_manifests
 
     backend = HFBackend.load(model_dir, max_new_tokens=plan.max_new_tokens, device="cpu")
-    summary = {}
-    for name, manifests in sets.items():
-        items = items_from_manifests(manifests, template=PROMPT_TEMPLATE, output=OUTPUT_FORMAT)
-        metrics = evaluate(
-            backend,
-            items,
-            out_dir / name,
-            batch_size=plan.eval_batch_size,
-            report=False,
-            progress=progress,
-            settings={"set": name, "manifests": [str(m) for m in manifests]},
-        )
-        overall = metrics["overall"]
-        summary[name] = {
-            k: overall.get(k) for k in ("n", "mae", "mae_parsed", "accuracy", "parse_failure_rate")
-        }
-    return summary
+    items = items_from_manifests(manifests, template=PROMPT_TEMPLATE, output=OUTPUT_FORMAT)
+    metrics = evaluate(
+        backend,
+        items,
+        out_dir,
+        batch_size=plan.eval_batch_size,
+        report=False,
+        progress=progress,
+        settings={"manifests": [str(m) for m in manifests]},
+    )
+    overall = metrics["overall"]
+    return {
+        "model": str(model_dir),
+        **{k: overall.get(k) for k in ("n", "mae", "mae_parsed", "accuracy", "parse_failure_rate")},
+    }

@@ -33,10 +33,10 @@ __all__ = ["DemoLayout", "build_stages", "check_plan_matches"]
 logger = logging.getLogger(__name__)
 
 # Rough seconds on the reference machine (2 cores), for the ETA only.
-_S_PER_IMAGE_SYNTH = 0.005
+_S_PER_IMAGE_SYNTH = 0.004
 _S_PER_SFT_STEP = 0.12
-_S_PER_GRPO_STEP = 0.30
-_S_PER_EVAL_IMAGE = 0.006
+_S_PER_GRPO_STEP = 0.25
+_S_PER_EVAL_IMAGE = 0.005
 _S_PER_RUN_OVERHEAD = 6.0
 
 

@@ -42,7 +42,11 @@ class DemoPlan:
 
     # ---- data: five in-domain styles stand in for the paper's five datasets; one unseen style is OOD
     styles: tuple[str, ...] = ("dots", "people", "animals", "vehicles", "plants")
-    ood_style: str = "cells"
+    ood_style: str = "rings"
+    # One question for every image. The tiny model knows only the words it was trained on: asking about
+    # "rings" (a word no training prompt holds) made the base answer "<answer></answer>" on 97 % of OOD images,
+    # a vocabulary failure rather than a counting one. With one question the OOD shift is purely visual.
+    question: str = "How many objects are in the image?"
     image_size: int = 112
     train_counts: tuple[int, int] = (0, 40)
     test_counts: tuple[int, int] = (0, 40)
@@ -63,8 +67,9 @@ class DemoPlan:
     beta: float = 0.04
     # lr grid per arm family; the same procedure for each arm: train seed 0 at each lr, keep the lowest
     # validation MAE (ties: the smaller lr). One value = no grid.
-    sft_lrs: tuple[float, ...] = (1e-4, 3e-4)
-    grpo_lrs: tuple[float, ...] = (2e-5, 6e-5)
+    # Half-decade grids of equal shape for both families, centred on the pilot's choices (SFT 1e-4, GRPO 3e-5).
+    sft_lrs: tuple[float, ...] = (3e-5, 1e-4, 3e-4)
+    grpo_lrs: tuple[float, ...] = (1e-5, 3e-5, 1e-4)
 
     # ---- evaluation and claims
     eval_batch_size: int = 50
@@ -172,7 +177,7 @@ def default_plan() -> DemoPlan:
 
 
 def quick_plan() -> DemoPlan:
-    """A few-minute run of every stage: one seed, no lr grid (each arm at its grid's first lr), small sets."""
+    """A few-minute run of every stage: one seed, no lr grid (each arm at its grid's middle lr), small sets."""
     base = DemoPlan()
     return dataclasses.replace(
         base,
@@ -182,8 +187,8 @@ def quick_plan() -> DemoPlan:
         n_val=50,
         n_test=250,
         n_ood=150,
-        sft_lrs=base.sft_lrs[:1],
-        grpo_lrs=base.grpo_lrs[:1],
+        sft_lrs=(base.sft_lrs[len(base.sft_lrs) // 2],),  # the middle of each grid, no search
+        grpo_lrs=(base.grpo_lrs[len(base.grpo_lrs) // 2],),
         n_boot=1000,
         notes=("quick: one seed and no lr grid; the verdicts are a smoke test, not the experiment",),
     )

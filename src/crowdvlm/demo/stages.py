@@ -64,27 +64,29 @@ def _fmt_duration(seconds: float) -> str:
 
 
 def run_stages(
-    stages: Sequence[Stage], *, progress: bool = True, echo: Callable[[str], None] = print
+    stages: Sequence[Stage], *, progress: bool = True, echo: Callable[[str], None] | None = None
 ) -> dict:
     """Run the stages in order, skipping finished ones; return ``{"stages": [...], "wall_s": float}``.
 
     Args:
         stages: the stages; their order is the execution order.
         progress: show a tqdm bar over the stages (with ETA) and echo one line per stage.
-        echo: where stage lines go (the CLI prints; tests may collect them).
+        echo: where stage lines go (default: printed above the progress bar; tests may collect them).
     """
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
     todo = [s for s in stages if not is_done(s.folder)]
     skipped = len(stages) - len(todo)
-    if skipped:
-        echo(f"resuming: {skipped} of {len(stages)} stages already done")
+    if echo is None:
+        echo = tqdm.write  # prints above the bar instead of through it
     remaining_estimate = sum(s.estimate_s for s in todo)
     spent, estimated_done = 0.0, 0.0
     records = []
     bar = tqdm(total=len(stages), initial=skipped, unit="stage", desc="demo", disable=not progress,
                bar_format="{desc} {n_fmt}/{total_fmt} stages |{bar:20}| {elapsed} {postfix}")  # fmt: skip
+    if skipped:
+        echo(f"resuming: {skipped} of {len(stages)} stages already done")
     with bar:
         for i, stage in enumerate(todo):
             ratio = spent / estimated_done if estimated_done > 0 else 1.0
