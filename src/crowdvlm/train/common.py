@@ -137,6 +137,7 @@ def train_and_save(trainer, job: TrainJob, processor) -> TrainResult:
     checkpoint = resume_checkpoint(job)
     output = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(job.output_dir))  # weights (or adapter) + processor, Hugging Face format
+    trainer.save_state()  # trainer_state.json: global step and the log history
     merged_dir = None
     if job.model.save_merged:
         merged_dir = save_merged(trainer, processor, job.output_dir / "merged")
