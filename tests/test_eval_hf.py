@@ -38,6 +38,9 @@ def manifests(tmp_path_factory):
     broken.mkdir()
     (broken / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     Image.new("RGB", (70, 50), "white").save(broken / "empty.png")
+    Image.new("RGB", (630, 3), "white").save(
+        broken / "thin.png"
+    )  # aspect ratio 210: the Qwen processor refuses it
     rows = [
         {
             "image": "missing.png",
@@ -52,6 +55,7 @@ def manifests(tmp_path_factory):
             "id": "corrupt",
         },
         {"image": "empty.png", "problem": "How many people are in the image?", "solution": 0, "id": "empty"},
+        {"image": "thin.png", "problem": "How many people are in the image?", "solution": 1, "id": "thin"},
     ]
     (broken / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return [dots, people, broken / "manifest.jsonl"]
@@ -90,31 +94,32 @@ def test_eval_cli_writes_every_file(tiny_model_dir, manifests, tmp_path, capsys)
     argv = ["--model", str(tiny_model_dir), "--data", ",".join(map(str, manifests)), "--out", str(out),
             "--batch-size", "4", "--max-new-tokens", str(MAX_NEW_TOKENS), "--device", "cpu", "--no-progress"]  # fmt: skip
     assert eval_main(argv) == 0
-    assert "images scored (2 errors)" in capsys.readouterr().out
+    assert "images scored (3 errors)" in capsys.readouterr().out
     for name in ("predictions.jsonl", "metrics.json", "report.md", "run.json", *PLOTS.values()):
         assert (out / name).stat().st_size > 0, name
 
     predictions = read_predictions(out / "predictions.jsonl")
-    assert len(predictions) == 10 and len({p.id for p in predictions}) == 10
+    assert len(predictions) == 11 and len({p.id for p in predictions}) == 11
     by_id = {p.id: p for p in predictions}
     assert by_id["missing"].error.startswith("cannot load image") and "missing.png" in by_id["missing"].error
     assert "corrupt.png" in by_id["corrupt"].error
     assert by_id["empty"].error is None and by_id["empty"].truth == 0
+    assert by_id["thin"].error.startswith("cannot preprocess image") and "aspect ratio" in by_id["thin"].error
 
     # metrics.json is exactly a recomputation from predictions.jsonl, re-parsing every raw answer
     metrics = json.loads((out / "metrics.json").read_text())
     scored = [p for p in predictions if p.error is None]
     assert all(p.pred == parse_count(p.text) and p.parse_ok == (p.pred is not None) for p in scored)
     expected = count_metrics([p.pred for p in scored], [p.truth for p in scored])
-    assert metrics["overall"] == {**expected, "errors": 2, "unlabelled": 0}
+    assert metrics["overall"] == {**expected, "errors": 3, "unlabelled": 0}
     assert set(metrics["per_dataset"]) == {"synth-dots", "synth-people", "manifest"}
-    assert metrics["per_dataset"]["manifest"]["errors"] == 2 and metrics["per_dataset"]["manifest"]["n"] == 1
+    assert metrics["per_dataset"]["manifest"]["errors"] == 3 and metrics["per_dataset"]["manifest"]["n"] == 1
     assert sum(b["n"] for b in metrics["per_bucket"].values()) == 8
     for group in (metrics["overall"], *metrics["per_dataset"].values(), *metrics["per_bucket"].values()):
         assert {"n", "mae", "rmse", "nae", "accuracy", "parse_failure_rate"} <= group.keys()
 
     run = json.loads((out / "run.json").read_text())
-    assert run["template"] == "eval" and run["backend"] == "hf" and run["sessions"][0]["images"] == 10
+    assert run["template"] == "eval" and run["backend"] == "hf" and run["sessions"][0]["images"] == 11
     report = (out / "report.md").read_text()
     assert "## Per dataset" in report and "missing: cannot load image" in report
 
@@ -156,7 +161,7 @@ def test_interrupted_run_resumes_without_redoing_images(backend, manifests, tmp_
 
     resumed = CountingBackend(backend)
     metrics = evaluate(resumed, items, out, batch_size=3, resume=True, progress=False)
-    loadable = {item.id for item in items} - {"missing", "corrupt"}
+    loadable = {item.id for item in items} - {"missing", "corrupt", "thin"}
     assert sorted(resumed.generated) == sorted(loadable - kept)  # nothing answered is asked again
     final = read_predictions(out / "predictions.jsonl")
     assert {p.id for p in final} == {item.id for item in items}

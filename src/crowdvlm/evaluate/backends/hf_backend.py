@@ -94,21 +94,37 @@ class HFBackend:
             "dtype": str(self.model.dtype).removeprefix("torch."),
         }
 
+    def _encode(self, texts: list[str], images: list) -> Any:
+        return self.processor(text=texts, images=images, padding=True, return_tensors="pt")
+
     def prepare(self, items: list[EvalItem]) -> Prepared:
-        images, texts, errors = [], [], []
-        for item in items:
+        loaded: list[tuple[int, str, Any]] = []  # (item index, chat text, image)
+        errors: list[str | None] = []
+        for index, item in enumerate(items):
             image, error = try_load_image(item.image)
             errors.append(error)
             if image is not None:
-                images.append(image)
-                texts.append(
-                    self.processor.apply_chat_template(
-                        user_message(item.prompt), tokenize=False, add_generation_prompt=True
-                    )
+                text = self.processor.apply_chat_template(
+                    user_message(item.prompt), tokenize=False, add_generation_prompt=True
                 )
-        payload = (
-            self.processor(text=texts, images=images, padding=True, return_tensors="pt") if images else None
-        )
+                loaded.append((index, text, image))
+        if not loaded:
+            return Prepared(items=items, errors=errors)
+        try:
+            payload = self._encode([t for _, t, _ in loaded], [im for _, _, im in loaded])
+        except (ValueError, RuntimeError):
+            # One image the processor rejects (e.g. an aspect ratio over 200) must not sink the batch:
+            # find it by encoding each image alone, record it, and encode the others together.
+            usable = []
+            for index, text, image in loaded:
+                try:
+                    self._encode([text], [image])
+                    usable.append((index, text, image))
+                except (ValueError, RuntimeError) as err:
+                    errors[index] = (
+                        f"cannot preprocess image {items[index].image}: {type(err).__name__}: {err}"
+                    )
+            payload = self._encode([t for _, t, _ in usable], [im for _, _, im in usable]) if usable else None
         return Prepared(items=items, errors=errors, payload=payload)
 
     def generate(self, prepared: Prepared) -> list[Answer]:

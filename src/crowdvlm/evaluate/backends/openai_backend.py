@@ -173,6 +173,11 @@ class OpenAIBackend:
                     "%s: %s; retry %d/%d in %.2fs", item.id, reason, attempt + 1, self.max_retries, delay
                 )
                 time.sleep(delay)
+            except (
+                openai.APIError
+            ) as err:  # e.g. a body that is not a chat completion: retrying will not help
+                reason = self._redact(f"{type(err).__name__}: {err}")
+                return Answer(error=f"{reason} (not retried)", extra={"attempts": attempt + 1})
         raise AssertionError("unreachable")  # the loop always returns
 
     def _delay(self, attempt: int, err: Exception) -> float:
