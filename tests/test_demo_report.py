@@ -44,6 +44,7 @@ def finished_demo(tmp_path):
     sets = {
         "test": (rng.integers(0, 41, 40), [f"synth-{s}" for s in PLAN.styles] * 8),
         "ood": (rng.integers(10, 41, 20), ["synth-rings"] * 20),
+        "ood_near": (rng.integers(10, 41, 20), ["synth-shapes"] * 20),
     }
     for set_name, (truths, styles) in sets.items():
         _predictions(layout.base_eval(set_name), "base", set_name, truths, styles)
@@ -81,6 +82,8 @@ def test_collect_and_report(finished_demo):
     assert ood_binary["parse_failure_rate"]["mean"] == pytest.approx(0.2)
     assert ood_binary["mae_parsed"]["mean"] == pytest.approx(3.0)
     assert results["claims"]["claims"] == {"C1": "reproduces", "C2": "reproduces", "C3": "does not reproduce"}
+    rows = [r["claim"] for r in results["claims"]["rows"]]
+    assert rows == ["C1", "C2", "C3a", "C3b", "M", "C3a-near", "C3b-near"]
     diag = results["training"]["grpo_fgrpr"]["diagnostics"]
     assert diag["task_reward"]["first"] == pytest.approx(0.03) and diag["task_reward"][
         "last"
@@ -88,7 +91,15 @@ def test_collect_and_report(finished_demo):
 
     report = write_report(results, layout.report)
     text = report.read_text()
-    for needle in ("C1", "C2", "C3", "reproduces", "Equal images ≠ equal compute", "reward_curves.png"):
+    for needle in (
+        "C1",
+        "C2",
+        "C3",
+        "reproduces",
+        "Equal images ≠ equal compute",
+        "reward_curves.png",
+        "shapes",
+    ):
         assert needle in text
     for name in ("reward_curves.png", "mae_per_dataset.png", "error_by_bucket.png", "results.json"):
         assert (layout.report / name).stat().st_size > 1000 or name == "results.json"

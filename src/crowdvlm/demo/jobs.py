@@ -14,12 +14,10 @@ from typing import Any
 
 from crowdvlm.demo.plan import ARMS, DemoPlan
 
-__all__ = ["DATA_SETS", "data_manifests", "evaluate_model", "generate_data", "set_question", "train_arm"]
+__all__ = ["data_manifests", "evaluate_model", "generate_data", "set_question", "train_arm"]
 
 logger = logging.getLogger(__name__)
 
-#: The evaluation sets: validation (lr grid), in-domain test, out-of-domain test.
-DATA_SETS = ("val", "test", "ood")
 PROMPT_TEMPLATE = "train"  # the tiny model is asked exactly what it was trained on (see the README)
 OUTPUT_FORMAT = "answer-only"
 
@@ -32,6 +30,8 @@ def data_manifests(plan: DemoPlan, data_dir: Path) -> dict[str, list[Path]]:
     sets["val"] = [data_dir / "val" / "manifest.jsonl"]
     sets["test"] = [data_dir / f"test-{style}" / "manifest.jsonl" for style in plan.styles]
     sets["ood"] = [data_dir / "ood" / "manifest.jsonl"]
+    if plan.near_ood_style:
+        sets["ood_near"] = [data_dir / "ood-near" / "manifest.jsonl"]
     return sets
 
 
@@ -50,7 +50,8 @@ def generate_data(plan: DemoPlan, data_dir: Path, *, progress: bool = True) -> d
       trained at seed ``k`` sees exactly these images;
     * ``val``: ``n_val`` in-domain images for the lr grid;
     * ``test-<style>``: ``n_test / len(styles)`` images per in-domain style (balanced, one dataset each);
-    * ``ood``: ``n_ood`` images of the unseen style, counts in ``ood_counts``.
+    * ``ood``: ``n_ood`` images of the unseen style, counts in ``ood_counts``;
+    * ``ood-near``: the same for the near out-of-domain style, if the plan has one.
 
     Every image is asked ``plan.question`` (see :class:`~crowdvlm.demo.plan.DemoPlan`).
     """
@@ -80,6 +81,8 @@ def generate_data(plan: DemoPlan, data_dir: Path, *, progress: bool = True) -> d
     for k, style in enumerate(plan.styles):
         make(f"test-{style}", per_style, style, plan.test_counts, plan.data_seed + 60 + k, "test")
     make("ood", plan.n_ood, plan.ood_style, plan.ood_counts, plan.data_seed + 70, "test")
+    if plan.near_ood_style:
+        make("ood-near", plan.n_ood, plan.near_ood_style, plan.ood_counts, plan.data_seed + 80, "test")
     return {"images": sizes}
 
 

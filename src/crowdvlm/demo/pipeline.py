@@ -6,9 +6,9 @@ Folder layout under ``--out`` (each stage owns one folder, see :mod:`crowdvlm.de
     data/                             all image sets (one stage)
     runs/<arm>/lr<lr>/s<seed0>/       lr-grid runs (first seed), one per lr of the arm's grid
     runs/<arm>/s<seed>/               the other seeds, at the selected lr
-    evals/base/<set>/                 the base model on val, test and ood
+    evals/base/<set>/                 the base model on val, test, ood (and ood_near)
     evals/<arm>/lr<lr>/val/           a grid run on the validation set
-    evals/<arm>/s<seed>/<set>/        the selected model of each seed on test and ood
+    evals/<arm>/s<seed>/<set>/        the selected model of each seed on test, ood (and ood_near)
     selection/<arm>/                  the lr picked for the arm (marker holds the grid's val MAE)
     report/                           report.md, results.json and the plots
 
@@ -126,14 +126,14 @@ def build_stages(layout: DemoLayout, *, progress: bool = True) -> list[Stage]:
 
     plan = layout.plan
     sets = jobs.data_manifests(plan, layout.data)
-    n_images = plan.n_train * len(plan.seeds) + plan.n_val + plan.n_test + plan.n_ood
+    n_images = plan.n_train * len(plan.seeds) + sum(plan.set_size(s) for s in plan.eval_sets())
     stages = [
         Stage("synthesise data", layout.data, n_images * _S_PER_IMAGE_SYNTH,
               lambda: jobs.generate_data(plan, layout.data, progress=progress)),
     ]  # fmt: skip
 
     def eval_stage(name: str, model: Any, folder: Path, set_name: str) -> Stage:
-        n = {"val": plan.n_val, "test": plan.n_test, "ood": plan.n_ood}[set_name]
+        n = plan.set_size(set_name)
         model_dir = model if callable(model) else (lambda: model)
         return Stage(
             name,
@@ -142,7 +142,7 @@ def build_stages(layout: DemoLayout, *, progress: bool = True) -> list[Stage]:
             lambda: jobs.evaluate_model(plan, model_dir(), sets[set_name], folder, progress=progress),
         )
 
-    for set_name in jobs.DATA_SETS:
+    for set_name in plan.eval_sets():
         stages.append(
             eval_stage(f"eval base on {set_name}", layout.base, layout.base_eval(set_name), set_name)
         )
@@ -179,7 +179,7 @@ def build_stages(layout: DemoLayout, *, progress: bool = True) -> list[Stage]:
                         arm, lambda arm=arm: layout.selected_lr(arm), seed, layout.seed_run(arm, seed)
                     )
                 )
-            for set_name in ("test", "ood"):
+            for set_name in plan.eval_sets()[1:]:  # every set but val
                 stages.append(
                     eval_stage(
                         f"eval {arm} seed={seed} on {set_name}",

@@ -42,7 +42,12 @@ class DemoPlan:
 
     # ---- data: five in-domain styles stand in for the paper's five datasets; one unseen style is OOD
     styles: tuple[str, ...] = ("dots", "people", "animals", "vehicles", "plants")
-    ood_style: str = "rings"
+    ood_style: str = (
+        "rings"  # the far shift that decides C3 (thin hollow outlines: the base undercounts them)
+    )
+    near_ood_style: str = (
+        "shapes"  # a near shift, reported beside it (filled squares/triangles/disks); "" = none
+    )
     # One question for every image. The tiny model knows only the words it was trained on: asking about
     # "rings" (a word no training prompt holds) made the base answer "<answer></answer>" on 97 % of OOD images,
     # a vocabulary failure rather than a counting one. With one question the OOD shift is purely visual.
@@ -67,8 +72,9 @@ class DemoPlan:
     beta: float = 0.04
     # lr grid per arm family; the same procedure for each arm: train seed 0 at each lr, keep the lowest
     # validation MAE (ties: the smaller lr). One value = no grid.
-    # Half-decade grids of equal shape for both families, centred on the pilot's choices (SFT 1e-4, GRPO 3e-5).
-    sft_lrs: tuple[float, ...] = (3e-5, 1e-4, 3e-4)
+    # One half-decade grid for every arm. (A first one-seed try put SFT's best at 3e-5, the low edge of
+    # 3e-5..3e-4, and both GRPO arms' at 3e-5 inside 1e-5..1e-4: this grid brackets all three.)
+    sft_lrs: tuple[float, ...] = (1e-5, 3e-5, 1e-4)
     grpo_lrs: tuple[float, ...] = (1e-5, 3e-5, 1e-4)
 
     # ---- evaluation and claims
@@ -89,6 +95,14 @@ class DemoPlan:
     def lrs(self, arm: str) -> tuple[float, ...]:
         """The lr grid of ``arm``."""
         return self.sft_lrs if ARMS[arm][0] == "sft" else self.grpo_lrs
+
+    def eval_sets(self) -> tuple[str, ...]:
+        """The evaluation sets: ``val`` (lr grid), ``test`` (in-domain), ``ood`` and, if set, ``ood_near``."""
+        return ("val", "test", "ood") + (("ood_near",) if self.near_ood_style else ())
+
+    def set_size(self, name: str) -> int:
+        """Number of images of an evaluation set."""
+        return {"val": self.n_val, "test": self.n_test, "ood": self.n_ood, "ood_near": self.n_ood}[name]
 
     def train_data_seed(self, seed: int) -> int:
         """Data seed of the training images that every arm sees at training seed ``seed``."""
@@ -111,8 +125,9 @@ class DemoPlan:
                 problems.append(f"{name} must be 0 <= min <= max, got {(lo, hi)}")
         if self.ood_counts[1] > self.train_counts[1]:
             problems.append(f"ood_counts {self.ood_counts} reach past train_counts {self.train_counts}")
-        if self.ood_style in self.styles:
-            problems.append(f"ood_style {self.ood_style!r} is also an in-domain style")
+        for name in ("ood_style", "near_ood_style"):
+            if getattr(self, name) in self.styles:
+                problems.append(f"{name} {getattr(self, name)!r} is also an in-domain style")
         if not self.seeds:
             problems.append("seeds is empty")
         if not self.sft_lrs or not self.grpo_lrs:

@@ -68,6 +68,8 @@ def plot_mae_per_dataset(sets: dict[str, Any], path: Path) -> Path:
     plt = _plt()
     test, ood = sets["test"], sets["ood"]
     columns = [(d, test, d) for d in test["datasets"]] + [(f"{d} (OOD)", ood, d) for d in ood["datasets"]]
+    if "ood_near" in sets:
+        columns += [(f"{d} (near OOD)", sets["ood_near"], d) for d in sets["ood_near"]["datasets"]]
     arms = list(test["arms"])
     width = 0.8 / len(arms)
     fig, ax = plt.subplots(figsize=(max(7, 1.4 * len(columns)), 4))
@@ -90,10 +92,11 @@ def plot_mae_per_dataset(sets: dict[str, Any], path: Path) -> Path:
 def plot_error_by_bucket(sets: dict[str, Any], path: Path) -> Path:
     """MAE per true-count bucket per arm, in-domain and out-of-domain side by side."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, (name, title) in zip(
-        axes, (("test", "in-domain test"), ("ood", "out-of-domain test")), strict=True
-    ):
+    panels = [("test", "in-domain"), ("ood", "out-of-domain")]
+    if "ood_near" in sets:
+        panels.append(("ood_near", "near out-of-domain"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))
+    for ax, (name, title) in zip(axes, panels, strict=True):
         data = sets[name]
         buckets = data["buckets"]
         for arm, res in data["arms"].items():

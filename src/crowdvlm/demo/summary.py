@@ -70,7 +70,7 @@ def collect(layout: DemoLayout, *, wall_s: float | None = None) -> dict[str, Any
     selection = {arm: read_marker(layout.selection(arm)) for arm in ARMS}
 
     sets = {}
-    for set_name in ("test", "ood"):
+    for set_name in plan.eval_sets()[1:]:
         files = {BASE: {0: layout.base_eval(set_name) / "predictions.jsonl"}}
         for arm in ARMS:
             files[arm] = {s: layout.seed_eval(arm, s, set_name) / "predictions.jsonl" for s in plan.seeds}
@@ -119,7 +119,7 @@ def collect(layout: DemoLayout, *, wall_s: float | None = None) -> dict[str, Any
         "wall_s": wall_s,
         "stage_wall_s_total": round(float(sum(stage_walls)), 1),
         "sets": {name: summarise(res, plan.bucket_edges) for name, res in sets.items()},
-        "claims": evaluate_claims(plan, sets["test"], sets["ood"]),
+        "claims": evaluate_claims(plan, sets["test"], sets["ood"], near=sets.get("ood_near")),
         "training": training,
         "curves": {arm: {str(s): c for s, c in by_seed.items()} for arm, by_seed in curves.items()},
         "complete": all(is_done(layout.seed_eval(arm, s, "ood")) for arm in ARMS for s in plan.seeds),
