@@ -251,8 +251,12 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
         f"batch {plan['sft_batch_size']}; GRPO: {plan['grpo_prompts_per_step']} images × {plan['num_generations']} "
         f"completions per step, β = {plan['beta']}, temperature {plan['temperature']}. Rewards: `binary` + "
         "`answer_format` and `fgrpr` + `answer_format`.",
-        "- Learning rates: each arm's own grid, the same rule for all (lowest validation MAE of the first seed, ties "
-        "to the smaller lr), decided before any test result was computed.",
+        "- Prompt: the paper's training wording with the answer-only instruction, for training and evaluation alike "
+        "(the paper evaluates with a slightly different wording; a tiny model does not generalise across wordings). "
+        "Greedy decoding.",
+        f"- Learning rates: grid {', '.join(f'{x:g}' for x in plan['sft_lrs'])} for SFT and "
+        f"{', '.join(f'{x:g}' for x in plan['grpo_lrs'])} for both GRPO arms, one rule for all (lowest validation "
+        "MAE of the first seed, ties to the smaller lr), applied before any test result was computed.",
         "- **Equal images ≠ equal compute.** A GRPO arm samples and scores "
         f"{plan['num_generations']} completions per image"
         + (f" and took {compute_ratio:.0f}× the SFT arm's training time here" if compute_ratio else "")
