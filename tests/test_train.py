@@ -137,13 +137,24 @@ def test_resolved_config_is_saved(grpo_3):
 
 
 def test_lora_grpo_saves_adapter_and_merged_weights(warm_model, dots_manifest, tmp_path):
-    result = run("grpo", "grpo_binary.yaml", warm_model, dots_manifest, tmp_path, max_steps=2, save_strategy="no",
-                 use_peft=True, lora_r=4, lora_alpha=8, save_merged=True, sample_completions_steps=0)  # fmt: skip
-    assert (tmp_path / "adapter_config.json").is_file()
-    assert result.merged_dir == tmp_path / "merged"
+    import torch
+
+    from crowdvlm.cli import main
+
+    result = run("grpo", "grpo_binary.yaml", warm_model, dots_manifest, tmp_path / "run", max_steps=2,
+                 save_strategy="no", use_peft=True, lora_r=4, lora_alpha=8, save_merged=True,
+                 sample_completions_steps=0)  # fmt: skip
+    assert (result.output_dir / "adapter_config.json").is_file()
+    assert result.merged_dir == result.output_dir / "merged"
     assert_reloads(result.merged_dir)
     merged = state_dict(result.merged_dir)
     assert not any("lora" in k for k in merged)
     # Vision weights are never adapted, so merging leaves them exactly as they were.
-    base = state_dict(warm_model)
-    assert not [k for k in changed(base, merged) if ".visual." in k]
+    assert not [k for k in changed(state_dict(warm_model), merged) if ".visual." in k]
+
+    # `crowdvlm model merge` on the saved adapter gives the same weights.
+    assert main(["model", "merge", str(result.output_dir), "--out", str(tmp_path / "cli-merged")]) == 0
+    assert_reloads(tmp_path / "cli-merged")
+    by_cli = state_dict(tmp_path / "cli-merged")
+    assert by_cli.keys() == merged.keys()
+    assert all(torch.allclose(by_cli[k], merged[k], atol=1e-6) for k in merged)

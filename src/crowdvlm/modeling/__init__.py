@@ -208,6 +208,44 @@ def load_model_and_processor(
     return model, processor
 
 
+def merge_lora(
+    adapter_dir: str | Path, out_dir: str | Path, *, base: str | Path | None = None, dtype: Any = "auto"
+) -> Path:
+    """Merge a LoRA adapter (a run's output or any of its checkpoints) into its base model and save it.
+
+    The result is a plain Hugging Face model folder with the processor, loadable by transformers and vLLM.
+
+    Args:
+        adapter_dir: folder with ``adapter_config.json`` (and the processor, as training saves it).
+        out_dir: folder to write.
+        base: the base model; default: ``base_model_name_or_path`` from the adapter config.
+        dtype: dtype to load the base in (see :func:`resolve_dtype`).
+
+    Raises:
+        FileNotFoundError: ``adapter_dir`` has no ``adapter_config.json``, or the base model is missing.
+    """
+    import json
+
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
+    config_file = adapter_dir / "adapter_config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{adapter_dir} has no adapter_config.json: is it a LoRA run or checkpoint?")
+    base = base or json.loads(config_file.read_text())["base_model_name_or_path"]
+    check_model_path(base)
+    model = AutoModelForImageTextToText.from_pretrained(base, dtype=resolve_dtype(dtype))
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    merged.save_pretrained(out_dir)
+    has_processor = (adapter_dir / "processor_config.json").is_file() or (
+        adapter_dir / "preprocessor_config.json"
+    ).is_file()
+    AutoProcessor.from_pretrained(adapter_dir if has_processor else base).save_pretrained(out_dir)
+    logger.info("merged %s into %s -> %s", adapter_dir, base, out_dir)
+    return out_dir
+
+
 def count_parameters(model) -> dict[str, int]:
     """Total, trainable and vision-tower parameter counts."""
     counts = {"total": 0, "trainable": 0, "vision": 0}
@@ -227,6 +265,7 @@ __all__ = [
     "freeze_vision_tower",
     "is_vision_parameter",
     "load_model_and_processor",
+    "merge_lora",
     "resolve_dtype",
     "set_image_pixels",
 ]

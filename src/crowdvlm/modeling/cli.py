@@ -1,4 +1,4 @@
-"""`crowdvlm model ...`: build the tiny random-weight Qwen2.5-VL, show what a model folder holds."""
+"""`crowdvlm model ...`: build the tiny random-weight Qwen2.5-VL, merge LoRA adapters, inspect a model folder."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument("--vision-depth", type=int, default=2, help="vision tower blocks (default 2)")
     tiny.add_argument("--min-pixels", type=int, default=56 * 56, help="smallest image area (default 3136)")
     tiny.add_argument("--max-pixels", type=int, default=112 * 112, help="largest image area (default 12544)")
+
+    merge = sub.add_parser("merge", help="merge a LoRA run or checkpoint into its base model (for vLLM)")
+    merge.add_argument("adapter", help="folder with adapter_config.json (a LoRA run's output or checkpoint)")
+    merge.add_argument("--out", required=True, help="folder to write the merged model and processor to")
+    merge.add_argument(
+        "--base", default=None, help="base model (default: the one named in the adapter config)"
+    )
 
     info = sub.add_parser("info", help="parameter counts, architecture and processor settings of a model")
     info.add_argument("path", help="model folder or Hub id")
@@ -39,6 +46,12 @@ def main(argv: list[str]) -> int:
             max_pixels=args.max_pixels,
         )
         print(f"tiny Qwen2.5-VL written to {out}")
+        return 0
+
+    if args.action == "merge":
+        from crowdvlm.modeling import merge_lora
+
+        print(f"merged model written to {merge_lora(args.adapter, args.out, base=args.base)}")
         return 0
 
     from crowdvlm.modeling import count_parameters, load_model_and_processor

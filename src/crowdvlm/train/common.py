@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from crowdvlm.train.callbacks import JsonlLogCallback, JsonlWriter, RewardRecorder, SampleCompletionsCallback
-from crowdvlm.train.config import ConfigError, TrainJob, job_summary, last_checkpoint
+from crowdvlm.train.checks import last_checkpoint
+from crowdvlm.train.config import ConfigError, TrainJob, job_summary
 
 logger = logging.getLogger(__name__)
 
