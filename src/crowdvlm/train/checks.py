@@ -50,8 +50,6 @@ def validate_job(job: TrainJob) -> None:
         )
     if s.output_format not in OUTPUT_FORMATS:
         raise ConfigError(f"{where}output_format must be one of {OUTPUT_FORMATS}, got {s.output_format!r}")
-    if s.sample_completions_steps < 0 or s.num_sample_completions < 0:
-        raise ConfigError(f"{where}sample_completions_steps and num_sample_completions must be >= 0")
     if m.save_merged and not m.use_peft:
         raise ConfigError(
             f"{where}save_merged applies to LoRA runs: set use_peft: true or remove save_merged"
@@ -60,6 +58,8 @@ def validate_job(job: TrainJob) -> None:
         raise ConfigError(f"{where}sft_reasoning must contain {{count}} (the count the answer repeats)")
     if isinstance(s, GRPOScriptArguments):
         _validate_rewards(job, where)
+        if s.sample_completions_steps < 0 or s.num_sample_completions < 0:
+            raise ConfigError(f"{where}sample_completions_steps and num_sample_completions must be >= 0")
     _validate_checkpoints(job, where)
 
 

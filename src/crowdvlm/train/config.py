@@ -102,12 +102,6 @@ class _ScriptArguments:
     log_file: str = field(
         default="log.jsonl", metadata={"help": "JSONL log of metrics and samples, relative to output_dir."}
     )
-    sample_completions_steps: int = field(
-        default=10, metadata={"help": "Every N optimiser steps, log a few sampled completions (0: never)."}
-    )
-    num_sample_completions: int = field(
-        default=4, metadata={"help": "How many completions each sample shows."}
-    )
 
     def __post_init__(self) -> None:
         if isinstance(self.dataset, str):  # `dataset: one.jsonl` in YAML
@@ -146,6 +140,15 @@ class GRPOScriptArguments(_ScriptArguments):
         metadata={
             "help": "Encode each image once per GRPO group (GroupSharedGRPOTrainer); false: stock TRL."
         },
+    )
+    sample_completions_steps: int = field(
+        default=10,
+        metadata={
+            "help": "Every N optimiser steps, log a few sampled completions with their rewards (0: never)."
+        },
+    )
+    num_sample_completions: int = field(
+        default=4, metadata={"help": "How many completions each sample shows."}
     )
 
     def __post_init__(self) -> None:
