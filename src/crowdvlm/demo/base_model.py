@@ -127,7 +127,6 @@ def rebuild_base(
             bf16=False,
             max_length=None,
             disable_tqdm=not progress,
-            sample_completions_steps=0,
         )
         result = run_sft(job)
         if out.exists():

@@ -121,7 +121,6 @@ def train_arm(
         bf16=False,
         dataloader_num_workers=0,
         disable_tqdm=not progress,
-        sample_completions_steps=0,
     )
     if kind == "sft":
         job = parse_job("sft", **common, per_device_train_batch_size=plan.sft_batch_size, max_length=None)
@@ -136,6 +135,7 @@ def train_arm(
             max_completion_length=plan.max_completion_length,
             temperature=plan.temperature,
             beta=plan.beta,
+            sample_completions_steps=0,  # the report reads the metrics log; sampled completions are not needed
         )
         from crowdvlm.train.grpo import run_grpo as run
     # The trainers print every logged metrics dict to stdout; the demo keeps them in the run folder (they are
