@@ -91,6 +91,13 @@ def test_bad_grpo_config_says_what_to_change(tmp_path, tiny_model_dir, manifest,
         assert word in message
 
 
+def test_save_merged_is_refused_under_zero3(tiny_model_dir, manifest, tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    with pytest.raises(ConfigError, match="crowdvlm model merge"):
+        parse_job("grpo", model_name_or_path=str(tiny_model_dir), dataset=[str(manifest)], num_generations=2,
+                  per_device_train_batch_size=2, use_peft=True, save_merged=True, output_dir=str(tmp_path), **CPU)  # fmt: skip
+
+
 def test_unknown_command_line_option_is_rejected(tiny_model_dir, manifest, tmp_path):
     with pytest.raises(ConfigError, match="lerning_rate.*did you mean learning_rate"):
         parse_job("sft", model_name_or_path=str(tiny_model_dir), dataset=[str(manifest)], lerning_rate=1e-3,

@@ -7,6 +7,7 @@ runners also do before loading any model.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from crowdvlm.train.config import (
@@ -53,6 +54,11 @@ def validate_job(job: TrainJob) -> None:
     if m.save_merged and not m.use_peft:
         raise ConfigError(
             f"{where}save_merged applies to LoRA runs: set use_peft: true or remove save_merged"
+        )
+    if m.save_merged and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+        raise ConfigError(
+            f"{where}save_merged cannot merge weights sharded by ZeRO-3: remove save_merged and run "
+            "`crowdvlm model merge OUTPUT_DIR --out MERGED_DIR` after training, or launch with zero2.yaml"
         )
     if isinstance(s, SFTScriptArguments) and "{count}" not in s.sft_reasoning and s.output_format == "think":
         raise ConfigError(f"{where}sft_reasoning must contain {{count}} (the count the answer repeats)")
