@@ -91,6 +91,18 @@ def test_bad_grpo_config_says_what_to_change(tmp_path, tiny_model_dir, manifest,
         assert word in message
 
 
+def test_missing_report_backend_is_named(tiny_model_dir, manifest, tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else find_spec(name, *a)
+    )
+    with pytest.raises(ConfigError, match="wandb but it is not installed"):
+        parse_job("sft", model_name_or_path=str(tiny_model_dir), dataset=[str(manifest)], output_dir=str(tmp_path),
+                  use_cpu=True, bf16=False, report_to="wandb")  # fmt: skip
+
+
 def test_save_merged_is_refused_under_zero3(tiny_model_dir, manifest, tmp_path, monkeypatch):
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
     with pytest.raises(ConfigError, match="crowdvlm model merge"):

@@ -7,6 +7,7 @@ runners also do before loading any model.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -60,6 +61,12 @@ def validate_job(job: TrainJob) -> None:
             f"{where}save_merged cannot merge weights sharded by ZeRO-3: remove save_merged and run "
             "`crowdvlm model merge OUTPUT_DIR --out MERGED_DIR` after training, or launch with zero2.yaml"
         )
+    for backend in ("wandb", "tensorboard"):
+        if backend in (job.training.report_to or []) and importlib.util.find_spec(backend) is None:
+            raise ConfigError(
+                f"{where}report_to includes {backend} but it is not installed: pip install {backend} "
+                "(`pip install -e '.[cluster]'` brings wandb), or remove it from report_to"
+            )
     if isinstance(s, SFTScriptArguments) and "{count}" not in s.sft_reasoning and s.output_format == "think":
         raise ConfigError(f"{where}sft_reasoning must contain {{count}} (the count the answer repeats)")
     if isinstance(s, GRPOScriptArguments):
