@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from crowdvlm.evaluate.bootstrap import paired_bootstrap
 from crowdvlm.evaluate.predictions import PREDICTIONS_FILE, Prediction, latest_by_id, read_predictions
 from crowdvlm.evaluate.report import format_value
 from crowdvlm.evaluate.scoring import absolute_error, compute_metrics, is_scored
@@ -92,24 +93,15 @@ def paired_bootstrap_mae_diff(
     a, b = np.asarray(a_errors, dtype=np.float64), np.asarray(b_errors, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"paired errors must have the same length, got {len(a)} and {len(b)}")
-    m = len(a)
-    if m == 0:
+    if len(a) == 0:
         return {"diff": None, "low": None, "high": None, "n_images": 0, "significant": False}
-    d = b - a
-    rng = np.random.default_rng(seed)
-    means = np.empty(n)
-    chunk = max(1, 2_000_000 // m)  # resamples per chunk, to bound memory on large test sets
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        means[start:stop] = d[rng.integers(0, m, size=(stop - start, m))].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(means, [alpha, 1 - alpha])
+    ci = paired_bootstrap(b[None, :], a[None, :], n_boot=n, level=confidence, seed=seed)  # one "seed"
     return {
-        "diff": float(d.mean()),
-        "low": float(low),
-        "high": float(high),
-        "n_images": m,
-        "significant": bool(low > 0 or high < 0),
+        "diff": ci.diff,
+        "low": ci.low,
+        "high": ci.high,
+        "n_images": ci.n_images,
+        "significant": bool(ci.low > 0 or ci.high < 0),
     }
 
 
