@@ -29,10 +29,12 @@ def _runner(kind: str):
 
 def run_command(kind: str, argv: list[str]) -> int:
     """Parse ``argv`` into a job of ``kind`` and run it; configuration errors print one line and return 2."""
+    from crowdvlm.train.common import setup_logging
     from crowdvlm.train.config import ConfigError, parse_job
 
     try:
         job = parse_job(kind, argv)
+        setup_logging(job)  # the CLI owns logging; run_sft/run_grpo called from Python leave it alone
         _runner(kind)(job)  # data is checked (ConfigError) before the model is loaded
     except ConfigError as err:
         print(f"crowdvlm train {kind}: error: {err}", file=sys.stderr)

@@ -24,7 +24,6 @@ from crowdvlm.train.common import (
     build_callbacks,
     load_model,
     load_train_dataset,
-    setup_logging,
     train_and_save,
     write_config,
 )
@@ -55,7 +54,6 @@ def run_grpo(job: TrainJob) -> TrainResult:
     """Run one GRPO job end to end: seed, data, model, rewards, trainer, train, save."""
     from transformers import set_seed
 
-    setup_logging(job)
     set_seed(job.training.seed)
     write_config(job)
 

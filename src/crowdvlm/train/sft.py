@@ -22,7 +22,6 @@ from crowdvlm.train.common import (
     build_callbacks,
     load_model,
     load_train_dataset,
-    setup_logging,
     train_and_save,
     write_config,
 )
@@ -67,7 +66,6 @@ def run_sft(job: TrainJob) -> TrainResult:
     from transformers import set_seed
     from trl import SFTTrainer
 
-    setup_logging(job)
     set_seed(job.training.seed)
     write_config(job)
 
