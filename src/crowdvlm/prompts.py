@@ -130,3 +130,15 @@ def build_prompt(
         return f"{problem} {instruction}"
     separator = ". " if verbatim or not problem.endswith(_SENTENCE_END) else " "
     return f"{problem}{separator}{instruction}"
+
+
+def conversational_prompt(text: str) -> list[dict]:
+    """The paper's message structure: one user turn, an image placeholder then the text (no system prompt).
+
+    Training (TRL puts the image into the placeholder) and every evaluation backend build their messages
+    here, so the two can never disagree.
+
+    >>> conversational_prompt("How many?")
+    [{'role': 'user', 'content': [{'type': 'image'}, {'type': 'text', 'text': 'How many?'}]}]
+    """
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]

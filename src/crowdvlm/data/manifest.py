@@ -183,11 +183,6 @@ def write_manifest(records: Iterable[dict], path: str | Path) -> Path:
     return path
 
 
-def conversational_prompt(text: str) -> list[dict]:
-    """The user turn TRL expects for one image: an image placeholder, then the text."""
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-
-
 def manifest_to_dataset(
     paths: str | Path | Sequence[str | Path],
     *,
@@ -212,7 +207,7 @@ def manifest_to_dataset(
     """
     import datasets
 
-    from crowdvlm.prompts import build_prompt
+    from crowdvlm.prompts import build_prompt, conversational_prompt
 
     if isinstance(paths, str | Path):
         paths = [paths]

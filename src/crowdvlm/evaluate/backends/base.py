@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-__all__ = ["Answer", "Backend", "EvalItem", "Prepared", "load_image", "try_load_image", "user_message"]
+__all__ = ["Answer", "Backend", "EvalItem", "Prepared", "load_image", "try_load_image"]
 
 
 @dataclass(frozen=True)
@@ -101,9 +101,3 @@ def try_load_image(path: str | Path) -> tuple[Image.Image | None, str | None]:
         return load_image(path), None
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         return None, f"cannot load image {path}: {type(err).__name__}: {err}"
-
-
-def user_message(prompt: str, image: Any = None) -> list[dict[str, Any]]:
-    """The paper's message structure: one user turn holding the image then the text (no system prompt)."""
-    image_part: dict[str, Any] = {"type": "image"} if image is None else {"type": "image", "image": image}
-    return [{"role": "user", "content": [image_part, {"type": "text", "text": prompt}]}]

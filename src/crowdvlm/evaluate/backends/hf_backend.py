@@ -13,7 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from crowdvlm.evaluate.backends.base import Answer, EvalItem, Prepared, try_load_image, user_message
+from crowdvlm.evaluate.backends.base import Answer, EvalItem, Prepared, try_load_image
+from crowdvlm.prompts import conversational_prompt
 
 __all__ = ["HFBackend", "resolve_device"]
 
@@ -105,7 +106,7 @@ class HFBackend:
             errors.append(error)
             if image is not None:
                 text = self.processor.apply_chat_template(
-                    user_message(item.prompt), tokenize=False, add_generation_prompt=True
+                    conversational_prompt(item.prompt), tokenize=False, add_generation_prompt=True
                 )
                 loaded.append((index, text, image))
         if not loaded:

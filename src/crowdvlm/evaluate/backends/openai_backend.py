@@ -21,7 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from PIL import Image
 
-from crowdvlm.evaluate.backends.base import Answer, EvalItem, Prepared, user_message
+from crowdvlm.evaluate.backends.base import Answer, EvalItem, Prepared
+from crowdvlm.prompts import conversational_prompt
 
 __all__ = ["OpenAIBackend", "image_data_url"]
 
@@ -149,7 +150,7 @@ class OpenAIBackend:
     def _complete(self, item: EvalItem, data_url: str) -> Answer:
         import openai
 
-        messages = user_message(item.prompt)
+        messages = conversational_prompt(item.prompt)
         messages[0]["content"][0] = {"type": "image_url", "image_url": {"url": data_url}}
         attempts = self.max_retries + 1
         for attempt in range(attempts):

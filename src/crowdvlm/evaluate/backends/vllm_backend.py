@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from crowdvlm.evaluate.backends.base import Answer, EvalItem, Prepared, try_load_image, user_message
+from crowdvlm.evaluate.backends.base import Answer, EvalItem, Prepared, try_load_image
+from crowdvlm.prompts import conversational_prompt
 
 __all__ = ["VLLMBackend"]
 
@@ -78,7 +79,7 @@ class VLLMBackend:
             errors.append(error)
             if image is not None:
                 text = self.processor.apply_chat_template(
-                    user_message(item.prompt), tokenize=False, add_generation_prompt=True
+                    conversational_prompt(item.prompt), tokenize=False, add_generation_prompt=True
                 )
                 requests.append({"prompt": text, "multi_modal_data": {"image": image}})
         return Prepared(items=items, errors=errors, payload=requests)
