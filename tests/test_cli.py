@@ -41,3 +41,42 @@ def test_every_command_has_help(command):
     result = run_cli(command, "--help")
     assert result.returncode == 0, result.stderr
     assert "usage:" in result.stdout
+
+
+def test_errors_become_one_line_and_documented_exit_codes(monkeypatch, capsys):
+    """Exceptions escaping a command: one stderr line, the code from crowdvlm.errors, no traceback."""
+    from crowdvlm import cli
+    from crowdvlm.errors import RunError, UsageError
+
+    cases = [
+        (UsageError("recipe.yaml: key 'lr' must be > 0"), 2),
+        (RunError("endpoint never answered"), 1),
+        (OSError(28, "No space left on device", "runs/x/predictions.jsonl"), 1),
+        (KeyboardInterrupt(), 130),
+        (ZeroDivisionError("boom"), 1),
+    ]
+    for err, code in cases:
+
+        def fail(argv, err=err):
+            raise err
+
+        monkeypatch.setattr(cli, "resolve", lambda name, fail=fail: fail)
+        assert cli.main(["eval"]) == code
+        out = capsys.readouterr().err
+        assert out.count("\n") == 1 and out.startswith("crowdvlm eval: error: "), out
+        assert "Traceback" not in out
+    assert "runs/x/predictions.jsonl" in _last_error(monkeypatch, capsys, cases[2][0])
+    monkeypatch.setattr(cli, "resolve", lambda name: lambda argv: (_ for _ in ()).throw(RunError("x")))
+    with pytest.raises(RunError):
+        cli.main(["-v", "eval"])
+
+
+def _last_error(monkeypatch, capsys, err) -> str:
+    from crowdvlm import cli
+
+    def fail(argv):
+        raise err
+
+    monkeypatch.setattr(cli, "resolve", lambda name: fail)
+    cli.main(["eval"])
+    return capsys.readouterr().err

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 
 from crowdvlm import __version__
+from crowdvlm.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, CrowdvlmError
 
 # name -> ("module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -37,6 +40,9 @@ def _top_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"crowdvlm {__version__}")
     parser.add_argument(
+        "-v", "--verbose", action="store_true", help="print the full traceback of an error (and debug logs)"
+    )
+    parser.add_argument(
         "command", choices=sorted(COMMANDS), metavar="command", help="one of the commands below"
     )
     parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -50,14 +56,52 @@ def resolve(command: str):
     return getattr(importlib.import_module(module_name), func_name)
 
 
+def _exit_code(err: BaseException) -> int:
+    """The documented exit code of an exception escaping a command (see :mod:`crowdvlm.errors`)."""
+    if isinstance(err, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(err, CrowdvlmError):
+        return err.exit_code
+    # Lazy: data/train errors are imported only if they exist in this run (keeps --help free of torch).
+    data_errors = sys.modules.get("crowdvlm.data.errors")
+    if data_errors is not None and isinstance(err, data_errors.DataError):
+        return EXIT_BAD_INPUT
+    train_config = sys.modules.get("crowdvlm.train.config")
+    if train_config is not None and isinstance(err, train_config.ConfigError):
+        return EXIT_BAD_INPUT
+    return EXIT_FAILED
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted"
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
+        text = f"{err.filename}: {text}"
+    if not isinstance(err, CrowdvlmError | OSError | ValueError):
+        text = f"{type(err).__name__}: {text}"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = _top_parser()
     if not argv:
         parser.print_help()
-        return 2
+        return EXIT_BAD_INPUT
     ns = parser.parse_args(argv)
-    return int(resolve(ns.command)(ns.args) or 0)
+    verbose = ns.verbose or os.environ.get("CROWDVLM_TRACEBACK") == "1"
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG)
+    try:
+        return int(resolve(ns.command)(ns.args) or 0)
+    except (Exception, KeyboardInterrupt) as err:  # the one place errors become exit codes
+        if verbose:
+            raise
+        code = _exit_code(err)
+        hint = "" if code == EXIT_INTERRUPTED else " (run `crowdvlm -v ...` for the traceback)"
+        print(f"crowdvlm {ns.command}: error: {_one_line(err)}{hint}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":
