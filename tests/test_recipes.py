@@ -16,7 +16,7 @@ ACCELERATE = sorted((RECIPES / "accelerate").glob("*.yaml"))
 
 
 def kind_of(recipe: Path) -> str:
-    return "sft" if recipe.stem == "sft" else "grpo"
+    return "sft" if recipe.stem.startswith("sft") else "grpo"
 
 
 def header(path: Path) -> str:

@@ -23,8 +23,10 @@ True
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -122,3 +124,93 @@ def parse_count(text: Any, strict: bool = False) -> int | None:
     except RecursionError:  # pathological nesting: unreadable, never an exception
         return None
     return _parse_strict(text) if strict else _parse_lenient(text)
+
+
+# --------------------------------------------------------------------------- point answers
+
+__all__ += ["MAX_POINTS", "PointAnswer", "parse_points"]
+
+#: Points read from one answer at most; further points are counted (``PointAnswer.capped``), not kept.
+MAX_POINTS = 5000
+
+# One Qwen-style point: "point_2d": [x, y] (quotes optional). Bounded digit runs keep every match short, and
+# the pattern has no nested repetition, so scanning is linear in the text.
+_POINT = re.compile(
+    r"""["']?point_2d["']?\s*:\s*\[\s*(-?\d{1,9}(?:\.\d{1,9})?)\s*,\s*(-?\d{1,9}(?:\.\d{1,9})?)\s*\]"""
+)
+
+
+@dataclass(frozen=True)
+class PointAnswer:
+    """What :func:`parse_points` read from a point answer.
+
+    Attributes:
+        points: the ``(x, y)`` points kept, in answer order (frame coordinates, duplicates included).
+        stated: the count in the ``<answer>`` block after the points, or None.
+        capped: points past the cap, counted but not kept.
+        outside: points outside the frame (``x`` or ``y`` below 0 or beyond its side), dropped.
+    """
+
+    points: tuple[tuple[float, float], ...] = ()
+    stated: int | None = None
+    capped: int = 0
+    outside: int = 0
+
+    @property
+    def count(self) -> int:
+        """The count read from the points: the number of points kept."""
+        return len(self.points)
+
+    @property
+    def consistent(self) -> bool:
+        """Whether the stated count equals the number of points listed (kept, past the cap or outside)."""
+        return self.stated is not None and self.stated == len(self.points) + self.capped + self.outside
+
+
+def parse_points(
+    text: Any,
+    frame_size: tuple[float, float] | None = None,
+    *,
+    max_points: int = MAX_POINTS,
+    strict: bool = False,
+) -> PointAnswer:
+    """Read the points and the stated count of a point answer; never raises, linear in the text.
+
+    A point answer lists Qwen-style points, ``[{"point_2d": [x, y], "label": "person"}, ...]``, then the count
+    in ``<answer>N</answer>``. Every ``"point_2d": [x, y]`` before the first ``<answer>`` is a point (the rest
+    of the JSON is not required to be valid: a truncated list still yields its complete points). The stated
+    count is read by :func:`parse_count` from the first ``<answer>`` on (``strict`` as there); a number that
+    is not inside an answer block is never taken for the count, since it is likely a coordinate.
+
+    Args:
+        text: the completion (string or TRL's conversational form).
+        frame_size: ``(width, height)`` of the frame the model points in; points outside it are dropped and
+            counted in ``outside``. None: no bound (negative coordinates are still outside).
+        max_points: keep at most this many points; the others are counted in ``capped``.
+        strict: read the stated count with the paper's strict rule.
+
+    >>> a = parse_points('[{"point_2d": [10, 0], "label": "dot"}, {"point_2d": [300, 5]}]<answer>2</answer>', (100, 80))
+    >>> a.points, a.stated, a.outside, a.consistent
+    (((10.0, 0.0),), 2, 1, True)
+    >>> parse_points("no points here").count
+    0
+    """
+    try:
+        text = completion_text(text)
+    except RecursionError:
+        return PointAnswer()
+    end = text.find(OPEN)
+    body = text if end == -1 else text[:end]
+    stated = parse_count(text[end:], strict=strict) if end != -1 else None
+    width, height = frame_size if frame_size is not None else (math.inf, math.inf)
+    points: list[tuple[float, float]] = []
+    capped = outside = 0
+    for match in _POINT.finditer(body):
+        x, y = float(match.group(1)), float(match.group(2))
+        if not (0 <= x <= width and 0 <= y <= height):
+            outside += 1
+        elif len(points) < max_points:
+            points.append((x, y))
+        else:
+            capped += 1
+    return PointAnswer(tuple(points), stated, capped, outside)

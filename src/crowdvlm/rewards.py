@@ -15,13 +15,18 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from crowdvlm.parsing import completion_text, parse_count
+from crowdvlm.parsing import MAX_POINTS, PointAnswer, completion_text, parse_count, parse_points
+from crowdvlm.pointing.targets import frame_of_row
 
 __all__ = [
     "REWARDS",
     "BinaryCountReward",
     "CountFormatReward",
     "FGRPRPrecisionReward",
+    "POINT_REWARDS",
+    "PointConsistencyReward",
+    "PointCountReward",
+    "PointF1Reward",
     "binary_count_reward",
     "build_reward",
     "count_format_reward",
@@ -29,6 +34,8 @@ __all__ = [
     "fgrpr_precision_reward",
     "is_count_format",
     "parse_solution",
+    "point_consistency_reward",
+    "point_f1_reward",
 ]
 
 _THINK_ANSWER = re.compile(r"<think>.*?</think>\s*<answer>\d+</answer>", re.DOTALL)
@@ -169,9 +176,131 @@ class BinaryCountReward(_CountReward):
         return 1.0 if parse_count(text, strict=self.strict) == truth else 0.0
 
 
+# --------------------------------------------------------------------------- point rewards (counting by pointing)
+
+
+class _PointReward:
+    """Base of the point rewards: one float per completion, read with :func:`crowdvlm.parsing.parse_points`.
+
+    Besides ``solution`` they need the point columns of a point training set (``output_format: points``):
+    ``points`` (original pixels), ``image_size`` and ``frame_size`` (see :mod:`crowdvlm.pointing.targets`).
+    Answers longer than ``max_points`` points are capped, so a reward never costs more than that.
+    """
+
+    __name__ = "point_reward"
+    max_points: int = MAX_POINTS
+
+    def __call__(
+        self,
+        completions: Sequence[Any],
+        solution: Sequence[Any],
+        points: Sequence[Any] | None = None,
+        image_size: Sequence[Any] | None = None,
+        frame_size: Sequence[Any] | None = None,
+        **kwargs: Any,
+    ) -> list[float]:
+        if points is None or image_size is None or frame_size is None:
+            raise ValueError(
+                f"{self.__name__} needs the dataset columns points, image_size and frame_size: train with "
+                "output_format: points (manifests with points)"
+            )
+        if not len(completions) == len(solution) == len(points) == len(image_size) == len(frame_size):
+            raise ValueError(f"{self.__name__}: {len(completions)} completions but {len(solution)} solutions")
+        scores = []
+        for c, s, pts, isize, fsize in zip(
+            completions, solution, points, image_size, frame_size, strict=True
+        ):
+            frame = frame_of_row(isize, fsize)
+            answer = parse_points(c, (frame.width, frame.height), max_points=self.max_points, strict=True)
+            scores.append(self.score(answer, frame.to_frame(pts), parse_solution(s)))
+        return scores
+
+    def score(self, answer: PointAnswer, truth_points: Any, truth: int) -> float:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "__name__")
+        return f"{type(self).__name__}({params})"
+
+
+class PointF1Reward(_PointReward):
+    """F1 of the answer's points against the true points, matched one to one within ``radius`` frame units.
+
+    Matching is Hungarian within the radius (:func:`crowdvlm.pointing.matching.match_points`); an empty
+    image answered with no points scores 1. Points outside the frame are dropped (they never match).
+
+    >>> reward = PointF1Reward(radius=5)
+    >>> reward(['[{"point_2d": [10, 10]}, {"point_2d": [50, 50]}]<answer>2</answer>', "[]<answer>0</answer>"],
+    ...        solution=[1, 1], points=[[[22, 20]], [[5, 5]]], image_size=[[224, 224]] * 2,
+    ...        frame_size=[[112, 112]] * 2)
+    [0.6666666666666666, 0.0]
+    """
+
+    def __init__(self, radius: float = 8.0, max_points: int = MAX_POINTS, name: str = "point_f1"):
+        if not radius > 0:
+            raise ValueError(f"point_f1 radius must be > 0, got {radius}")
+        if max_points < 1:
+            raise ValueError(f"point_f1 max_points must be >= 1, got {max_points}")
+        self.radius, self.max_points = radius, max_points
+        self.__name__ = name
+
+    def score(self, answer: PointAnswer, truth_points: Any, truth: int) -> float:
+        from crowdvlm.pointing.matching import match_points
+
+        return match_points(answer.points, truth_points, self.radius).f1
+
+
+class PointConsistencyReward(_PointReward):
+    """``value`` iff the stated ``<answer>`` count equals the number of points listed, else 0.
+
+    >>> point_consistency_reward(['[{"point_2d": [1, 2]}]<answer>1</answer>', '[{"point_2d": [1, 2]}]<answer>2</answer>'],
+    ...                          solution=[1, 1], points=[[[1, 2]]] * 2, image_size=[[9, 9]] * 2, frame_size=[[9, 9]] * 2)
+    [1.0, 0.0]
+    """
+
+    def __init__(self, value: float = 1.0, name: str = "point_consistency"):
+        self.value = value
+        self.__name__ = name
+
+    def score(self, answer: PointAnswer, truth_points: Any, truth: int) -> float:
+        return self.value if answer.consistent else 0.0
+
+
+class PointCountReward(_PointReward):
+    """Any count reward (``base``, e.g. ``fgrpr``) scored on the count read from the points, not the stated one.
+
+    The count is the number of points inside the frame; the base reward scores it as if the model had
+    answered ``<answer>count</answer>``, so every count reward of :data:`REWARDS` combines with pointing.
+
+    >>> reward = PointCountReward("fgrpr")
+    >>> reward(['[{"point_2d": [1, 1]}, {"point_2d": [5, 5]}]<answer>7</answer>'], solution=[2],
+    ...        points=[[[1, 1], [4, 4]]], image_size=[[9, 9]], frame_size=[[9, 9]])
+    [1.5]
+    """
+
+    def __init__(
+        self, base: str = "fgrpr", max_points: int = MAX_POINTS, name: str | None = None, **base_params: Any
+    ):
+        if base not in _FACTORIES or base in _POINT_FACTORIES:
+            raise ValueError(
+                f"point_count base must be a count reward ({', '.join(sorted(_FACTORIES))}), got {base!r}"
+            )
+        self.base, self.max_points, self.base_params = base, max_points, dict(base_params)
+        self._base = _FACTORIES[base](**base_params)
+        self.__name__ = name or f"point_{base}"
+
+    def score(self, answer: PointAnswer, truth_points: Any, truth: int) -> float:
+        return self._base.score(f"<answer>{answer.count}</answer>", truth)
+
+    def __repr__(self) -> str:
+        return f"PointCountReward(base={self.base!r}, max_points={self.max_points}, **{self.base_params!r})"
+
+
 fgrpr_precision_reward = FGRPRPrecisionReward()
 count_format_reward = CountFormatReward()
 binary_count_reward = BinaryCountReward()
+point_f1_reward = PointF1Reward()
+point_consistency_reward = PointConsistencyReward()
 
 _FACTORIES = {
     "fgrpr": FGRPRPrecisionReward,
@@ -181,13 +310,23 @@ _FACTORIES = {
     ),
     "binary": BinaryCountReward,
 }
+# Point rewards read the point columns (output_format: points); `point_fgrpr` is FGRPR on the pointed count.
+_POINT_FACTORIES = {
+    "point_f1": PointF1Reward,
+    "point_consistency": PointConsistencyReward,
+    "point_count": PointCountReward,
+    "point_fgrpr": lambda **kw: PointCountReward(**{"base": "fgrpr", **kw}),
+}
+_FACTORIES.update(_POINT_FACTORIES)
 
 #: Short name -> reward with default parameters. ``answer_format`` is the format reward for the
 #: answer-only prompt (no ``<think>`` block), used by tiny models that cannot reason in text.
-REWARDS: dict[str, _CountReward] = {name: factory() for name, factory in _FACTORIES.items()}
+REWARDS: dict[str, _CountReward | _PointReward] = {name: factory() for name, factory in _FACTORIES.items()}
+#: The rewards that need point columns (``output_format: points``).
+POINT_REWARDS = frozenset(_POINT_FACTORIES)
 
 
-def build_reward(name: str, **params: Any) -> _CountReward:
+def build_reward(name: str, **params: Any) -> _CountReward | _PointReward:
     """Build the reward registered as ``name`` with non-default parameters (e.g. ``band=0.3``).
 
     Raises:

@@ -189,6 +189,7 @@ def manifest_to_dataset(
     template: str = "train",
     output: str = "think",
     require_solution: bool = True,
+    with_points: bool = False,
 ):
     """Load one or more manifests as a ``datasets.Dataset`` for TRL.
 
@@ -201,9 +202,12 @@ def manifest_to_dataset(
         template: "train" or "eval" prompt wording (see :mod:`crowdvlm.prompts`).
         output: "think" or "answer-only".
         require_solution: refuse records whose solution is null (training needs ground truth).
+        with_points: also add ``points`` (original image pixels) and ``image_size`` (``[width, height]``),
+            for counting by pointing (see :mod:`crowdvlm.pointing.targets`).
 
     Raises:
-        ValueError: no paths, no usable rows, or (with ``require_solution``) a record without ground truth.
+        ValueError: no paths, no usable rows, (with ``require_solution``) a record without ground truth, or
+            (with ``with_points``) a record with a positive count but no points.
     """
     import datasets
 
@@ -214,7 +218,8 @@ def manifest_to_dataset(
     if not paths:
         raise ValueError("manifest_to_dataset: no manifest given")
     rows: dict[str, list] = {
-        k: [] for k in ("prompt", "image", "solution", "dataset", "split", "id", "problem")
+        k: []
+        for k in ("prompt", "image", "solution", "dataset", "split", "id", "problem", "points", "image_size")
     }
     for path in paths:
         records = read_manifest(path)
@@ -225,15 +230,27 @@ def manifest_to_dataset(
                     f"{path}: {len(unlabeled)} of {len(records)} records have no ground truth (solution null, "
                     f"first: {records[unlabeled[0]]['id']}); they can be predicted but not trained or scored"
                 )
-        for rec in records:
+        for i, rec in enumerate(records):
+            if with_points:
+                _add_point_row(rows, rec, str(path), f"record {i + 1} ({rec['id']})")
             rows["prompt"].append(conversational_prompt(build_prompt(rec["problem"], template, output)))
             rows["image"].append(rec["image"])
             for key in ("solution", "dataset", "split", "id", "problem"):
                 rows[key].append(rec[key])
     if not rows["image"]:
         raise ValueError(f"no usable records in {[str(p) for p in paths]}")
+    point_features = {}
+    if with_points:
+        point_features = {
+            "points": datasets.Sequence(datasets.Sequence(datasets.Value("float64"))),
+            "image_size": datasets.Sequence(datasets.Value("int64")),
+        }
+    else:
+        for key in ("points", "image_size"):
+            del rows[key]
     features = datasets.Features(
         {
+            **point_features,
             "prompt": [
                 {
                     "role": datasets.Value("string"),
@@ -249,3 +266,17 @@ def manifest_to_dataset(
         }
     )
     return datasets.Dataset.from_dict(rows, features=features)
+
+
+def _add_point_row(rows: dict[str, list], rec: dict, file: str, record: str) -> None:
+    """Append a record's points and decoded image size (a count of 0 may come without points)."""
+    from crowdvlm.pointing.targets import image_size
+
+    points = rec.get("points")
+    if points is None:
+        if rec["solution"]:
+            raise DataError(file, f"has count {rec['solution']} but no points; pointing needs one point per object",
+                            record=record, kind="malformed")  # fmt: skip
+        points = []
+    rows["points"].append(points)
+    rows["image_size"].append(list(image_size(rec["image"], rec.get("width"), rec.get("height"))))

@@ -11,6 +11,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+from crowdvlm.pointing.frame import CONVENTIONS as POINT_FRAMES
 from crowdvlm.train.config import (
     OUTPUT_FORMATS,
     PROMPT_TEMPLATES,
@@ -52,6 +53,8 @@ def validate_job(job: TrainJob) -> None:
         )
     if s.output_format not in OUTPUT_FORMATS:
         raise ConfigError(f"{where}output_format must be one of {OUTPUT_FORMATS}, got {s.output_format!r}")
+    if s.point_frame not in POINT_FRAMES:
+        raise ConfigError(f"{where}point_frame must be one of {POINT_FRAMES}, got {s.point_frame!r}")
     if m.save_merged and not m.use_peft:
         raise ConfigError(
             f"{where}save_merged applies to LoRA runs: set use_peft: true or remove save_merged"
@@ -77,7 +80,7 @@ def validate_job(job: TrainJob) -> None:
 
 
 def _validate_rewards(job: TrainJob, where: str) -> None:
-    from crowdvlm.rewards import REWARDS, build_reward
+    from crowdvlm.rewards import POINT_REWARDS, REWARDS, build_reward
 
     s, t = job.script, job.training
     if not s.rewards:
@@ -100,10 +103,15 @@ def _validate_rewards(job: TrainJob, where: str) -> None:
             f"{where}reward_weights has {len(t.reward_weights)} value(s) but rewards has {len(s.rewards)} "
             f"({s.rewards}): give one weight per reward"
         )
-    if s.output_format == "answer-only" and "format" in s.rewards:
+    pointing = sorted(set(s.rewards) & POINT_REWARDS)
+    if pointing and s.output_format != "points":
         raise ConfigError(
-            f"{where}reward 'format' requires a <think> block, which output_format answer-only never asks for: "
-            "use 'answer_format' instead"
+            f"{where}reward(s) {pointing} score point answers: set output_format: points (manifests with points)"
+        )
+    if s.output_format in ("answer-only", "points") and "format" in s.rewards:
+        raise ConfigError(
+            f"{where}reward 'format' requires a <think> block, which output_format {s.output_format} never asks "
+            "for: use 'answer_format' (answer-only) or 'point_consistency' (points) instead"
         )
 
 

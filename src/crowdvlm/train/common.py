@@ -59,12 +59,33 @@ def load_train_dataset(job: TrainJob):
     s = job.script
     try:
         dataset = manifest_to_dataset(
-            s.dataset, template=s.prompt_template, output=s.output_format, require_solution=True
+            s.dataset,
+            template=s.prompt_template,
+            output=s.output_format,
+            require_solution=True,
+            with_points=s.output_format == "points",
         )
     except (ValueError, FileNotFoundError) as err:  # DataError is a ValueError
         raise ConfigError(f"dataset: {err}") from err
     logger.info("training data: %d rows from %s", len(dataset), ", ".join(s.dataset))
     return dataset
+
+
+def add_point_frames(dataset, job: TrainJob, processor):
+    """Point runs (``output_format: points``): add each image's ``frame_size`` as the model's processor sees it.
+
+    Raises:
+        ConfigError: ``point_frame: resized`` with a processor that has no Qwen-VL resize settings.
+    """
+    if job.script.output_format != "points":
+        return dataset
+    from crowdvlm.pointing.targets import add_frame_sizes, point_frame_for
+
+    try:
+        rule = point_frame_for(processor, job.script.point_frame)
+    except ValueError as err:
+        raise ConfigError(f"point_frame: {err}") from None
+    return add_frame_sizes(dataset, job.script.point_frame, rule)
 
 
 def load_model(job: TrainJob):

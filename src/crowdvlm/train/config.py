@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 PROMPT_TEMPLATES = ("train", "eval")
-OUTPUT_FORMATS = ("think", "answer-only")
+OUTPUT_FORMATS = ("think", "answer-only", "points")
 
 # The SFT target's reasoning for the `think` output format: short, templated, and ending in the count, so a
 # model learns the paper's `<think>...</think><answer>N</answer>` shape without inventing reasoning we do not have.
@@ -90,7 +90,15 @@ class _ScriptArguments:
     output_format: str = field(
         default="think",
         metadata={
-            "help": "Answer shape: think (<think>..</think><answer>N</answer>) or answer-only (<answer>N</answer>)."
+            "help": "Answer shape: think (<think>..</think><answer>N</answer>), answer-only (<answer>N</answer>) "
+            'or points ([{"point_2d": [x, y], ...}, ...]<answer>N</answer>, needs manifests with points).'
+        },
+    )
+    point_frame: str = field(
+        default="resized",
+        metadata={
+            "help": "output_format points: the frame points are given in: resized (Qwen2.5-VL, pixels of the "
+            "processor-resized image), relative-1000 (Qwen3-VL, 0-1000 per side) or original (image pixels)."
         },
     )
     resume: bool = field(

@@ -21,6 +21,7 @@ import sys
 from crowdvlm.train.callbacks import RewardRecorder
 from crowdvlm.train.common import (
     TrainResult,
+    add_point_frames,
     build_callbacks,
     load_model,
     load_train_dataset,
@@ -60,6 +61,7 @@ def run_grpo(job: TrainJob) -> TrainResult:
     dataset = load_train_dataset(job)
 
     model, processor, peft_config = load_model(job)
+    dataset = add_point_frames(dataset, job, processor)  # point runs: the frame the point rewards score in
 
     recorder = RewardRecorder()  # keeps the last batch's completions and rewards for the sample log
     reward_funcs = recorder.wrap(build_rewards(job.script))
