@@ -314,7 +314,7 @@ _FACTORIES = {
 _POINT_FACTORIES = {
     "point_f1": PointF1Reward,
     "point_consistency": PointConsistencyReward,
-    "point_count": PointCountReward,
+    "point_count": lambda **kw: PointCountReward(**{"name": "point_count", **kw}),
     "point_fgrpr": lambda **kw: PointCountReward(**{"base": "fgrpr", **kw}),
 }
 _FACTORIES.update(_POINT_FACTORIES)
