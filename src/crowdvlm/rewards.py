@@ -204,8 +204,11 @@ class _PointReward:
                 f"{self.__name__} needs the dataset columns points, image_size and frame_size: train with "
                 "output_format: points (manifests with points)"
             )
-        if not len(completions) == len(solution) == len(points) == len(image_size) == len(frame_size):
-            raise ValueError(f"{self.__name__}: {len(completions)} completions but {len(solution)} solutions")
+        lengths = [len(v) for v in (completions, solution, points, image_size, frame_size)]
+        if len(set(lengths)) != 1:
+            raise ValueError(
+                f"{self.__name__}: lengths differ (completions, solution, points, image_size, frame_size): {lengths}"
+            )
         scores = []
         for c, s, pts, isize, fsize in zip(
             completions, solution, points, image_size, frame_size, strict=True

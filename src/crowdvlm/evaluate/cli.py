@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from crowdvlm.evaluate.backends.base import EvalItem
+from crowdvlm.evaluate.point_options import add_point_options, point_frame_rule, predicted_points
 from crowdvlm.prompts import OUTPUTS, TEMPLATES
 
 logger = logging.getLogger(__name__)
@@ -59,40 +60,6 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
     api.add_argument("--concurrency", type=int, default=8, help="requests in flight at most (default: 8)")
     api.add_argument("--request-timeout", type=float, default=60.0, help="seconds per request (default: 60)")
     api.add_argument("--max-retries", type=int, default=5, help="retries on 429/5xx/timeouts (default: 5)")
-
-
-def _add_point_options(parser: argparse.ArgumentParser) -> None:
-    from crowdvlm.pointing.frame import CONVENTIONS
-
-    points = parser.add_argument_group("point answers (--output points)")
-    points.add_argument(
-        "--point-frame",
-        choices=CONVENTIONS,
-        default="resized",
-        help="the frame the model points in: resized (Qwen2.5-VL: pixels of the processor-resized image; "
-        "default), relative-1000 (Qwen3-VL: 0-1000 per side) or original (image pixels)",
-    )
-
-
-def _point_frame_rule(args: argparse.Namespace, backend):
-    """The resize rule for ``--point-frame resized`` (None for the other frames); a usage error if none."""
-    from crowdvlm.errors import UsageError
-    from crowdvlm.evaluate.localisation import frame_rule_for
-
-    try:
-        return frame_rule_for(args.point_frame, backend, args.model, args.min_pixels, args.max_pixels)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-
-
-def _radii(text: str) -> tuple[float, ...]:
-    try:
-        radii = tuple(float(r) for r in text.split(",") if r.strip())
-    except ValueError:
-        radii = ()
-    if not radii or any(r <= 0 for r in radii):
-        raise argparse.ArgumentTypeError(f"expected positive radii in pixels, e.g. 4,8,16; got {text!r}")
-    return radii
 
 
 def make_backend(args: argparse.Namespace):
@@ -186,16 +153,7 @@ def eval_main(argv: list[str]) -> int:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true")
-    _add_point_options(parser)
-    parser.add_argument(
-        "--radii",
-        type=_radii,
-        default=(4.0, 8.0, 16.0),
-        help="--output points: matching radii of the localisation metrics, original pixels (default: 4,8,16)",
-    )
-    parser.add_argument(
-        "--overlays", type=int, default=4, help="--output points: images drawn with their points (default: 4)"
-    )
+    add_point_options(parser, evaluation=True)
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
 
@@ -212,7 +170,7 @@ def eval_main(argv: list[str]) -> int:
         return 2
     settings = {"template": args.prompt, "output": args.output, "data": [str(m) for m in manifests]}
     try:
-        rule = _point_frame_rule(args, backend) if args.output == "points" else None
+        rule = point_frame_rule(args, backend) if args.output == "points" else None
         metrics = evaluate(
             backend,
             items,
@@ -312,7 +270,7 @@ def predict_main(argv: list[str]) -> int:
     parser.add_argument(
         "--strict-parse", action="store_true", help="read answers with the paper's strict rule"
     )
-    _add_point_options(parser)
+    add_point_options(parser)
     parser.add_argument(
         "--points",
         type=Path,
@@ -338,7 +296,7 @@ def predict_main(argv: list[str]) -> int:
         return 2
     failed = 0
     try:
-        rule = _point_frame_rule(args, backend) if args.output == "points" else None
+        rule = point_frame_rule(args, backend) if args.output == "points" else None
         batches = [items[i : i + args.batch_size] for i in range(0, len(items), args.batch_size)]
         for prepared in prefetch(batches, backend.prepare):
             answers = iter(backend.generate(prepared) if prepared.loaded else [])
@@ -350,26 +308,11 @@ def predict_main(argv: list[str]) -> int:
                 failed += error is not None
                 points = None
                 if args.output == "points" and not error:
-                    points = _predicted_points(item.image, text, args, rule)
+                    points = predicted_points(item.image, text, args, rule)
                 _print_prediction(item.id, count, text, error, args, points)
     finally:
         _close(backend)
     return 1 if failed else 0
-
-
-def _predicted_points(image: Path, text: str, args: argparse.Namespace, rule) -> list[list[float]]:
-    """The answer's points in original image pixels; with ``--points DIR`` also drawn on the image there."""
-    from crowdvlm.parsing import parse_points
-    from crowdvlm.pointing.frame import Frame
-    from crowdvlm.pointing.targets import image_size
-
-    frame = Frame.make(args.point_frame, *image_size(image), rule)
-    points = frame.from_frame(parse_points(text, (frame.width, frame.height)).points).tolist()
-    if args.points is not None:
-        from crowdvlm.pointing.overlay import draw_points
-
-        draw_points(image, args.points / f"{Path(image).stem}.png", points)
-    return points
 
 
 def _print_prediction(
