@@ -183,6 +183,32 @@ def test_frame_maps_points_both_ways(convention, width, height, original, framed
     assert frame.to_frame([]).shape == (0, 2)
 
 
+MAPPING_CASES = [
+    # (name, original points of a 224x168 image, expected in its 112x84 frame)
+    ("no points", [], []),
+    ("y = 0", [[50.0, 0.0]], [[25.0, 0.0]]),
+    ("duplicates stay duplicates", [[10.0, 10.0]] * 3, [[5.0, 5.0]] * 3),
+    ("outside maps outside", [[-10.0, 200.0], [300.0, 84.0]], [[-5.0, 100.0], [150.0, 42.0]]),
+    (
+        "10^4 points",
+        [[x % 224, x % 168] for x in range(10_000)],
+        [[x % 224 / 2, x % 168 / 2] for x in range(10_000)],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "original, framed", [c[1:] for c in MAPPING_CASES], ids=[c[0] for c in MAPPING_CASES]
+)
+def test_frame_mapping_edge_cases(original, framed):
+    frame = ResizeRule(28, 56 * 56, 112 * 112).frame(224, 168)
+    assert (frame.width, frame.height) == (112, 84)
+    assert frame.to_frame(original).tolist() == framed
+    assert frame.from_frame(framed).tolist() == [list(map(float, p)) for p in original]
+    inside = parse_points(listing([tuple(p) for p in framed]), (frame.width, frame.height))
+    assert inside.count + inside.capped + inside.outside == len(original)
+
+
 def test_non_square_resize_scales_each_axis_by_its_own_factor():
     frame = Frame.resized(1000, 300, min_pixels=56 * 56, max_pixels=112 * 112)
     sx, sy = frame.scale
