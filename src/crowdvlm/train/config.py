@@ -203,7 +203,10 @@ def make_parser(kind: str):
     if kind not in ("sft", "grpo"):
         raise ValueError(f"kind must be 'sft' or 'grpo', got {kind!r}")
     return TrlParser(
-        (ModelArguments, _script_class(kind), _trl_config_class(kind)), prog=f"crowdvlm train {kind}"
+        (ModelArguments, _script_class(kind), _trl_config_class(kind)),
+        prog=f"crowdvlm train {kind}",
+        description="--config RECIPE.yaml  the recipe (YAML); every key below, ours or TRL's, overrides it "
+        "as --key value",
     )
 
 
