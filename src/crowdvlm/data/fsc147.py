@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from crowdvlm.data.common import check_image, make_record, points_from_array
+from crowdvlm.data.common import check_image_and_points, make_record, points_from_array
 from crowdvlm.data.errors import DataError, SkipLog, collect
 from crowdvlm.prompts import question_for
 
@@ -89,7 +89,7 @@ def load_fsc147(
                 raise DataError(root / CLASSES, "no class name for this image", record=name,
                                 kind="missing-annotation")  # fmt: skip
             image = root / IMAGES / name
-            size = check_image(image, record=name)
+            size, points = check_image_and_points(image, points, record=name)  # points: raw -> upright frame
             meta = {"class": cls, "exemplars": _exemplars(ann)}
             return make_record(image, dataset="fsc147", split=sp, problem=question_for(cls), points=points,
                                size=size, record_id=f"fsc147/{Path(name).stem}", meta=meta)  # fmt: skip

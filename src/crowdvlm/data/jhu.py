@@ -17,7 +17,7 @@ import numpy as np
 
 from crowdvlm.data.common import (
     check_count,
-    check_image,
+    check_image_and_points,
     find_dir,
     list_images,
     make_record,
@@ -98,7 +98,7 @@ def load_jhu(
                     meta["total_count"], points, txt, record=stem, what="image_labels.txt total_count"
                 )
                 meta = {k: v for k, v in meta.items() if k != "total_count"}
-            size = check_image(image, record=stem)
+            size, points = check_image_and_points(image, points, record=stem)  # points: raw -> upright frame
             return make_record(image, dataset="jhu-crowd", split=sp, problem=dataset_question("jhu-crowd"),
                                points=points, size=size, meta=meta)  # fmt: skip
 

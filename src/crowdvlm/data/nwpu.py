@@ -18,7 +18,7 @@ from pathlib import Path
 from crowdvlm.data.common import (
     IMAGE_EXTENSIONS,
     check_count,
-    check_image,
+    check_image_and_points,
     load_mat,
     make_record,
     points_from_array,
@@ -98,7 +98,9 @@ def load_nwpu(
                 raise DataError(root / "images" / f"{image_id}.jpg", f"image not found (listed in {sp}.txt)",
                                 record=image_id, kind="missing-image")  # fmt: skip
             points = None if sp in WITHHELD else read_points(root, image_id)
-            size = check_image(image, record=image_id)
+            size, points = check_image_and_points(
+                image, points, record=image_id
+            )  # points: raw -> upright frame
             return make_record(image, dataset="nwpu", split=sp, problem=dataset_question("nwpu"), points=points,
                                size=size, record_id=f"nwpu/{image_id}", meta=meta or None)  # fmt: skip
 
