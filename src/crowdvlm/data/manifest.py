@@ -260,7 +260,7 @@ def manifest_to_dataset(
         k: [] for k in ("prompt", "image", "solution", "dataset", "split", "id", "problem")
     }
     for path in paths:
-        records = read_manifest(path)
+        records = read_manifest(path, check_images=image_check is None)  # else the check names missing ones
         if require_solution:
             unlabeled = [i for i, rec in enumerate(records) if rec["solution"] is None]
             if unlabeled:
