@@ -200,12 +200,13 @@ def write_manifest(records: Iterable[dict], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.resolve().parent
     tmp = path.with_name(path.name + ".tmp")
-    checked = [
-        (f"record {i}", validate_record(raw, str(path), f"record {i}")) for i, raw in enumerate(records)
-    ]
+    checked = check_unique_ids(
+        ((f"record {i}", validate_record(raw, str(path), f"record {i}")) for i, raw in enumerate(records)),
+        path,
+    )  # every record checked before the file is opened
     try:
         with tmp.open("w", encoding="utf-8") as f:
-            for rec in check_unique_ids(checked, path):
+            for rec in checked:
                 rec["image"] = _portable_image_path(rec["image"], base)
                 if "points" in rec:
                     rec["points"] = [
