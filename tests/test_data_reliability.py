@@ -20,8 +20,8 @@ from crowdvlm.data.convert import convert
 from crowdvlm.data.errors import DataError
 from crowdvlm.data.images import ImageCheck, open_image, orient_points, processor_size_rule
 from crowdvlm.data.manifest import manifest_to_dataset, read_manifest, write_manifest
-from tests.data_writers import write_shanghaitech
-from tests.image_writers import (
+from data_writers import write_shanghaitech
+from image_writers import (
     empty_file,
     good_jpeg,
     huge_png_header,
