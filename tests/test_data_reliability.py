@@ -20,7 +20,7 @@ from crowdvlm.data.convert import convert
 from crowdvlm.data.errors import DataError
 from crowdvlm.data.images import ImageCheck, open_image, orient_points, processor_size_rule
 from crowdvlm.data.manifest import manifest_to_dataset, read_manifest, write_manifest
-from data_writers import write_shanghaitech
+from data_writers import write_jhu, write_nwpu, write_shanghaitech
 from image_writers import (
     empty_file,
     good_jpeg,
@@ -237,6 +237,32 @@ def test_folder_csv_with_a_bom_header_and_a_non_utf8_line(tmp_path):
     result = convert("folder", tmp_path, tmp_path / "m.jsonl", skip_bad=True, progress=False)
     assert result.n_records == 1  # the header was recognised despite the BOM, the bad line skipped
     assert read_manifest(result.manifest)[0]["solution"] == 3
+
+
+def _latin1_jhu_gt(root: Path) -> tuple[str, Path, int]:
+    folder = write_jhu(root, samples={"0001": [[3, 4]], "0002": [[5, 6]]})
+    bad = folder / "gt" / "0002.txt"
+    bad.write_bytes(b"5 6 4 5 1 0 # t\xeate\n")
+    return "jhu-crowd", bad, 1
+
+
+def _latin1_nwpu_list(root: Path) -> tuple[str, Path, int]:
+    write_nwpu(root, train={"0001": [[3, 4]], "0002": [[5, 6]]})
+    bad = root / "train.txt"
+    bad.write_bytes(b"0001 2 1\n0002 2 1 \xe9\n")
+    return "nwpu", bad, 1
+
+
+@pytest.mark.parametrize("writer", [_latin1_jhu_gt, _latin1_nwpu_list], ids=["jhu-gt", "nwpu-split-list"])
+def test_native_reader_names_a_non_utf8_file_and_honours_skip_bad(tmp_path, writer):
+    fmt, bad, kept = writer(tmp_path / "data")
+    with pytest.raises(DataError, match="not UTF-8") as info:
+        convert(fmt, tmp_path / "data", tmp_path / "m.jsonl", split="train", progress=False)
+    assert str(bad) in str(info.value) and "line " in str(info.value)
+    result = convert(
+        fmt, tmp_path / "data", tmp_path / "m.jsonl", split="train", skip_bad=True, progress=False
+    )
+    assert result.n_records == kept and [e.kind for e in result.skips.skipped] == ["not-utf8"]
 
 
 # ----------------------------------------------------------------------------- class 8: one line, exit code

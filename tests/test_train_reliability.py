@@ -126,6 +126,23 @@ def test_bad_recipe_file_is_one_line_with_status_2(tmp_path, capsys, case):
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("dataset", "words"),
+    [("{tmp}", "is a folder"), ("{tmp}/none.jsonl", "not found"), ("{tmp}/bad.jsonl", "not valid JSON")],
+    ids=["folder", "missing", "malformed"],
+)
+def test_bad_dataset_is_one_line_with_status_2(tmp_path, tiny_model_dir, capsys, dataset, words):
+    from crowdvlm.cli import main
+
+    (tmp_path / "bad.jsonl").write_text('{"image": "a.jpg", "problem": "How many?", "solution": 1}\n{oops\n')
+    code = main(["train", "sft", "--model_name_or_path", str(tiny_model_dir), "--dataset", dataset.format(tmp=tmp_path),
+                 "--output_dir", str(tmp_path / "o"), "--use_cpu", "true", "--bf16", "false", "--report_to", "none",
+                 "--disable_tqdm", "true"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("crowdvlm train: error:") and words in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
 # --------------------------------------------------------------------------- bad images (class 1)
 
 

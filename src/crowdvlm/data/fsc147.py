@@ -18,6 +18,7 @@ from pathlib import Path
 
 from crowdvlm.data.common import check_image_and_points, make_record, points_from_array
 from crowdvlm.data.errors import DataError, SkipLog, collect
+from crowdvlm.data.text import read_lines, read_text
 from crowdvlm.prompts import question_for
 
 SPLITS = ("train", "val", "test", "val_coco", "test_coco")
@@ -31,7 +32,7 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (FSC-147 needs {ANNOTATIONS}, {SPLIT_FILE}, {IMAGES}/)")
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise DataError(path, f"not valid JSON ({err})", kind="bad-annotation") from None
 
@@ -39,7 +40,7 @@ def _read_json(path: Path) -> dict:
 def read_classes(path: Path, skips: SkipLog) -> dict[str, str]:
     """``{"<id>.jpg": class name}``."""
     classes = {}
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    for line_no, line in read_lines(path, skips):
         if not line.strip():
             continue
         name, sep, cls = line.partition("\t")

@@ -25,6 +25,7 @@ from crowdvlm.data.common import (
     splits_to_read,
 )
 from crowdvlm.data.errors import DataError, SkipLog, collect
+from crowdvlm.data.text import read_lines, read_text
 from crowdvlm.prompts import dataset_question
 
 SPLITS = ("train", "val", "test")
@@ -34,7 +35,7 @@ WITHHELD = ("test",)
 def read_split_list(path: Path, skips: SkipLog) -> list[tuple[str, dict]]:
     """``[(id, meta)]`` from a split list; ``meta`` has ``illumination`` and ``scene_level`` when given."""
     entries = []
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    for line_no, line in read_lines(path, skips):
         fields = line.split()
         if not fields:
             continue
@@ -60,7 +61,7 @@ def read_points(root: Path, image_id: str):
         raise DataError(json_path, "annotation file not found (nor mats/<id>.mat)", record=image_id,
                         kind="missing-annotation")  # fmt: skip
     try:
-        ann = json.loads(json_path.read_text())
+        ann = json.loads(read_text(json_path))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(
             json_path, f"not valid JSON ({err})", record=image_id, kind="bad-annotation"

@@ -16,10 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from crowdvlm.train.checks import OUTPUT_FORMATS, PROMPT_TEMPLATES, check_num_generations, validate_job
+from crowdvlm.train.checks import check_num_generations, validate_job
 from crowdvlm.train.errors import ConfigError
-
-__all__ = ["OUTPUT_FORMATS", "PROMPT_TEMPLATES", "ConfigError", "TrainJob", "parse_job"]
 
 # The SFT target's reasoning for the `think` output format: short, templated, and ending in the count, so a
 # model learns the paper's `<think>...</think><answer>N</answer>` shape without inventing reasoning we do not have.
