@@ -271,8 +271,14 @@ def test_resume_finished_run_trains_nothing_then_a_torn_checkpoint_is_skipped(tm
     assert "is complete (2 steps" in capsys.readouterr().out
     assert read_state(out)["global_step"] == 2 and not (out / "checkpoint-3").exists()
     assert (out / "model.safetensors").read_bytes() == final
+    # The same from Python (the demo's way): the finished result comes back, nothing trained.
+    assert run_sft(parse_job("sft", max_steps=2, resume=True, **args)).global_step == 2
+    assert (out / "model.safetensors").read_bytes() == final and not (out / "checkpoint-3").exists()
 
-    # The newest checkpoint torn (as by a crash while saving): a longer run resumes from checkpoint-1.
+    # The newest checkpoint torn (as by a crash while saving): named explicitly it is refused; a longer
+    # --resume run skips it and resumes from checkpoint-1.
     _truncate(out / "checkpoint-2" / "trainer_state.json")
+    with pytest.raises(ConfigError, match="checkpoint-2 cannot be resumed from: trainer_state.json"):
+        parse_job("sft", max_steps=3, resume_from_checkpoint=str(out / "checkpoint-2"), **args)
     result = run_sft(parse_job("sft", max_steps=3, resume=True, **args))
     assert result.resumed_from == out / "checkpoint-1" and result.global_step == 3

@@ -86,8 +86,9 @@ def open_image(path: str | Path) -> Image.Image:
 
 def _inspect(path: Path, record: str | None) -> tuple[tuple[int, int], int]:
     """Decode ``path`` fully; ``(raw size, orientation)``, or a DataError naming the file and record."""
-    if path.is_dir() or not path.exists():
-        raise DataError(path, "image not found", record=record, kind="missing-image")
+    if not path.exists() or path.is_dir():
+        what = "is a folder, not an image" if path.is_dir() else "image not found"
+        raise DataError(path, what, record=record, kind="missing-image")
     try:
         with Image.open(path) as img:
             size, orientation = img.size, exif_orientation(img)

@@ -215,9 +215,14 @@ def _validate_rewards(job: TrainJob, where: str) -> None:
 
 
 def _validate_checkpoints(job: TrainJob, where: str) -> None:
-    from crowdvlm.train.resume import checkpoint_dirs, read_state
+    from crowdvlm.train.resume import checkpoint_dirs, checkpoint_problem, read_state
 
-    if job.script.resume or job.training.resume_from_checkpoint:
+    chosen = job.training.resume_from_checkpoint
+    if isinstance(chosen, str) and chosen.lower() not in ("true", "false"):  # a folder named explicitly
+        problem = checkpoint_problem(chosen, need_optimizer=not job.training.save_only_model)
+        if problem:
+            raise ConfigError(f"{where}resume_from_checkpoint {chosen} cannot be resumed from: {problem}")
+    if job.script.resume or chosen:
         return
     existing = checkpoint_dirs(job.output_dir)
     if existing:
