@@ -20,7 +20,7 @@ from crowdvlm.data.convert import convert
 from crowdvlm.data.errors import DataError
 from crowdvlm.data.images import ImageCheck, open_image, orient_points, processor_size_rule
 from crowdvlm.data.manifest import manifest_to_dataset, read_manifest, write_manifest
-from data_writers import write_jhu, write_nwpu, write_shanghaitech
+from data_writers import write_fsc147, write_jhu, write_nwpu, write_shanghaitech
 from image_writers import (
     empty_file,
     good_jpeg,
@@ -82,6 +82,19 @@ def test_one_orientation_6_photo_is_the_same_in_every_path(tmp_path):
     for seen in (row, evaluated, sent):
         assert seen.size == (100, 200)
         assert np.array_equal(np.asarray(seen), np.asarray(upright))
+
+
+def test_fsc147_points_and_exemplar_boxes_follow_the_orientation(tmp_path):
+    write_fsc147(tmp_path, {"train": {"1.jpg": ("dots", [[25.0, 45.0]])}})
+    raw = marked(box=(20, 40, 30, 50))
+    oriented_jpeg(tmp_path / "images_384_VarV2" / "1.jpg", raw, 8)  # rotated 90 degrees counter-clockwise
+    [rec] = read_manifest(
+        convert("fsc147", tmp_path, tmp_path / "m.jsonl", split="train", progress=False).manifest
+    )
+    assert (rec["width"], rec["height"]) == (100, 200) and rec["points"] == [[45.0, 175.0]]
+    # the writer's box (1, 2)-(11, 12) maps under (x, y) -> (y, W - x) to (2, 189)-(12, 199)
+    assert rec["meta"]["exemplars"] == [[2.0, 189.0, 12.0, 199.0]] * 3
+    assert is_red(open_image(tmp_path / "images_384_VarV2" / "1.jpg"), rec["points"][0])
 
 
 def test_upright_jpeg_is_sent_to_the_api_as_is(tmp_path):

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from crowdvlm.data.common import check_image_and_points, make_record, points_from_array
 from crowdvlm.data.errors import DataError, SkipLog, collect
 from crowdvlm.data.text import read_lines, read_text
@@ -90,8 +92,15 @@ def load_fsc147(
                 raise DataError(root / CLASSES, "no class name for this image", record=name,
                                 kind="missing-annotation")  # fmt: skip
             image = root / IMAGES / name
-            size, points = check_image_and_points(image, points, record=name)  # points: raw -> upright frame
-            meta = {"class": cls, "exemplars": _exemplars(ann)}
+            corners = np.asarray(_exemplars(ann), dtype=np.float64).reshape(-1, 2)  # (2B, 2): x1 y1, x2 y2
+            size, both = check_image_and_points(
+                image, np.vstack([points, corners]), record=name
+            )  # raw -> upright
+            points, corners = both[: len(points)], both[len(points) :].reshape(-1, 2, 2)
+            exemplars = np.concatenate(
+                [corners.min(axis=1), corners.max(axis=1)], axis=1
+            )  # (B, 4) x1 y1 x2 y2
+            meta = {"class": cls, "exemplars": exemplars.tolist()}
             return make_record(image, dataset="fsc147", split=sp, problem=question_for(cls), points=points,
                                size=size, record_id=f"fsc147/{Path(name).stem}", meta=meta)  # fmt: skip
 
