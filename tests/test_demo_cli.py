@@ -69,9 +69,12 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys):
 
 
 def test_demo_rejects_bad_options(tmp_path, capsys):
-    assert main(["--set", "n_train=zero", "--out", str(tmp_path / "x")]) == 2
-    assert "expected int" in capsys.readouterr().err
-    assert main(["--base", str(tmp_path / "nothing"), "--out", str(tmp_path / "y")]) == 2
+    from crowdvlm.cli import main as crowdvlm_main
+
+    assert crowdvlm_main(["demo", "--set", "n_train=zero", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("crowdvlm demo: error:") and "expected int" in err and len(err.splitlines()) == 1
+    assert crowdvlm_main(["demo", "--base", str(tmp_path / "nothing"), "--out", str(tmp_path / "y")]) == 2
     assert "--rebuild-base" in capsys.readouterr().err
 
 

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from crowdvlm.errors import UsageError
+
 __all__ = ["main"]
 
 
@@ -97,9 +99,8 @@ def main(argv: list[str]) -> int:
     _setup_output()
     try:
         plan = _plan(args)
-    except ValueError as err:
-        print(f"crowdvlm demo: {err}", file=sys.stderr)
-        return 2
+    except ValueError as err:  # a --set or --seeds value the plan refuses: bad input (exit 2)
+        raise UsageError(str(err)) from err
 
     import torch
 
@@ -123,9 +124,8 @@ def main(argv: list[str]) -> int:
     try:
         info = check_base(base)
         check_plan_matches(out, plan)
-    except (FileNotFoundError, RuntimeError, ValueError) as err:
-        print(f"crowdvlm demo: {err}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, RuntimeError, ValueError) as err:  # a missing base, a different plan in --out
+        raise UsageError(str(err)) from err
     print(f"crowdvlm demo: plan {plan.name!r}, seeds {list(plan.seeds)}, base {base} "
           f"({info['parameters']['total']:,} parameters), output {out}")  # fmt: skip
 

@@ -87,9 +87,9 @@ def run_grpo(job: TrainJob) -> TrainResult:
 
 def main(argv: list[str] | None = None) -> int:
     """``crowdvlm train grpo --config RECIPE.yaml [--key value ...]``."""
-    from crowdvlm.train.cli import run_command
+    from crowdvlm.cli import main as crowdvlm_main  # dispatches by name: no import cycle with train.cli
 
-    return run_command("grpo", sys.argv[1:] if argv is None else argv)
+    return crowdvlm_main(["train", "grpo", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -111,9 +111,9 @@ def run_sft(job: TrainJob) -> TrainResult:
 
 def main(argv: list[str] | None = None) -> int:
     """``crowdvlm train sft --config RECIPE.yaml [--key value ...]``."""
-    from crowdvlm.train.cli import run_command
+    from crowdvlm.cli import main as crowdvlm_main  # dispatches by name: no import cycle with train.cli
 
-    return run_command("sft", sys.argv[1:] if argv is None else argv)
+    return crowdvlm_main(["train", "sft", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from PIL import Image
 
+from crowdvlm.data.images import exif_orientation, open_image
 from crowdvlm.evaluate.backends.base import Answer, EvalItem, Prepared
 from crowdvlm.prompts import conversational_prompt
 
@@ -41,10 +42,11 @@ def image_data_url(path: str | Path) -> str:
     raw = Path(path).read_bytes()
     with Image.open(io.BytesIO(raw)) as img:
         img.load()  # a truncated or corrupt file fails here rather than on the server
-        mime = _PASSTHROUGH.get(img.format or "")
+        # Sent as-is only when already upright: a server may or may not apply EXIF orientation itself.
+        mime = _PASSTHROUGH.get(img.format or "") if exif_orientation(img) == 1 else None
         if mime is None:
             buffer = io.BytesIO()
-            img.convert("RGB").save(buffer, format="PNG")
+            open_image(io.BytesIO(raw)).save(buffer, format="PNG")
             raw, mime = buffer.getvalue(), "image/png"
     return f"data:{mime};base64,{base64.b64encode(raw).decode('ascii')}"
 
