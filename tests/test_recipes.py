@@ -11,12 +11,12 @@ import yaml
 from crowdvlm.train.config import parse_job
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-TRAIN_RECIPES = sorted(p for p in RECIPES.glob("*/*.yaml") if p.parent.name != "accelerate")
+TRAIN_RECIPES = sorted(p for p in RECIPES.glob("*/*.yaml") if p.parent.name not in ("accelerate", "experiments"))
 ACCELERATE = sorted((RECIPES / "accelerate").glob("*.yaml"))
 
 
 def kind_of(recipe: Path) -> str:
-    return "sft" if recipe.stem == "sft" else "grpo"
+    return "sft" if recipe.stem.endswith("sft") else "grpo"
 
 
 def header(path: Path) -> str:
