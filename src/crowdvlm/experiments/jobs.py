@@ -75,8 +75,20 @@ def parse_arm_job(
     progress: bool = True,
 ):
     """The arm's recipe plus its overrides plus the run's own keys, parsed as ``crowdvlm train`` parses them."""
-    from crowdvlm.train.config import ConfigError, parse_job
+    from crowdvlm.errors import UsageError
+    from crowdvlm.train.config import ConfigError, make_parser, parse_job
 
+    # argparse would take an unknown key that prefixes a real one (lr_sched -> lr_scheduler_type) as that key
+    known = {action.dest for action in make_parser(arm.train)._actions}
+    unknown = sorted(set(arm.overrides) - known)
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], known, n=2)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise UsageError(
+            f"{exp.path}: arms.{arm.name}.overrides.{unknown[0]}: not a key of crowdvlm train {arm.train}{hint}"
+        )
     try:
         return parse_job(
             arm.train,
@@ -91,8 +103,6 @@ def parse_arm_job(
             disable_tqdm=not progress,
         )
     except ConfigError as err:
-        from crowdvlm.errors import UsageError
-
         raise UsageError(f"{exp.path}: arms.{arm.name}: {err}") from None
 
 

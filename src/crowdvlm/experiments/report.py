@@ -284,10 +284,6 @@ def write_report(results: dict[str, Any], exp: Experiment, layout) -> Path:
 
     out_dir = layout.report
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = {
-        **results,
-        "claims_spec": [{"id": c.id, "statement": c.statement, "parts": list(c.parts)} for c in exp.claims],
-    }
     (out_dir / "results.json").write_text(
         json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8"
     )

@@ -131,6 +131,7 @@ def collect(layout: Layout, *, wall_s: float | None = None) -> dict[str, Any]:
         "stage_wall_s_total": round(float(sum(stage_walls)), 1),
         "sets": {name: summarise(res, exp.bucket_edges) for name, res in sets.items()},
         "comparisons": decide(exp, sets),
+        "claims_spec": [{"id": c.id, "statement": c.statement, "parts": list(c.parts)} for c in exp.claims],
         "training": training,
         "curves": curves,
         "complete": all(
