@@ -11,7 +11,8 @@ import yaml
 from crowdvlm.train.config import parse_job
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-TRAIN_RECIPES = sorted(p for p in RECIPES.glob("*/*.yaml") if p.parent.name not in ("accelerate", "experiments"))
+NOT_TRAIN = ("accelerate", "experiments")  # launch configs; experiment files (tests/test_experiments_spec.py)
+TRAIN_RECIPES = sorted(p for p in RECIPES.glob("*/*.yaml") if p.parent.name not in NOT_TRAIN)
 ACCELERATE = sorted((RECIPES / "accelerate").glob("*.yaml"))
 
 
