@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crowdvlm.errors import UsageError
+from crowdvlm.experiments.yamlfile import Keys, read_yaml, resolve_path
 
 __all__ = ["ArmSpec", "ClaimSpec", "ComparisonSpec", "Experiment", "SetSpec", "load_experiment"]
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
 EXPECTATIONS = ("lower", "higher", "equal")
 SELECTION_METRICS = ("mae", "rmse", "mae_parsed")
 _TOP_KEYS = {
@@ -150,123 +149,7 @@ class Experiment:
         return ((self.validation_set,) if grid and self.validation_set else ()) + self.test_sets
 
 
-# ----------------------------------------------------------------------------------------------- reading
-
-
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """The file's mapping with its ``extends`` chain merged in (the child's keys win)."""
-    import yaml
-
-    if path in seen:
-        raise UsageError(f"{path}: extends: the chain {' -> '.join(map(str, seen))} loops back to it")
-    if not path.is_file():
-        raise UsageError(f"{seen[-1] if seen else path}: experiment file {path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise UsageError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"{path}: an experiment file must be a YAML mapping of key: value")
-    _anchor(raw, path.parent)
-    parent = raw.pop("extends", None)
-    if parent is None:
-        return raw
-    if not isinstance(parent, str):
-        raise UsageError(f"{path}: extends: expected a file name, got {parent!r}")
-    return _merge(_read_yaml((path.parent / parent).resolve(), (*seen, path)), raw)
-
-
-class _Anchored(str):
-    """A path as written in an experiment file, remembering the folder it is relative to (for ``extends``)."""
-
-    origin: Path
-
-
-def _anchored(value: Any, folder: Path) -> Any:
-    if not isinstance(value, str):
-        return value
-    out = _Anchored(value)
-    out.origin = folder
-    return out
-
-
-def _anchor(raw: dict[str, Any], folder: Path) -> None:
-    """Tag the path values of one file (base, recipes, models, manifests) with the file's folder."""
-    if "base" in raw:
-        raw["base"] = _anchored(raw["base"], folder)
-    for arm in (raw.get("arms") or {}).values():
-        for key in ("recipe", "model"):
-            if isinstance(arm, dict) and key in arm:
-                arm[key] = _anchored(arm[key], folder)
-    sets = (raw.get("data") or {}).get("sets") if isinstance(raw.get("data"), dict) else None
-    for spec in (sets or {}).values():
-        if isinstance(spec, dict) and isinstance(spec.get("manifests"), list):
-            spec["manifests"] = [_anchored(m, folder) for m in spec["manifests"]]
-
-
-def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
-    """Mappings merge key by key; anything else (lists, numbers) is replaced; ``null`` deletes the key."""
-    out = dict(base)
-    for key, value in child.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-class _Keys:
-    """Typed access to one mapping of the file; every failure names the file and the dotted key."""
-
-    def __init__(self, path: Path, raw: Any, where: str, allowed: set[str] | None = None):
-        self.path, self.where = path, where
-        if not isinstance(raw, dict):
-            self.fail("", f"expected a mapping, got {raw!r}")
-        self.raw = raw
-        if allowed is not None:
-            unknown = sorted(set(raw) - allowed)
-            if unknown:
-                self.fail(unknown[0], f"unknown key; valid keys: {', '.join(sorted(allowed))}")
-
-    def fail(self, key: str, message: str):
-        dotted = ".".join(k for k in (self.where, key) if k)
-        raise UsageError(f"{self.path}: {dotted}: {message}")
-
-    def get(
-        self, key: str, kind: type | tuple[type, ...], default: Any = ..., *, check=None, hint: str = ""
-    ) -> Any:
-        if key not in self.raw:
-            if default is ...:
-                self.fail(key, f"missing{f' ({hint})' if hint else ''}")
-            return default
-        value = self.raw[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-            names = " or ".join(k.__name__ for k in kinds)
-            self.fail(key, f"expected {hint or names}, got {value!r}")
-        if check is not None and not check(value):
-            self.fail(key, f"expected {hint}, got {value!r}")
-        return value
-
-    def sub(self, key: str, allowed: set[str] | None = None, default: Any = ...) -> _Keys:
-        dotted = ".".join(k for k in (self.where, key) if k)
-        return _Keys(self.path, self.get(key, dict, default), dotted, allowed)
-
-
-def _resolve(path: Path, value: str) -> Path:
-    """``package:X`` is X inside the crowdvlm package; any other relative path is relative to the file that
-    wrote it (the experiment file, or the file it ``extends``)."""
-    if value.startswith("package:"):
-        return PACKAGE_DIR / value.removeprefix("package:")
-    p = Path(value)
-    return p if p.is_absolute() else (getattr(value, "origin", path.parent) / p).resolve()
-
-
-def _int_pair(keys: _Keys, key: str, *, open_end: bool = False) -> tuple[int, int | None]:
+def _int_pair(keys: Keys, key: str, *, open_end: bool = False) -> tuple[int, int | None]:
     value = keys.get(key, list, hint="[min, max]")
     ok = len(value) == 2 and isinstance(value[0], int) and value[0] >= 0
     ok = ok and (value[1] is None and open_end or isinstance(value[1], int) and value[1] >= value[0])
@@ -279,10 +162,10 @@ def _int_pair(keys: _Keys, key: str, *, open_end: bool = False) -> tuple[int, in
 
 
 def _set(path: Path, name: str, raw: Any) -> SetSpec:
-    keys = _Keys(path, raw, f"data.sets.{name}", {"styles", "counts", "n", "seed", "balanced", "manifests"})
+    keys = Keys(path, raw, f"data.sets.{name}", {"styles", "counts", "n", "seed", "balanced", "manifests"})
     if "manifests" in raw:
         files = keys.get("manifests", list, hint="a list of manifest paths")
-        return SetSpec(name, manifests=tuple(_resolve(path, f) for f in files))
+        return SetSpec(name, manifests=tuple(resolve_path(path, f) for f in files))
     styles = keys.get("styles", list, hint="a list of synth styles (crowdvlm.data.synth_styles.STYLES)")
     from crowdvlm.data.synth_styles import STYLES
 
@@ -296,7 +179,7 @@ def _set(path: Path, name: str, raw: Any) -> SetSpec:
 
 
 def _arm(path: Path, name: str, raw: Any) -> ArmSpec:
-    keys = _Keys(path, raw, f"arms.{name}", {"train", "recipe", "overrides", "lr_grid", "model", "label"})
+    keys = Keys(path, raw, f"arms.{name}", {"train", "recipe", "overrides", "lr_grid", "model", "label"})
     label = keys.get("label", str, name)
     if "model" in raw:
         if "train" in raw or "recipe" in raw:
@@ -304,10 +187,10 @@ def _arm(path: Path, name: str, raw: Any) -> ArmSpec:
                 "model", "an arm is either trained (train + recipe) or a model evaluated as is, not both"
             )
         model = keys.get("model", str)
-        return ArmSpec(name, model=None if model == "base" else _resolve(path, model), label=label)
+        return ArmSpec(name, model=None if model == "base" else resolve_path(path, model), label=label)
     train = keys.get("train", str, check=lambda v: v in ("sft", "grpo"), hint="sft or grpo")
     recipe = keys.get("recipe", str, hint="a recipe YAML under recipes/")
-    if not _resolve(path, recipe).is_file():
+    if not resolve_path(path, recipe).is_file():
         keys.fail("recipe", f"{recipe} not found (relative to {getattr(recipe, 'origin', path.parent)})")
     lrs = keys.get("lr_grid", list, hint="a list of learning rates")
     if not lrs or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in lrs):
@@ -319,7 +202,7 @@ def _arm(path: Path, name: str, raw: Any) -> ArmSpec:
     return ArmSpec(
         name,
         train,
-        _resolve(path, recipe),
+        resolve_path(path, recipe),
         recipe,
         dict(overrides),
         tuple(map(float, sorted(lrs))),
@@ -332,7 +215,7 @@ _RUN_KEYS = ("model_name_or_path", "dataset", "output_dir", "learning_rate", "se
 
 
 def _comparison(path: Path, k: int, raw: Any, exp: dict[str, Any]) -> ComparisonSpec:
-    keys = _Keys(
+    keys = Keys(
         path, raw, f"comparisons[{k}]", {"id", "statement", "a", "b", "set", "expect", "margin", "counts"}
     )
     arms, sets = exp["arms"], exp["test_sets"]
@@ -357,8 +240,8 @@ def load_experiment(path: str | Path) -> Experiment:
         UsageError: one line naming the file and the key, before anything runs.
     """
     path = Path(path).resolve()
-    raw = _read_yaml(path)
-    top = _Keys(path, raw, "", _TOP_KEYS)
+    raw = read_yaml(path)
+    top = Keys(path, raw, "", _TOP_KEYS)
     data = top.sub("data", {"question", "image_size", "sets"})
     sets = {name: _set(path, name, spec) for name, spec in data.sub("sets").raw.items()}
     if not sets:
@@ -394,13 +277,13 @@ def load_experiment(path: str | Path) -> Experiment:
         top.fail("comparisons", f"ids must be unique, got {ids}")
     claims = []
     for cid, spec in top.sub("claims", None, {}).raw.items():
-        keys = _Keys(path, spec, f"claims.{cid}", {"statement", "parts"})
+        keys = Keys(path, spec, f"claims.{cid}", {"statement", "parts"})
         parts = keys.get("parts", list, hint="a list of comparison ids")
         if not parts or any(p not in ids for p in parts):
             keys.fail("parts", f"expected comparison ids ({', '.join(ids)}), got {parts!r}")
         claims.append(ClaimSpec(cid, keys.get("statement", str, cid), tuple(parts)))
     base = top.get("base", str, hint="the model every arm starts from")
-    if not (_resolve(path, base) / "config.json").is_file():
+    if not (resolve_path(path, base) / "config.json").is_file():
         top.fail("base", f"{base} holds no model (config.json)")
     return Experiment(
         path=path,
@@ -409,7 +292,7 @@ def load_experiment(path: str | Path) -> Experiment:
         description=top.get("description", str, ""),
         notes=tuple(top.get("notes", list, [])),
         caveats=tuple(top.get("caveats", list, [])),
-        base=_resolve(path, base),
+        base=resolve_path(path, base),
         base_as_written=base,
         question=data.get("question", str, None),
         image_size=data.get("image_size", int, 112, check=lambda v: v >= 28, hint="pixels, >= 28"),
