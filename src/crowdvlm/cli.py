@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("crowdvlm.evaluate.cli:eval_main", "evaluate a model on manifests: metrics, report, plots"),
     "compare": ("crowdvlm.evaluate.cli:compare_main", "side-by-side tables of several eval runs"),
     "predict": ("crowdvlm.evaluate.cli:predict_main", "count the objects in a few images"),
+    "experiment": ("crowdvlm.experiments.cli:main", "run an experiment file: arms, seeds, verdicts"),
     "demo": ("crowdvlm.demo.cli:main", "the CrowdVLM-R1 experiment in miniature, on a CPU"),
 }
 

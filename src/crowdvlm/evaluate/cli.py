@@ -222,7 +222,12 @@ def compare_main(argv: list[str]) -> int:
         description="Compare eval runs: MAE / RMSE / accuracy per dataset and per count bucket; MAE differences "
         "against the first run with paired bootstrap 95%% confidence intervals.",
     )
-    parser.add_argument("runs", nargs="+", type=Path, help="eval run directories (the first is the baseline)")
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        help="eval run directories (the first is the baseline); DIR1,DIR2,... is one model's group of runs, "
+        "one per seed (cells: means over seeds; intervals resample seeds and images)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="where to write compare.md/.json/.png")
     parser.add_argument("--names", default=None, help="comma-separated display names, one per run")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default: 2000)")
@@ -234,7 +239,8 @@ def compare_main(argv: list[str]) -> int:
 
     names = args.names.split(",") if args.names else None
     try:
-        write_comparison(args.runs, args.out, names=names, n_bootstrap=args.bootstrap, seed=args.seed)
+        groups = [[Path(d) for d in arg.split(",") if d] for arg in args.runs]
+        write_comparison(groups, args.out, names=names, n_bootstrap=args.bootstrap, seed=args.seed)
     except (FileNotFoundError, ValueError) as err:
         print(f"crowdvlm compare: {err}", file=sys.stderr)
         return 1
