@@ -217,15 +217,15 @@ CASES = {  # builder -> (kind, words the error message must contain)
     jhu_total_count_mismatch: ("count-mismatch", "total_count says 7"),
     jhu_malformed_label_line: ("bad-annotation", "expected 5 comma-separated fields"),
     nwpu_missing_image: ("missing-image", "image not found"),
-    nwpu_non_numeric: ("bad-coordinates", "not numeric"),
+    nwpu_non_numeric: ("bad-coordinates", "non-numeric coordinate 'a'"),
     nwpu_human_num_mismatch: ("count-mismatch", "human_num says 3"),
     nwpu_malformed_json: ("bad-annotation", "not valid JSON"),
     fsc_negative: ("bad-coordinates", "negative coordinate"),
     crowdvlm_malformed_line: ("malformed", "not valid JSON"),
     crowdvlm_missing_image: ("missing-image", "image not found"),
-    crowdvlm_bad_solution: ("bad-field", "non-negative integer"),
+    crowdvlm_bad_solution: ("bad-field", "solution 'many' is not a count"),
     crowdvlm_points_mismatch: ("count-mismatch", "solution is 2 but there are 1 points"),
-    folder_negative_count: ("bad-field", "negative count"),
+    folder_negative_count: ("bad-field", "count must be >= 0, got -1"),
     folder_missing_image: ("missing-image", "image not found"),
 }
 

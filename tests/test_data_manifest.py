@@ -54,8 +54,11 @@ def test_paper_records_read_as_manifest(tmp_path, images):
     [
         ("{not json", "not valid JSON"),
         ('{"image": "imgs/0.png", "problem": "q"}', "missing field(s) ['solution']"),
-        ('{"image": "imgs/0.png", "problem": "q", "solution": "3"}', "solution must be an integer, got '3'"),
-        ('{"image": "imgs/0.png", "problem": "q", "solution": 2.5}', "solution must be an integer"),
+        (
+            '{"image": "imgs/0.png", "problem": "q", "solution": "3 people"}',
+            "solution '3 people' is not a count",
+        ),
+        ('{"image": "imgs/0.png", "problem": "q", "solution": 2.5}', "solution 2.5 is not a whole number"),
         ('{"image": "imgs/0.png", "problem": "q", "solution": -1}', "solution must be >= 0"),
         ('{"image": "imgs/0.png", "problem": "", "solution": 1}', "problem must be a non-empty string"),
         (
@@ -64,7 +67,7 @@ def test_paper_records_read_as_manifest(tmp_path, images):
         ),
         (
             '{"image": "imgs/0.png", "problem": "q", "solution": 1, "points": [[1, NaN]]}',
-            "non-finite coordinate",
+            "NaN or infinite coordinate",
         ),
         (
             '{"image": "imgs/0.png", "problem": "q", "solution": 1, "points": [["a", 1]]}',

@@ -1,4 +1,4 @@
-"""Helpers every dataset reader shares: checked images, checked .mat files, checked point arrays, records.
+"""Helpers every dataset reader shares: checked images, .mat files, point arrays and counts; records.
 
 Each helper raises :class:`~crowdvlm.data.errors.DataError` with a ``kind`` the skip report groups by:
 ``missing-image``, ``bad-image``, ``bad-annotation`` (unreadable file, malformed line), ``missing-key``,
@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from crowdvlm.counts import read_count, read_whole_number
 from crowdvlm.data.errors import DataError
 from crowdvlm.data.images import check_image, check_image_and_points  # noqa: F401  (the readers import them here)
 
@@ -39,25 +40,70 @@ def load_mat(path: str | Path, key: str, *, record: str | None = None) -> Any:
     return mat[key]
 
 
+def count_field(
+    value: Any,
+    file: str | Path,
+    record: str | None,
+    *,
+    name: str = "solution",
+    allow_none: bool = False,
+    numbers_only: bool = False,
+) -> int | None:
+    """A count read by the one rule of :mod:`crowdvlm.counts`, its refusal a ``bad-field`` DataError.
+
+    Args:
+        value: the stored value.
+        file: the file that holds it, and ``record`` the record, for the message.
+        name: the field, for the message.
+        allow_none: a missing value (``None``) is allowed and returned as is.
+        numbers_only: accept numbers only (no strings), for fields such as ``width``.
+    """
+    try:
+        if value is None and allow_none:
+            return None
+        return read_whole_number(value, name) if numbers_only else read_count(value, name)
+    except ValueError as err:
+        raise DataError(file, str(err), record=record, kind="bad-field") from None
+
+
+def _first_bad_point(raw: Any) -> str:
+    """Where a list of points stops being ``[x, y]`` numbers (only called to word an error)."""
+    for i, pair in enumerate(raw if isinstance(raw, list | tuple) else []):
+        if not isinstance(pair, list | tuple) or len(pair) < 2:
+            return f"point {i} must be [x, y], got {pair!r}"[:200]
+        for v in pair[:2]:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                return f"point {i} has a non-numeric coordinate {v!r}"[:200]
+    return f"coordinates are not numeric, got {type(raw).__name__}"
+
+
 def points_from_array(
     raw: Any, file: str | Path, *, record: str | None = None, allow_negative: bool = False
 ) -> np.ndarray:
-    """An (N, 2) float64 array of ``[x, y]`` from anything array-like; checks numbers, finiteness and sign.
+    """The one point validator: an (N, 2) float64 array of ``[x, y]`` from a list of pairs or an array.
 
-    Extra columns (JHU's ``w h o b``) are dropped. An empty input gives shape (0, 2).
+    Checks that every coordinate is a number (never a string or a bool), finite and (unless
+    ``allow_negative``) non-negative. Extra columns (JHU's ``w h o b``) are dropped. An empty input gives
+    shape (0, 2).
+
+    Raises:
+        DataError: ``bad-coordinates``, naming ``file``, ``record`` and the first bad point.
     """
     try:
-        arr = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(file, "coordinates are not numeric", record=record, kind="bad-coordinates") from None
+        arr = np.asarray(raw)
+    except ValueError:  # rows of different lengths
+        raise DataError(file, _first_bad_point(raw), record=record, kind="bad-coordinates") from None
     if arr.size == 0:
         return np.zeros((0, 2))
-    if arr.ndim == 1 and arr.shape[0] >= 2 and arr.shape[0] <= 6:
-        arr = arr[None, :]  # one point (np.loadtxt of a one-line file)
+    has_bool = isinstance(raw, list | tuple) and any(
+        isinstance(v, bool) for pair in raw if isinstance(pair, list | tuple) for v in pair[:2]
+    )  # numpy turns True into 1 silently
+    if arr.dtype.kind not in "iuf" or has_bool:
+        raise DataError(file, _first_bad_point(raw), record=record, kind="bad-coordinates")
     if arr.ndim != 2 or arr.shape[1] < 2:
         raise DataError(file, f"expected an N x 2 array of [x, y], got shape {arr.shape}", record=record,
                         kind="bad-coordinates")  # fmt: skip
-    arr = arr[:, :2]
+    arr = arr[:, :2].astype(np.float64)
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         i = int(np.argmax(bad))

@@ -18,7 +18,8 @@ Three inputs, detected by extension and content:
 
 Image paths are joined to ``image_root`` (default: the folder of the file that lists them; a YAML entry's
 ``image_folder`` or ``data_folder`` overrides it). The paper stores ``solution`` sometimes as a string of
-digits; it becomes an int here (a string would silently zero the paper's reward).
+digits or ``<answer>12</answer>``; it becomes an int here by the rule of :mod:`crowdvlm.counts` (a string
+would silently zero the paper's reward).
 """
 
 from __future__ import annotations
@@ -29,28 +30,11 @@ import random
 import re
 from pathlib import Path
 
-from crowdvlm.data.common import check_image, points_from_array
+from crowdvlm.data.common import check_image, count_field, points_from_array
 from crowdvlm.data.errors import DataError, SkipLog, collect
-from crowdvlm.data.manifest import INT64_MAX
 from crowdvlm.data.text import read_lines, read_text
 
-_ANSWER = re.compile(r"^\s*(?:<answer>\s*)?([0-9]+)\s*(?:</answer>)?\s*$")
 _STRATEGY = re.compile(r"^(first|end|random):(\d+)(%?)$")
-
-
-def parse_solution(value, file: Path, record: str) -> int:
-    """An int from ``12``, ``"12"`` or ``"<answer>12</answer>"`` (ASCII digits, within int64)."""
-    number = None
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        number = value
-    elif isinstance(value, float) and value.is_integer() and value >= 0:
-        number = int(value)
-    elif isinstance(value, str) and (match := _ANSWER.match(value)) is not None and len(match.group(1)) <= 19:
-        number = int(match.group(1))
-    if number is None or number > INT64_MAX:
-        raise DataError(file, f"solution must be a non-negative integer within int64, got {value!r}"[:300],
-                        record=record, kind="bad-field")  # fmt: skip
-    return number
 
 
 def sample(records: list, strategy: str, *, seed: int, file: Path) -> list:
@@ -145,7 +129,7 @@ def to_record(raw, file: Path, where: str, *, image_root: Path, dataset: str, sp
     rec.update(
         image=str(image_path.resolve()),
         problem=raw["problem"].strip(),
-        solution=parse_solution(raw["solution"], file, where),
+        solution=count_field(raw["solution"], file, where),
         dataset=raw.get("dataset") or dataset,
         split=split or raw.get("split") or "all",
     )
