@@ -207,13 +207,34 @@ def pair_by_stem(
     return [(s, by_image.get(s), by_ann.get(s)) for s in stems]
 
 
-def require_pair(
-    stem: str, image: Path | None, annotation: Path | None, expected_ann: Path
-) -> tuple[Path, Path]:
-    """Both files of a pair, or the error for the missing one."""
+def read_pair(
+    pair: tuple[str, Path | None, Path | None],
+    expected_ann: Path,
+    read_points: Callable[[Path], np.ndarray],
+) -> tuple[Path, Path, tuple[int, int], np.ndarray]:
+    """``(image, annotation, upright size, upright points)`` of one pair from :func:`pair_by_stem`.
+
+    The shared step of the readers whose images come with one annotation file each: refuse a missing side
+    (``expected_ann`` names the annotation that should be there), read the points with
+    ``read_points(annotation)``, decode the image and turn the points into its upright frame (EXIF).
+    """
+    stem, image, annotation = pair
     if annotation is None:
         raise DataError(expected_ann, f"annotation file not found for image {image}", record=stem,
                         kind="missing-annotation")  # fmt: skip
     if image is None:
         raise DataError(annotation, "image not found for this annotation", record=stem, kind="missing-image")
-    return image, annotation
+    size, points = check_image_and_points(image, read_points(annotation), record=stem)
+    return image, annotation, size, points
+
+
+def read_ann_points(mat: Path, *, record: str | None = None, allow_negative: bool = False) -> np.ndarray:
+    """The checked ``annPoints`` (N x 2 ``[x, y]``) of a UCF-style .mat (UCF-QNRF, UCF_CC_50, NWPU)."""
+    return points_from_array(
+        load_mat(mat, "annPoints", record=record), mat, record=record, allow_negative=allow_negative
+    )
+
+
+def ann_mat_stem(mat: Path) -> str | None:
+    """The image stem of a ``<stem>_ann.mat`` (UCF-QNRF, UCF_CC_50); None for another file."""
+    return mat.stem.removesuffix("_ann") if mat.stem.endswith("_ann") else None

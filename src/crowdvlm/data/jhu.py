@@ -17,13 +17,12 @@ import numpy as np
 
 from crowdvlm.data.common import (
     check_count,
-    check_image_and_points,
     find_dir,
     list_images,
     make_record,
     pair_by_stem,
     points_from_array,
-    require_pair,
+    read_pair,
     splits_to_read,
 )
 from crowdvlm.data.errors import DataError, SkipLog, collect
@@ -90,16 +89,16 @@ def load_jhu(
         labels = read_image_labels(folder / "image_labels.txt", skips)
 
         def build(pair, sp=sp, gt=gt, labels=labels) -> dict:
-            stem, image, txt = pair
-            image, txt = require_pair(stem, image, txt, gt / f"{stem}.txt")
-            points = read_gt(txt, record=stem)
+            stem = pair[0]
+            image, txt, size, points = read_pair(
+                pair, gt / f"{stem}.txt", lambda txt: read_gt(txt, record=stem)
+            )
             meta = labels.get(stem)
             if meta is not None:
                 check_count(
                     meta["total_count"], points, txt, record=stem, what="image_labels.txt total_count"
                 )
                 meta = {k: v for k, v in meta.items() if k != "total_count"}
-            size, points = check_image_and_points(image, points, record=stem)  # points: raw -> upright frame
             return make_record(image, dataset="jhu-crowd", split=sp, problem=dataset_question("jhu-crowd"),
                                points=points, size=size, meta=meta)  # fmt: skip
 

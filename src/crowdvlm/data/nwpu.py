@@ -19,9 +19,9 @@ from crowdvlm.data.common import (
     IMAGE_EXTENSIONS,
     check_count,
     check_image_and_points,
-    load_mat,
     make_record,
     points_from_array,
+    read_ann_points,
     splits_to_read,
 )
 from crowdvlm.data.errors import DataError, SkipLog, collect
@@ -56,7 +56,7 @@ def read_points(root: Path, image_id: str):
     """Points of one image from ``jsons/<id>.json`` (or ``mats/<id>.mat``), checked against ``human_num``."""
     json_path, mat_path = root / "jsons" / f"{image_id}.json", root / "mats" / f"{image_id}.mat"
     if not json_path.is_file() and mat_path.is_file():
-        return points_from_array(load_mat(mat_path, "annPoints", record=image_id), mat_path, record=image_id)
+        return read_ann_points(mat_path, record=image_id)
     if not json_path.is_file():
         raise DataError(json_path, "annotation file not found (nor mats/<id>.mat)", record=image_id,
                         kind="missing-annotation")  # fmt: skip

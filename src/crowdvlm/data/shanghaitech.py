@@ -19,14 +19,13 @@ import numpy as np
 
 from crowdvlm.data.common import (
     check_count,
-    check_image_and_points,
     find_dir,
     list_images,
     load_mat,
     make_record,
     pair_by_stem,
     points_from_array,
-    require_pair,
+    read_pair,
     splits_to_read,
 )
 from crowdvlm.data.errors import DataError, SkipLog, collect
@@ -91,12 +90,10 @@ def load_shanghaitech(
                 raise FileNotFoundError(f"{split_dir}: expected images/ and ground-truth/ (or ground_truth/)")
 
             def build(pair, sp=sp, dataset=dataset, gt_dir=gt_dir) -> dict:
-                stem, image, mat = pair
-                image, mat = require_pair(stem, image, mat, gt_dir / f"GT_{stem}.mat")
-                points = read_points(mat, record=stem)
-                size, points = check_image_and_points(
-                    image, points, record=stem
-                )  # points: raw -> upright frame
+                stem = pair[0]
+                image, _, size, points = read_pair(
+                    pair, gt_dir / f"GT_{stem}.mat", lambda mat: read_points(mat, record=stem)
+                )
                 return make_record(image, dataset=dataset, split=sp, problem=dataset_question("shanghaitech"),
                                    points=points, size=size)  # fmt: skip
 

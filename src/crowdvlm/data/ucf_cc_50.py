@@ -14,14 +14,13 @@ from functools import cache
 from pathlib import Path
 
 from crowdvlm.data.common import (
-    check_image_and_points,
+    ann_mat_stem,
     find_dir,
     list_images,
-    load_mat,
     make_record,
     pair_by_stem,
-    points_from_array,
-    require_pair,
+    read_ann_points,
+    read_pair,
 )
 from crowdvlm.data.errors import DataError, SkipLog, collect
 from crowdvlm.prompts import dataset_question
@@ -71,18 +70,15 @@ def load_ucf_cc_50(
         return None
 
     def build(pair) -> dict | None:
-        stem, image, mat = pair
+        stem = pair[0]
         sp = wanted(stem)
         if sp is None:
             return None
-        image, mat = require_pair(stem, image, mat, folder / f"{stem}_ann.mat")
-        points = points_from_array(load_mat(mat, "annPoints", record=stem), mat, record=stem)
-        size, points = check_image_and_points(image, points, record=stem)  # points: raw -> upright frame
+        image, _, size, points = read_pair(
+            pair, folder / f"{stem}_ann.mat", lambda mat: read_ann_points(mat, record=stem)
+        )
         return make_record(image, dataset="ucf-cc-50", split=sp, problem=dataset_question("ucf-cc-50"),
                            points=points, size=size, record_id=f"ucf-cc-50/{stem}")  # fmt: skip
 
-    def image_stem(mat: Path) -> str | None:
-        return mat.stem.removesuffix("_ann") if mat.stem.endswith("_ann") else None
-
-    pairs = pair_by_stem(list_images(folder), sorted(folder.glob("*_ann.mat")), image_stem)
+    pairs = pair_by_stem(list_images(folder), sorted(folder.glob("*_ann.mat")), ann_mat_stem)
     return collect(pairs, build, skips, desc=f"ucf-cc-50 {split or 'all'}", progress=progress)
