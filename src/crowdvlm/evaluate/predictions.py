@@ -13,15 +13,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PREDICTIONS_FILE", "Prediction", "PredictionWriter", "latest_by_id", "read_predictions"]
+__all__ = [
+    "PREDICTIONS_FILE",
+    "Prediction",
+    "PredictionWriter",
+    "latest_by_id",
+    "read_predictions",
+    "storable_text",
+]
 
 logger = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "predictions.jsonl"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -51,6 +60,20 @@ class Prediction:
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> Prediction:
         return cls(**{name: row.get(name) for name in cls.__dataclass_fields__})
+
+
+def storable_text(text: object) -> str:
+    """A model's answer as text that UTF-8 files and terminals accept: lone surrogates become U+FFFD.
+
+    A JSON body can carry ``"\\ud800"``, which decodes to a str that no UTF-8 file can hold; written as is
+    it would abort the run (``UnicodeEncodeError``) in the middle of a batch.
+
+    >>> storable_text("ok \\ud800 !")
+    'ok \\ufffd !'
+    """
+    text = text if isinstance(text, str) else str(text)
+    # In a Python str every surrogate code point is unpaired (a valid pair is already one code point).
+    return _SURROGATE.sub("\ufffd", text)
 
 
 class PredictionWriter:

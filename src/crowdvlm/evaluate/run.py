@@ -26,6 +26,7 @@ from crowdvlm.evaluate.predictions import (
     PredictionWriter,
     latest_by_id,
     read_predictions,
+    storable_text,
 )
 from crowdvlm.evaluate.prefetch import prefetch
 from crowdvlm.evaluate.scoring import compute_metrics
@@ -170,7 +171,7 @@ def evaluate(
             for item, load_error in zip(prepared.items, prepared.errors, strict=True):
                 answer = None if load_error else next(answers)
                 error = load_error or answer.error
-                text = "" if error else answer.text
+                text = "" if error else storable_text(answer.text)
                 pred = None if error else parse_count(text, strict=parse_strict)
                 batch.append(
                     Prediction(
