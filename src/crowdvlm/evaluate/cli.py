@@ -112,19 +112,16 @@ def _close(backend) -> None:
         close()
 
 
-def _setup_logging(verbose: bool = False) -> None:
+def _setup_logging(verbose: bool = False, level: int = logging.INFO) -> None:
+    """Log to stderr; the HTTP stack's records (URLs, headers: credentials) are dropped even with -v."""
+    from crowdvlm.evaluate.backends.credentials import install_http_log_filter
+
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in (
-        "httpx",
-        "httpx2",
-        "openai",
-        "urllib3",
-        "matplotlib",
-    ):  # one line per HTTP request otherwise
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    install_http_log_filter()
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # chatty at debug level
 
 
 # -- crowdvlm eval ---------------------------------------------------------------------------------------
@@ -279,7 +276,7 @@ def predict_main(argv: list[str]) -> int:
         help="ask for point answers (--output points) and write each image with its points drawn to DIR",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    _setup_logging(level=logging.WARNING)
     if args.points is not None:
         args.output = "points"
 
