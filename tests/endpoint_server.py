@@ -15,6 +15,9 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from PIL import Image
 
 MARKER = re.compile(r"\[case=(\w+) answer=(\d+)\]")
 TRICKLE_BYTES = 40  # at one byte per 0.5 s: 20 s, far past any timeout the tests use
@@ -106,6 +109,21 @@ class MisbehavingOpenAI(BaseHTTPRequestHandler):
         if case == "echo_bad_request":
             return self._send(401, json.dumps({"error": {"message": f"bad key: {echo}"}}).encode(), echo=echo)
         raise AssertionError(f"unknown case {case}")
+
+
+def write_manifest(folder: Path, cases: list[tuple[str, int]], name: str = "m.jsonl") -> Path:
+    """A manifest of one small image per ``(case, truth)``; ids ``img0``, ``img1``, ... in order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (case, truth) in enumerate(cases):
+        Image.new("RGB", (16, 16), (i * 30 % 255, 0, 0)).save(folder / f"{i}.png")
+        problem = f"How many? [case={case} answer={truth}]"
+        rows.append(
+            {"image": f"{i}.png", "id": f"img{i}", "problem": problem, "solution": truth, "dataset": "fake"}
+        )
+    path = folder / name
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
 
 
 @contextlib.contextmanager

@@ -20,27 +20,15 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from crowdvlm.evaluate.predictions import read_predictions
-from endpoint_server import serve
+from endpoint_server import serve, write_manifest
 
 KEY = "sk-live-DO-NOT-LEAK-4f9e2b7c1d"
 URL_USER, URL_PASSWORD, URL_TOKEN = "leakyuser42", "pw-DO-NOT-LEAK-31337", "tok-DO-NOT-LEAK-8c8c8c"
 # the URL's user and password also travel as an HTTP basic-auth token, which a server can echo too
 BASIC = base64.b64encode(f"{URL_USER}:{URL_PASSWORD}".encode()).decode()
 SECRETS = (KEY, URL_USER, URL_PASSWORD, URL_TOKEN, BASIC)
-
-
-def _manifest(tmp_path: Path, cases: list[tuple[str, int]], name: str = "m.jsonl") -> Path:
-    rows = []
-    for i, (case, truth) in enumerate(cases):
-        Image.new("RGB", (16, 16), (i * 30 % 255, 0, 0)).save(tmp_path / f"{i}.png")
-        rows.append({"image": f"{i}.png", "id": f"img{i}", "problem": f"How many? [case={case} answer={truth}]",
-                     "solution": truth, "dataset": "fake"})  # fmt: skip
-    path = tmp_path / name
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def _eval(url: str, manifest: Path, out: Path, *extra: str, verbose: bool = False, key: str = KEY):
@@ -72,7 +60,7 @@ MALFORMED = {
 
 def test_malformed_responses_and_trickles_are_per_image_errors(tmp_path):
     cases = [("ok", 3), *((case, 5) for case in MALFORMED), ("ok", 9)]
-    manifest = _manifest(tmp_path, cases)
+    manifest = write_manifest(tmp_path, cases)
     out = tmp_path / "run"
     with serve() as (handler, url):
         result = _eval(url, manifest, out, "--max-retries", "1", "--request-timeout", "1.5", "--concurrency", "16",
@@ -100,7 +88,7 @@ def test_malformed_responses_and_trickles_are_per_image_errors(tmp_path):
 
 def test_ctrl_c_stops_at_once_and_the_run_resumes(tmp_path):
     cases = [("ok", 1), ("ok", 2), ("hang", 3), ("hang", 4), ("hang", 5), ("hang", 6)]
-    manifest = _manifest(tmp_path, cases)
+    manifest = write_manifest(tmp_path, cases)
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "crowdvlm", "eval", "--backend", "openai", "--model", "fake-gpt",
             "--data", str(manifest), "--out", str(out), "--no-progress", "--batch-size", "2",
@@ -150,7 +138,7 @@ def _assert_no_secret(texts: dict[str, str], secrets=SECRETS) -> None:
 @pytest.mark.parametrize("verbose", [False, True])
 def test_echoed_credentials_reach_no_file_and_no_output(tmp_path, verbose):
     cases = [("echo_answer", 3), ("echo_error", 4), ("echo_bad_request", 5), ("ok", 6)]
-    manifest = _manifest(tmp_path, cases)
+    manifest = write_manifest(tmp_path, cases)
     out = tmp_path / "run"
     with serve() as (handler, url):
         host_url = url.replace("http://", f"http://{URL_USER}:{URL_PASSWORD}@") + f"?api-token={URL_TOKEN}"
@@ -177,7 +165,7 @@ def test_key_in_a_bearer_header_never_leaks(tmp_path):
     cases = [("echo_answer", 3), ("echo_error", 4)]
     out = tmp_path / "run"
     with serve() as (handler, url):
-        result = _eval(url, _manifest(tmp_path, cases), out, "--max-retries", "0", verbose=True)
+        result = _eval(url, write_manifest(tmp_path, cases), out, "--max-retries", "0", verbose=True)
         assert result.returncode == 0, result.stderr
         assert handler.seen[0][0] == f"Bearer {KEY}"
     texts = {"stdout": result.stdout, "stderr": result.stderr}
@@ -187,7 +175,7 @@ def test_key_in_a_bearer_header_never_leaks(tmp_path):
 
 def test_one_letter_key_does_not_mangle_messages(tmp_path):
     cases = [("bad_request", 1), ("echo_error", 2), ("ok", 3)]
-    manifest = _manifest(tmp_path, cases)
+    manifest = write_manifest(tmp_path, cases)
     rows = manifest.read_text() + json.dumps({"image": "missing-kkk.png", "id": "kkk", "problem": "[case=ok answer=1]",
                                               "solution": 1, "dataset": "fake"}) + "\n"  # fmt: skip
     manifest.write_text(rows)
