@@ -35,7 +35,8 @@ def _eval(url: str, manifest: Path, out: Path, *extra: str, verbose: bool = Fals
     argv = [sys.executable, "-m", "crowdvlm", *(["-v"] if verbose else []), "eval", "--backend", "openai",
             "--model", "fake-gpt", "--base-url", url, "--data", str(manifest), "--out", str(out),
             "--no-progress", *extra]  # fmt: skip
-    env = {**os.environ, "OPENAI_API_KEY": key}
+    # OPENAI_LOG=debug: the client's own debug logging, which prints URLs and headers, is on too
+    env = {**os.environ, "OPENAI_API_KEY": key} | ({"OPENAI_LOG": "debug"} if verbose else {})
     return subprocess.run(argv, capture_output=True, text=True, timeout=240, env=env)
 
 
@@ -187,6 +188,6 @@ def test_one_letter_key_does_not_mangle_messages(tmp_path):
     by_id = _by_id(out)
     # the server's text may hold the key and a one-letter key cannot be searched for: it is left out
     assert by_id["img0"].error == "HTTP 400 (not retried)"
-    assert by_id["img1"].error == "HTTP 500 (after 1 attempts)"
+    assert by_id["img1"].error == "HTTP 500 (after 1 attempt)"
     assert "missing-kkk.png" in by_id["kkk"].error and "***" not in by_id["kkk"].error  # our text is intact
     assert by_id["img2"].text == "<think>counted</think><answer>3</answer>"

@@ -107,12 +107,16 @@ class HTTPStackFilter(logging.Filter):
         return root not in HTTP_STACK_LOGGERS
 
 
-def install_http_log_filter(logger: logging.Logger | None = None) -> None:
-    """Put one :class:`HTTPStackFilter` on every handler of ``logger`` (default: the root logger)."""
-    logger = logger or logging.getLogger()
-    for handler in logger.handlers:
-        if not any(isinstance(f, HTTPStackFilter) for f in handler.filters):
-            handler.addFilter(HTTPStackFilter())
+def install_http_log_filter() -> None:
+    """Put one :class:`HTTPStackFilter` on every handler of the root logger and of the HTTP-stack loggers.
+
+    Called by the eval CLI's logging setup and again by the openai backend once the client is imported
+    (``OPENAI_LOG=debug`` makes the client configure logging of its own at import time).
+    """
+    for logger in (logging.getLogger(), *map(logging.getLogger, HTTP_STACK_LOGGERS)):
+        for handler in logger.handlers:
+            if not any(isinstance(f, HTTPStackFilter) for f in handler.filters):
+                handler.addFilter(HTTPStackFilter())
     for name in HTTP_STACK_LOGGERS:
         # and do not even build the records: some format headers eagerly
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -35,7 +35,7 @@ from PIL import Image
 
 from crowdvlm.data.images import exif_orientation, open_image
 from crowdvlm.evaluate.backends.base import Answer, EvalItem, Prepared
-from crowdvlm.evaluate.backends.credentials import Endpoint
+from crowdvlm.evaluate.backends.credentials import Endpoint, install_http_log_filter
 from crowdvlm.prompts import conversational_prompt
 
 __all__ = ["OpenAIBackend", "image_data_url"]
@@ -116,6 +116,7 @@ class OpenAIBackend:
     ):
         import openai
 
+        install_http_log_filter()  # after the import: the client may have set up logging of its own
         if not timeout > 0:
             raise ValueError(f"the request timeout must be > 0 seconds, got {timeout}")
         self.model = model
@@ -220,9 +221,8 @@ class OpenAIBackend:
                 return Answer(error=f"{failure.reason} (not retried)", extra={"attempts": attempt + 1})
             except _Retry as failure:
                 if attempt + 1 == attempts:
-                    return Answer(
-                        error=f"{failure.reason} (after {attempts} attempts)", extra={"attempts": attempts}
-                    )
+                    tries = f"{attempts} attempts" if attempts > 1 else "1 attempt"
+                    return Answer(error=f"{failure.reason} (after {tries})", extra={"attempts": attempts})
                 delay = self._delay(attempt, failure.retry_after)
                 logger.info(
                     "%s: %s; retry %d/%d in %.2fs",
