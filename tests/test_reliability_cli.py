@@ -321,3 +321,32 @@ def test_strict_mode_failure_is_a_run_error(endpoint, tmp_path, capsys):
                                                    "solution": 1, "dataset": "fake"}) + "\n")  # fmt: skip
     assert cli.main(_eval_argv(url, data, tmp_path / "run", "--strict")) == 1
     assert "gone: cannot load image" in _error_line(capsys)
+
+
+def test_an_endpoint_that_never_answers_is_a_failed_run(endpoint, tmp_path, capsys):
+    _, url = endpoint
+    data = write_manifest(tmp_path / "d", [("bad_request", 1), ("bad_request", 2)])
+    out = tmp_path / "run"
+    assert cli.main(_eval_argv(url, data, out)) == 1
+    line = _error_line(capsys)
+    assert "none of the images could be evaluated: 2 of 2 failed, the first img0: HTTP 400" in line
+    assert json.loads((out / "metrics.json").read_text())["overall"]["errors"] == 2  # still recorded
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://bob:pw-s3cret/x@[::1/v1", "--base-url is not a valid URL"),
+        (
+            "http://bob:pw-s3cret/x@127.0.0.1/v1",
+            "--base-url is not a valid URL",
+        ),  # "pw-s3cret" read as a port
+        ("localhost:8000/v1?token=pw-s3cret", "--base-url must be an http:// or https:// URL"),
+        ("ftp://bob:pw-s3cret@127.0.0.1/v1", "--base-url must be an http:// or https:// URL"),
+    ],
+)
+def test_a_bad_base_url_is_named_without_its_credentials(tmp_path, capsys, url, says):
+    data = _manifest(tmp_path / "d", [3])
+    assert cli.main(_eval_argv(url, data, tmp_path / "run")) == 2
+    line = _error_line(capsys)
+    assert says in line and "s3cret" not in line, line

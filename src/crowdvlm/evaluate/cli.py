@@ -11,7 +11,7 @@ import logging
 import re
 from pathlib import Path
 
-from crowdvlm.errors import UsageError
+from crowdvlm.errors import RunError, UsageError
 from crowdvlm.evaluate.backends.base import EvalItem
 from crowdvlm.evaluate.cli_checks import (
     Parser,
@@ -227,12 +227,23 @@ def eval_main(argv: list[str]) -> int:
             f"localisation: F1 @{args.radii[-1]:g}px {_num(located['f1'])} over {summary['overall']['n']} images"
         )
     overall = metrics["overall"]
+    if overall["errors"] and not overall["n"] + overall["unlabelled"]:
+        raise RunError(f"none of the images could be evaluated: {_first_error(args.out)}")
     print(
         f"{overall['n']} images scored ({overall['errors']} errors): MAE {_num(overall['mae'])}, "
         f"RMSE {_num(overall['rmse'])}, accuracy {_num(overall['accuracy'], pct=True)}, "
         f"unparsed {_num(overall['parse_failure_rate'], pct=True)} -> {args.out / 'report.md'}"
     )
     return 0
+
+
+def _first_error(out: Path) -> str:
+    from crowdvlm.evaluate.predictions import PREDICTIONS_FILE, latest_by_id, read_predictions
+
+    latest = list(latest_by_id(read_predictions(out / PREDICTIONS_FILE)).values())
+    errors = [p for p in latest if p.error]
+    first = f"{errors[0].id}: {errors[0].error}"
+    return f"{len(errors)} of {len(latest)} failed, the first {first} (all in {out / PREDICTIONS_FILE})"
 
 
 def _open_backend(args: argparse.Namespace):

@@ -56,11 +56,23 @@ class Endpoint:
         >>> e = Endpoint.parse("https://bob:hunter22@api.example/v1?token=abc123xyz&x=1", "sk-key")
         >>> e.public_url, e.client_url, e.query
         ('https://api.example/v1?token=***&x=***', 'https://bob:hunter22@api.example/v1', {'token': 'abc123xyz', 'x': '1'})
+
+        Raises:
+            ValueError: not an http(s) URL with a host; the message never repeats the URL (it may hold
+                credentials).
         """
         secrets = [api_key] if api_key else []
         if not url:
             return cls(client_url=url, public_url=url, secrets=tuple(secrets))
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - parsed lazily: an out-of-range port raises here
+        except ValueError:  # its message can quote a part of the URL: a password misread as a port
+            raise ValueError("--base-url is not a valid URL: check its host and port") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "--base-url must be an http:// or https:// URL with a host, e.g. http://localhost:8000/v1"
+            )
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         secrets += [s for s in (parts.username, parts.password, *query.values()) if s]
         if parts.username is not None:  # the client sends them as HTTP basic auth: a server may echo that
