@@ -191,3 +191,31 @@ def test_one_letter_key_does_not_mangle_messages(tmp_path):
     assert by_id["img1"].error == "HTTP 500 (after 1 attempt)"
     assert "missing-kkk.png" in by_id["kkk"].error and "***" not in by_id["kkk"].error  # our text is intact
     assert by_id["img2"].text == "<think>counted</think><answer>3</answer>"
+
+
+@pytest.mark.parametrize(
+    ("url", "public", "secrets"),
+    [
+        ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1", ()),
+        ("https://u:p%40ss@h.example/v1", "https://h.example/v1", ("u", "p%40ss", "dTpwQHNz")),
+        ("http://[::1]:8000/v1?k=v&empty=", "http://[::1]:8000/v1?k=***&empty=***", ("v",)),
+        ("http://tok@host/v1#frag", "http://host/v1", ("tok", "dG9rOg==")),
+    ],
+)
+def test_endpoint_public_url_and_secrets(url, public, secrets):
+    from crowdvlm.evaluate.backends.credentials import Endpoint
+
+    endpoint = Endpoint.parse(url, None)
+    assert endpoint.public_url == public
+    assert endpoint.secrets == secrets
+
+
+def test_scrub_replaces_long_secrets_only():
+    from crowdvlm.evaluate.backends.credentials import Endpoint
+
+    long_key = Endpoint.parse("http://h/v1?token=a%2Fb%20c%2Bd%3De-long", "sk-0123456789")  # a/b c+d=e-long
+    echoed = "sk-0123456789 a/b c+d=e-long a%2Fb%20c%2Bd%3De-long a%2Fb+c%2Bd%3De-long"
+    assert long_key.scrub(echoed) == "*** *** *** ***"
+    assert long_key.server_text("  bad\n key  sk-0123456789 ") == "bad key ***"
+    short = Endpoint.parse("http://h/v1", "k")
+    assert short.scrub("keep kk") == "keep kk" and short.server_text("the key was k") is None
