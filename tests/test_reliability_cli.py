@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,17 @@ from crowdvlm.evaluate.backends.base import Answer, EvalItem, Prepared
 from crowdvlm.evaluate.predictions import read_predictions
 from crowdvlm.evaluate.run import evaluate
 from endpoint_server import serve, write_manifest
+
+
+@pytest.fixture(autouse=True)
+def fresh_log_handlers():
+    """In-process commands call ``logging.basicConfig``: an earlier test's handler may write to a closed
+    capture stream. Each test here starts without such handlers (pytest's own stay) and leaves none behind."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [h for h in saved if type(h).__module__.startswith("_pytest")]
+    yield
+    root.handlers = saved
 
 
 @pytest.fixture
