@@ -15,7 +15,7 @@ from PIL import Image
 from crowdvlm.evaluate.backends.base import Answer, EvalItem, Prepared
 from crowdvlm.evaluate.predictions import read_predictions
 from crowdvlm.evaluate.run import evaluate
-from crowdvlm.parsing import MAX_DIGITS, completion_text, parse_count
+from crowdvlm.parsing import MAX_DIGITS, completion_text, parse_count, parse_points
 from crowdvlm.rewards import REWARDS
 
 
@@ -74,11 +74,28 @@ HOSTILE: dict[str, tuple[object, int | None, int | None]] = {
 }
 
 
+# point answers in hostile shapes, for the point rewards
+POINT_ANSWERS = (
+    '[{"point_2d": [\u0663, \u0664]}]<answer>1</answer>',  # Arabic-Indic coordinates
+    '[{"point_2d": [3, 4]}]' * 20_000 + "<answer>" + "0" * 5000 + "1</answer>",
+    '[{"point_2d": [' + "9" * 5000 + ", 1]}]<answer>1</answer>",
+    '{"point_2d": [3, 4' * 50_000,
+)
+
+
 @pytest.mark.parametrize("name", HOSTILE)
 def test_parser_reads_hostile_answers_without_raising(name):
     completion, strict, lenient = HOSTILE[name]
     assert parse_count(completion, strict=True) == strict
     assert parse_count(completion, strict=False) == lenient
+
+
+def test_point_parser_wants_ascii_digits_and_never_raises():
+    assert parse_points('[{"point_2d": [\u0663, \u0664]}]<answer>1</answer>').count == 0
+    assert parse_points('[{"point_2d": [3, 4]}]<answer>1</answer>').points == ((3.0, 4.0),)
+    for answer in POINT_ANSWERS:
+        parse_points(answer, (28, 28))
+    assert parse_points(_nested(20_000, '[{"point_2d": [3, 4]}]')).count == 1
 
 
 def test_completion_text_walks_any_depth():
@@ -89,8 +106,11 @@ def test_completion_text_walks_any_depth():
 @pytest.mark.parametrize("reward_name", sorted(REWARDS))
 def test_every_reward_scores_hostile_answers(reward_name):
     reward = REWARDS[reward_name]
-    completions = [completion for completion, _, _ in HOSTILE.values()]
-    scores = reward(completions, solution=[5] * len(completions))
+    completions = [completion for completion, _, _ in HOSTILE.values()] + list(POINT_ANSWERS)
+    n = len(completions)
+    # the point columns of a point training set; count rewards ignore them, as TRL passes every column
+    columns = {"points": [[[3.0, 4.0]]] * n, "image_size": [[16, 16]] * n, "frame_size": [[28, 28]] * n}
+    scores = reward(completions, solution=[5] * n, **columns)
     assert len(scores) == len(completions)
     assert all(isinstance(s, float) and s == s for s in scores)  # floats, never NaN
 

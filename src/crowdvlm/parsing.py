@@ -173,7 +173,8 @@ MAX_POINTS = 5000
 # One Qwen-style point: "point_2d": [x, y] (quotes optional). Bounded digit runs keep every match short, and
 # the pattern has no nested repetition, so scanning is linear in the text.
 _POINT = re.compile(
-    r"""["']?point_2d["']?\s*:\s*\[\s*(-?\d{1,9}(?:\.\d{1,9})?)\s*,\s*(-?\d{1,9}(?:\.\d{1,9})?)\s*\]"""
+    r"""["']?point_2d["']?\s*:\s*\[\s*(-?\d{1,9}(?:\.\d{1,9})?)\s*,\s*(-?\d{1,9}(?:\.\d{1,9})?)\s*\]""",
+    re.ASCII,  # ASCII digits only, as for counts (float() would read other scripts' digits too)
 )
 
 
