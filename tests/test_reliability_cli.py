@@ -185,6 +185,7 @@ def test_eval_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         (["--data", str(data), "--out", out, "--limit", "0"], "argument --limit", "positive integer"),
         (["--data", str(data), "--out", out, "--max-new-tokens", "0"], "argument --max-new-tokens", ""),
         (["--data", str(data), "--out", out, "--model", str(tmp_path / "no-model")], "no-model", ""),
+        (["--data", str(data), "--out", out, "--model", str(data)], "is a file; expected a model folder", ""),
         (["--data", str(data), "--out", out, "--no-such-option"], "unrecognized arguments", ""),
         (["--out", out], "the following arguments are required: --data", ""),
     ]

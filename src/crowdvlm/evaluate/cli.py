@@ -248,6 +248,10 @@ def _first_error(out: Path) -> str:
 
 def _open_backend(args: argparse.Namespace):
     """:func:`make_backend`, its failures to start turned into one-line :class:`UsageError`s."""
+    if args.backend != "openai" and Path(args.model).is_file():
+        raise UsageError(
+            f"--model {args.model} is a file; expected a model folder (config.json, weights) or Hub id"
+        )
     try:
         return make_backend(args)
     except ImportError as err:
