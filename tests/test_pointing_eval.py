@@ -89,8 +89,8 @@ def test_summary_groups_by_dataset_and_bucket():
 
 def test_point_dataset_columns_and_bad_records(tmp_path):
     Image.new("RGB", (60, 40)).save(tmp_path / "i.png")
-    good = [{"image": "i.png", "problem": "How many?", "solution": 1, "points": [[3, 4]]},
-            {"image": "i.png", "problem": "How many?", "solution": 0}]  # fmt: skip
+    good = [{"id": "a", "image": "i.png", "problem": "How many?", "solution": 1, "points": [[3, 4]]},
+            {"id": "b", "image": "i.png", "problem": "How many?", "solution": 0}]  # fmt: skip
     ds = manifest_to_dataset(write_manifest(good, tmp_path / "g.jsonl"), output="points", with_points=True)
     assert ds["points"] == [[[3.0, 4.0]], []] and ds["image_size"] == [[60, 40], [60, 40]]
     assert "points" not in manifest_to_dataset(tmp_path / "g.jsonl").column_names

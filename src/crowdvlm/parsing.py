@@ -11,6 +11,13 @@ Two modes:
 In both modes a negative number, a number of more than :data:`MAX_DIGITS` digits, an empty or tag-only answer
 gives ``None``. No input raises: every search here is linear in the length of the text.
 
+"Digits" means the ASCII digits ``0``-``9`` only, in both modes: Arabic-Indic (``٣``), Devanagari (``३``),
+fullwidth (``３``) and superscript (``³``) digits are not digits here, so ``<answer>٣</answer>`` is unparseable
+and the lenient reading does not take ``３`` as a number. Leading zeros do not count towards
+:data:`MAX_DIGITS` (``"0" * 5000 + "5"`` reads as 5), and no digit string, however long, reaches Python's
+``int()`` with more than :data:`MAX_DIGITS` significant digits, so its digit limit never applies. Other
+characters (NUL bytes, control characters, lone surrogates) are ordinary non-digit text.
+
 >>> parse_count("<think>…</think><answer>22</answer>", strict=True)
 22
 >>> parse_count("<answer> 1,234 people </answer>", strict=False)
@@ -25,7 +32,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -35,11 +42,14 @@ __all__ = ["MAX_DIGITS", "completion_text", "parse_count"]
 MAX_DIGITS = 12
 OPEN, CLOSE = "<answer>", "</answer>"
 
-_STRICT_BODY = re.compile(r"(\d+)</answer>")
+# re.ASCII: ``\d`` is [0-9], never another script's digits (which ``int()`` would also accept).
+_STRICT_BODY = re.compile(r"(\d+)</answer>", re.ASCII)
 # A number: optional minus sign, either 1-3 digits followed by groups of exactly 3 after ',' / space /
 # no-break space / thin space (thousands separators), or a plain digit run; then an optional decimal part.
 # The look-behind keeps us from starting in the middle of a digit run or right after a decimal point.
-_NUMBER = re.compile(r"(?<![\d.,])(-?)(\d{1,3}(?:[,\u00a0\u202f ]\d{3})+(?!\d)|\d+)(?:\.(\d+))?")
+_NUMBER = re.compile(r"(?<![\d.,])(-?)(\d{1,3}(?:[,\u00a0\u202f ]\d{3})+(?!\d)|\d+)(?:\.(\d+))?", re.ASCII)
+_NON_DIGIT = re.compile(r"\D", re.ASCII)
+_END = object()  # marks an exhausted iterator in completion_text's walk
 
 
 def completion_text(completion: Any) -> str:
@@ -47,35 +57,66 @@ def completion_text(completion: Any) -> str:
 
     Accepts a plain string or TRL's conversational form: a list of messages
     ``[{"role": "assistant", "content": ...}]`` whose content is a string or a list of typed parts
-    (``{"type": "text", "text": ...}``). Text of several messages or parts is joined in order.
+    (``{"type": "text", "text": ...}``). Text of several messages or parts is joined in order. The walk is
+    iterative, so content nested any depth deep never raises ``RecursionError``; a container that contains
+    itself contributes nothing the second time.
 
     >>> completion_text([{"role": "assistant", "content": [{"type": "text", "text": "<answer>3</answer>"}]}])
     '<answer>3</answer>'
     """
-    if completion is None:
-        return ""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, Mapping):
-        return completion_text(completion.get("content", completion.get("text", "")))
-    if isinstance(completion, Iterable):
-        parts = []
-        for item in completion:
-            if isinstance(item, Mapping) and item.get("type", "text") != "text" and "content" not in item:
-                continue  # an image or other non-text part
-            parts.append(completion_text(item))
-        return "".join(parts)
-    return str(completion)
+    parts: list[str] = []
+    # A stack of (iterator over a container's children, id of that container) replaces recursion.
+    stack: list[tuple[Iterator[Any], int]] = [(iter((completion,)), 0)]
+    open_ids: set[int] = set()
+    while stack:
+        item = next(stack[-1][0], _END)
+        if item is _END:
+            open_ids.discard(stack.pop()[1])
+        elif item is None:
+            continue
+        elif isinstance(item, str):
+            parts.append(item)
+        elif isinstance(item, bytes | bytearray):
+            parts.append(bytes(item).decode("utf-8", errors="replace"))
+        elif isinstance(item, Mapping | Iterable):
+            if id(item) in open_ids:
+                continue  # a cycle: already being read further up
+            open_ids.add(id(item))
+            stack.append((_children(item), id(item)))
+        else:
+            parts.append(str(item))
+    return "".join(parts)
+
+
+def _children(container: Mapping | Iterable) -> Iterator[Any]:
+    """What :func:`completion_text` reads inside a message (its content) or a list (its text parts)."""
+    if isinstance(container, Mapping):
+        return iter((container.get("content", container.get("text", "")),))
+    return (
+        item
+        for item in container
+        # an image or other non-text part
+        if not (isinstance(item, Mapping) and item.get("type", "text") != "text" and "content" not in item)
+    )
+
+
+def _count_of(digits: str) -> int | None:
+    """An ASCII digit string as an int, or None past :data:`MAX_DIGITS` significant digits.
+
+    Leading zeros are cut before ``int()``, so a long run of them can never reach Python's int digit limit.
+    """
+    significant = digits.lstrip("0")
+    return None if len(significant) > MAX_DIGITS else int(significant or "0")
 
 
 def _to_int(sign: str, digits: str, decimals: str | None) -> int | None:
-    digits = re.sub(r"\D", "", digits)
-    if sign or len(digits.lstrip("0")) > MAX_DIGITS:
+    count = _count_of(_NON_DIGIT.sub("", digits))
+    if sign or count is None:
         return None
     if decimals:
-        value = Decimal(f"{digits}.{decimals[:MAX_DIGITS]}").quantize(Decimal(1), rounding=ROUND_HALF_UP)
+        value = Decimal(f"{count}.{decimals[:MAX_DIGITS]}").quantize(Decimal(1), rounding=ROUND_HALF_UP)
         return int(value)
-    return int(digits)
+    return count
 
 
 def _first_number(text: str) -> int | None:
@@ -95,8 +136,7 @@ def _parse_strict(text: str) -> int | None:
     while start != -1:
         match = _STRICT_BODY.match(text, start + len(OPEN))
         if match:
-            digits = match.group(1)
-            return None if len(digits.lstrip("0")) > MAX_DIGITS else int(digits)
+            return _count_of(match.group(1))
         start = text.find(OPEN, start + len(OPEN))
     return None
 
@@ -119,10 +159,7 @@ def parse_count(text: Any, strict: bool = False) -> int | None:
     Returns:
         The count as a non-negative int, or ``None`` when no valid count can be read.
     """
-    try:
-        text = completion_text(text)
-    except RecursionError:  # pathological nesting: unreadable, never an exception
-        return None
+    text = completion_text(text)
     return _parse_strict(text) if strict else _parse_lenient(text)
 
 
@@ -136,7 +173,8 @@ MAX_POINTS = 5000
 # One Qwen-style point: "point_2d": [x, y] (quotes optional). Bounded digit runs keep every match short, and
 # the pattern has no nested repetition, so scanning is linear in the text.
 _POINT = re.compile(
-    r"""["']?point_2d["']?\s*:\s*\[\s*(-?\d{1,9}(?:\.\d{1,9})?)\s*,\s*(-?\d{1,9}(?:\.\d{1,9})?)\s*\]"""
+    r"""["']?point_2d["']?\s*:\s*\[\s*(-?\d{1,9}(?:\.\d{1,9})?)\s*,\s*(-?\d{1,9}(?:\.\d{1,9})?)\s*\]""",
+    re.ASCII,  # ASCII digits only, as for counts (float() would read other scripts' digits too)
 )
 
 

@@ -50,8 +50,9 @@ __all__ = [
     "ratio_precision_reward",
 ]
 
-_THINK_ANSWER = re.compile(r"<think>.*?</think>\s*<answer>\d+</answer>", re.DOTALL)
-_ANSWER_ONLY = re.compile(r"<answer>\d+</answer>")
+# re.ASCII: "digits" are 0-9 only, as in crowdvlm.parsing (never another script's digits).
+_THINK_ANSWER = re.compile(r"<think>.*?</think>\s*<answer>\d+</answer>", re.DOTALL | re.ASCII)
+_ANSWER_ONLY = re.compile(r"<answer>\d+</answer>", re.ASCII)
 
 
 # --------------------------------------------------------------------------- per-sample helpers

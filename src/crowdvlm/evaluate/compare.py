@@ -23,8 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from crowdvlm.errors import RunError, UsageError
 from crowdvlm.evaluate.bootstrap import paired_bootstrap
-from crowdvlm.evaluate.predictions import PREDICTIONS_FILE, Prediction, latest_by_id, read_predictions
+from crowdvlm.evaluate.predictions import (
+    PREDICTIONS_FILE,
+    Prediction,
+    latest_by_id,
+    os_reason,
+    read_predictions,
+)
 from crowdvlm.evaluate.report import format_value
 from crowdvlm.evaluate.scoring import absolute_error, compute_metrics, is_scored
 from crowdvlm.metrics import DEFAULT_BUCKET_EDGES, bucket_label, bucket_labels
@@ -52,20 +59,38 @@ def load_run(run_dir: str | Path, name: str | None = None) -> Run:
     """Load a run written by :func:`crowdvlm.evaluate.run.evaluate` (metrics recomputed if missing).
 
     Raises:
-        FileNotFoundError: the directory has no ``predictions.jsonl``.
+        UsageError: the path is missing or not a run directory, or a file of the run is malformed (the
+            message names the file).
     """
     run_dir = Path(run_dir)
     pred_path = run_dir / PREDICTIONS_FILE
-    if not pred_path.exists():
-        raise FileNotFoundError(f"{run_dir} is not an evaluation run: {PREDICTIONS_FILE} is missing")
-    predictions = read_predictions(pred_path)
+    if not run_dir.exists():
+        raise UsageError(f"{run_dir}: no such run directory")
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir} is a file; expected an eval run directory (holding {PREDICTIONS_FILE})")
+    if not pred_path.is_file():
+        raise UsageError(f"{run_dir} is not an evaluation run: {PREDICTIONS_FILE} is missing")
+    try:
+        predictions = read_predictions(pred_path)
+    except ValueError as err:  # names the file and the line
+        raise UsageError(str(err)) from err
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists():
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        metrics = _read_metrics(metrics_path)
     else:
         logger.warning("%s has no metrics.json; computing it from the predictions", run_dir)
         metrics = compute_metrics(predictions)
     return Run(name or run_dir.resolve().name, run_dir, metrics, latest_by_id(predictions))
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(metrics, dict):
+        raise UsageError(f"{path}: expected the metrics of an eval run (a JSON object)")
+    return metrics
 
 
 def paired_bootstrap_mae_diff(
@@ -337,10 +362,17 @@ def write_comparison(
             run.name = name if seen[name] == 1 else f"{name}#{seen[name]}"
     result = compare_runs(groups, n_bootstrap=n_bootstrap, seed=seed)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare.md").write_text(comparison_markdown(result), encoding="utf-8")
-    (out_dir / "compare.json").write_text(
-        json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8"
-    )
-    _plot(result, out_dir / "compare.png")
+    outputs = {
+        "compare.md": lambda path: path.write_text(comparison_markdown(result), encoding="utf-8"),
+        "compare.json": lambda path: path.write_text(
+            json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+        ),
+        "compare.png": lambda path: _plot(result, path),
+    }
+    for name, write in outputs.items():
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write(out_dir / name)
+        except OSError as err:  # a full disk: a failed write() names no file of its own
+            raise RunError(f"cannot write {out_dir / name}: {os_reason(err)}") from err
     return result
