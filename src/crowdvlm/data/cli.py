@@ -8,17 +8,8 @@ import logging
 import sys
 
 from crowdvlm.data.convert import FORMATS
+from crowdvlm.data.synth_styles import STYLES
 from crowdvlm.errors import UsageError
-
-SYNTH_STYLES = (
-    "dots",
-    "shapes",
-    "people",
-    "animals",
-    "vehicles",
-    "plants",
-    "rings",
-)  # see synth_styles.STYLES
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -67,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     syn.add_argument(
         "--style",
         default="dots",
-        help=f"style, or several joined by commas (one drawn per image): {', '.join(SYNTH_STYLES)}",
+        help=f"style, or several joined by commas (one drawn per image): {', '.join(STYLES)}",
     )
     syn.add_argument("--min-count", type=int, default=0, help="smallest count (default 0)")
     syn.add_argument("--max-count", type=int, default=20, help="largest count (default 20)")
