@@ -171,8 +171,10 @@ def crowdvlm_bad_solution(tmp):
 
 def crowdvlm_points_mismatch(tmp):
     native.write_image(tmp / "a.jpg")
-    rows = [{"image": "a.jpg", "problem": "How many?", "solution": 1},
-            {"image": "a.jpg", "problem": "?", "solution": 2, "points": [[1, 1]]}]  # fmt: skip
+    rows = [
+        {"image": "a.jpg", "problem": "How many?", "solution": 1},
+        {"image": "a.jpg", "problem": "?", "solution": 2, "points": [[1, 1]]},
+    ]
     (tmp / "r.json").write_text(json.dumps(rows))
     return "crowdvlm", tmp / "r.json", {}, "r.json"
 
@@ -255,8 +257,22 @@ def test_default_mode_via_cli_exits_2_with_one_line(tmp_path, capsys):
     from crowdvlm.cli import main
 
     fmt, root, _, bad_file = sha_nan(tmp_path / "data")
-    assert main(["data", "convert", "--format", fmt, "--root", str(root), "--out", str(tmp_path / "m.jsonl"),
-                 "--no-progress"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "data",
+                "convert",
+                "--format",
+                fmt,
+                "--root",
+                str(root),
+                "--out",
+                str(tmp_path / "m.jsonl"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("crowdvlm data: error: ") and bad_file in err and "NaN" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -96,8 +96,17 @@ def test_write_refuses_bad_records_and_leaves_no_file(tmp_path, images):
 
 
 def _manifest(tmp_path, images, solutions, name="m.jsonl"):
-    records = [{"image": str(img), "problem": "How many dots are in the image?", "solution": s, "dataset": "d",
-                "split": "test", "id": f"d/{i}"} for i, (img, s) in enumerate(zip(images, solutions, strict=True))]  # fmt: skip
+    records = [
+        {
+            "image": str(img),
+            "problem": "How many dots are in the image?",
+            "solution": s,
+            "dataset": "d",
+            "split": "test",
+            "id": f"d/{i}",
+        }
+        for i, (img, s) in enumerate(zip(images, solutions, strict=True))
+    ]
     return write_manifest(records, tmp_path / name)
 
 
@@ -118,8 +127,10 @@ def test_manifest_to_dataset_columns_for_trl(tmp_path, images):
     (turn,) = row["prompt"]
     assert turn["role"] == "user"
     assert turn["content"][0]["type"] == "image"
-    assert turn["content"][1] == {"type": "text", "text": build_prompt("How many dots are in the image?", "eval",
-                                                                        "answer-only")}  # fmt: skip
+    assert turn["content"][1] == {
+        "type": "text",
+        "text": build_prompt("How many dots are in the image?", "eval", "answer-only"),
+    }
 
 
 def test_manifest_to_dataset_refuses_missing_ground_truth(tmp_path, images):

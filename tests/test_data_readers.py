@@ -67,8 +67,9 @@ def test_ucf_qnrf_points_outside(tmp_path, keep_outside, expected, dropped):
     pts = [[0, 0], [50, 40], [51, 10], [-1, 5], [10, 41]]
     native.write_qnrf(tmp_path, "Train", {"img_0001": pts})
     native.write_qnrf(tmp_path, "Test", {"img_0001": [[3, 3]]})
-    result = convert("ucf-qnrf", tmp_path, tmp_path / "m.jsonl", split="train", keep_outside=keep_outside,
-                     progress=False)  # fmt: skip
+    result = convert(
+        "ucf-qnrf", tmp_path, tmp_path / "m.jsonl", split="train", keep_outside=keep_outside, progress=False
+    )
     (rec,) = read_manifest(result.manifest)
     assert rec["solution"] == expected and len(rec["points"]) == expected
     assert result.dropped_outside == dropped
@@ -148,8 +149,10 @@ def test_fsc147_class_in_question_and_384_space_points(tmp_path):
 def _paper_records(tmp_path, n=5):
     for i in range(n):
         native.write_image(tmp_path / "imgs" / f"{i}.png")
-    return [{"image": f"imgs/{i}.png", "problem": "Please count the number of sheep in the image.", "solution": i}
-            for i in range(n)]  # fmt: skip
+    return [
+        {"image": f"imgs/{i}.png", "problem": "Please count the number of sheep in the image.", "solution": i}
+        for i in range(n)
+    ]
 
 
 def test_crowdvlm_json_list_and_string_solution(tmp_path):
@@ -176,8 +179,9 @@ def test_crowdvlm_json_list_and_string_solution(tmp_path):
 def test_crowdvlm_yaml_sampling(tmp_path, strategy, expected):
     recs = _paper_records(tmp_path)
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    (tmp_path / "list.yaml").write_text(yaml.safe_dump({"datasets": [{"json_path": "a.jsonl",
-                                                                       "sampling_strategy": strategy}]}))  # fmt: skip
+    (tmp_path / "list.yaml").write_text(
+        yaml.safe_dump({"datasets": [{"json_path": "a.jsonl", "sampling_strategy": strategy}]})
+    )
     out = read_manifest(
         convert("crowdvlm", tmp_path / "list.yaml", tmp_path / "m.jsonl", progress=False).manifest
     )
@@ -195,7 +199,7 @@ def test_crowdvlm_yaml_random_is_seeded_and_bare_percent_refused(tmp_path):
             for r in read_manifest(
                 convert("crowdvlm", spec, tmp_path / f"m{s}.jsonl", seed=s, progress=False).manifest
             )
-        ]  # fmt: skip
+        ]
         for s in (1, 1, 2)
     ]
     assert runs[0] == runs[1] and len(set(runs[0])) == 4 and runs[0] != runs[2]
@@ -222,8 +226,10 @@ def test_crowdvlm_vlm_r1_conversations(tmp_path):
 def test_crowdvlm_reads_our_own_manifest(tmp_path):
     recs = _paper_records(tmp_path, n=2)
     recs[1]["points"] = [[1, 1]]
-    write_manifest([{**r, "image": str(tmp_path / r["image"]), "dataset": "d", "split": "val"} for r in recs],
-                   tmp_path / "ours.jsonl")  # fmt: skip
+    write_manifest(
+        [{**r, "image": str(tmp_path / r["image"]), "dataset": "d", "split": "val"} for r in recs],
+        tmp_path / "ours.jsonl",
+    )
     out = read_manifest(
         convert("crowdvlm", tmp_path / "ours.jsonl", tmp_path / "m.jsonl", progress=False).manifest
     )
@@ -237,8 +243,9 @@ def test_folder_with_and_without_csv(tmp_path):
     for name in ("a.jpg", "b.png", "c.jpg"):
         native.write_image(tmp_path / "imgs" / name)
     (tmp_path / "imgs" / "counts.csv").write_text("image,count\na.jpg,4\nb.png,\n")
-    out = read_manifest(convert("folder", tmp_path / "imgs", tmp_path / "m.jsonl", objects="birds",
-                                progress=False).manifest)  # fmt: skip
+    out = read_manifest(
+        convert("folder", tmp_path / "imgs", tmp_path / "m.jsonl", objects="birds", progress=False).manifest
+    )
     assert [(r["id"], r["solution"]) for r in out] == [("imgs/a.jpg", 4), ("imgs/b.png", None)]
     assert out[0]["problem"] == "How many birds are in the image?"
     (tmp_path / "imgs" / "counts.csv").unlink()

@@ -318,8 +318,22 @@ def test_a_full_disk_is_one_line_with_status_1_and_no_half_manifest(tmp_path, ca
     out = tmp_path / "out" / "m.jsonl"
     out.parent.mkdir()
     (out.parent / "m.jsonl.tmp").symlink_to("/dev/full")  # every write to it fails with ENOSPC
-    assert main(["data", "convert", "--format", "folder", "--root", str(tmp_path), "--out", str(out),
-                 "--no-progress"]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "data",
+                "convert",
+                "--format",
+                "folder",
+                "--root",
+                str(tmp_path),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 1
+    )
     assert "No space left on device" in _one_line(capsys)
     assert not out.exists() and not (out.parent / "m.jsonl.tmp").exists()
 

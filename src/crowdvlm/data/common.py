@@ -32,8 +32,12 @@ def load_mat(path: str | Path, key: str, *, record: str | None = None) -> Any:
     try:
         mat = loadmat(path)
     except Exception as err:  # scipy raises ValueError, TypeError, MatReadError... for a corrupt file
-        raise DataError(path, f"not a readable .mat file ({type(err).__name__}: {err})", record=record,
-                        kind="bad-annotation") from None  # fmt: skip
+        raise DataError(
+            path,
+            f"not a readable .mat file ({type(err).__name__}: {err})",
+            record=record,
+            kind="bad-annotation",
+        ) from None
     if key not in mat:
         keys = sorted(k for k in mat if not k.startswith("__"))
         raise DataError(path, f"expected the key {key!r}, found {keys}", record=record, kind="missing-key")
@@ -101,18 +105,30 @@ def points_from_array(
     if arr.dtype.kind not in "iuf" or has_bool:
         raise DataError(file, _first_bad_point(raw), record=record, kind="bad-coordinates")
     if arr.ndim != 2 or arr.shape[1] < 2:
-        raise DataError(file, f"expected an N x 2 array of [x, y], got shape {arr.shape}", record=record,
-                        kind="bad-coordinates")  # fmt: skip
+        raise DataError(
+            file,
+            f"expected an N x 2 array of [x, y], got shape {arr.shape}",
+            record=record,
+            kind="bad-coordinates",
+        )
     arr = arr[:, :2].astype(np.float64)
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         i = int(np.argmax(bad))
-        raise DataError(file, f"point {i} has a NaN or infinite coordinate {arr[i].tolist()}", record=record,
-                        kind="bad-coordinates")  # fmt: skip
+        raise DataError(
+            file,
+            f"point {i} has a NaN or infinite coordinate {arr[i].tolist()}",
+            record=record,
+            kind="bad-coordinates",
+        )
     if not allow_negative and (arr < 0).any():
         i = int(np.argmax((arr < 0).any(axis=1)))
-        raise DataError(file, f"point {i} has a negative coordinate {arr[i].tolist()}", record=record,
-                        kind="bad-coordinates")  # fmt: skip
+        raise DataError(
+            file,
+            f"point {i} has a negative coordinate {arr[i].tolist()}",
+            record=record,
+            kind="bad-coordinates",
+        )
     return arr
 
 
@@ -127,8 +143,12 @@ def check_count(
             file, f"{what} is not a number: {expected!r}", record=record, kind="bad-annotation"
         ) from None
     if stated != len(points):
-        raise DataError(file, f"{what} says {stated} but there are {len(points)} points", record=record,
-                        kind="count-mismatch")  # fmt: skip
+        raise DataError(
+            file,
+            f"{what} says {stated} but there are {len(points)} points",
+            record=record,
+            kind="count-mismatch",
+        )
 
 
 def make_record(
@@ -220,8 +240,12 @@ def read_pair(
     """
     stem, image, annotation = pair
     if annotation is None:
-        raise DataError(expected_ann, f"annotation file not found for image {image}", record=stem,
-                        kind="missing-annotation")  # fmt: skip
+        raise DataError(
+            expected_ann,
+            f"annotation file not found for image {image}",
+            record=stem,
+            kind="missing-annotation",
+        )
     if image is None:
         raise DataError(annotation, "image not found for this annotation", record=stem, kind="missing-image")
     size, points = check_image_and_points(image, read_points(annotation), record=stem)

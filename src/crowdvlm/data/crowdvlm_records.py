@@ -44,8 +44,10 @@ def sample(records: list, strategy: str, *, seed: int, file: Path) -> list:
         return records
     match = _STRATEGY.match(strategy)
     if match is None:
-        raise ValueError(f"{file}: sampling_strategy {strategy!r} not understood; use all, first:N, end:N, "
-                         "random:N (N an integer or a percentage like 10%)")  # fmt: skip
+        raise ValueError(
+            f"{file}: sampling_strategy {strategy!r} not understood; use all, first:N, end:N, "
+            "random:N (N an integer or a percentage like 10%)"
+        )
     how, number, percent = match.groups()
     n = math.ceil(int(number) * len(records) / 100) if percent else int(number)
     if how == "first":
@@ -95,8 +97,12 @@ def _from_conversations(raw: dict, file: Path, where: str) -> dict:
     human = next((t.get("value") for t in turns if isinstance(t, dict) and t.get("from") == "human"), None)
     gpt = next((t.get("value") for t in turns if isinstance(t, dict) and t.get("from") == "gpt"), None)
     if not isinstance(human, str) or gpt is None:
-        raise DataError(file, "conversations need a 'human' turn (the question) and a 'gpt' turn (the count)",
-                        record=where, kind="malformed")  # fmt: skip
+        raise DataError(
+            file,
+            "conversations need a 'human' turn (the question) and a 'gpt' turn (the count)",
+            record=where,
+            kind="malformed",
+        )
     out = {k: v for k, v in raw.items() if k != "conversations"}
     out["problem"] = human.replace("<image>", "").strip()
     out["solution"] = gpt
@@ -113,17 +119,29 @@ def to_record(raw, file: Path, where: str, *, image_root: Path, dataset: str, sp
         raw = _from_conversations(raw, file, where)
     missing = [k for k in ("image", "problem", "solution") if k not in raw]
     if missing:
-        raise DataError(file, f"missing field(s) {missing}; expected image, problem, solution (or conversations)",
-                        record=where, kind="malformed")  # fmt: skip
+        raise DataError(
+            file,
+            f"missing field(s) {missing}; expected image, problem, solution (or conversations)",
+            record=where,
+            kind="malformed",
+        )
     image = raw["image"]
     if isinstance(image, list) and len(image) == 1:
         image = image[0]
     if not isinstance(image, str):
-        raise DataError(file, f"image must be one path, got {image!r} (multi-image records are not supported)",
-                        record=where, kind="malformed")  # fmt: skip
+        raise DataError(
+            file,
+            f"image must be one path, got {image!r} (multi-image records are not supported)",
+            record=where,
+            kind="malformed",
+        )
     if not isinstance(raw["problem"], str) or not raw["problem"].strip():
-        raise DataError(file, f"problem must be a non-empty question, got {raw['problem']!r}", record=where,
-                        kind="malformed")  # fmt: skip
+        raise DataError(
+            file,
+            f"problem must be a non-empty question, got {raw['problem']!r}",
+            record=where,
+            kind="malformed",
+        )
     image_path = Path(image) if Path(image).is_absolute() else image_root / image
     rec = {k: v for k, v in raw.items() if k not in ("image", "problem", "solution")}
     rec.update(
@@ -137,8 +155,12 @@ def to_record(raw, file: Path, where: str, *, image_root: Path, dataset: str, sp
     if raw.get("points") is not None:
         points = points_from_array(raw["points"], file, record=where)
         if len(points) != rec["solution"]:
-            raise DataError(file, f"solution is {rec['solution']} but there are {len(points)} points",
-                            record=where, kind="count-mismatch")  # fmt: skip
+            raise DataError(
+                file,
+                f"solution is {rec['solution']} but there are {len(points)} points",
+                record=where,
+                kind="count-mismatch",
+            )
         rec["points"] = points.tolist()
     rec["width"], rec["height"] = check_image(image_path, record=f"{file.name} {where}")
     return rec

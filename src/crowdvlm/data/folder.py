@@ -96,7 +96,15 @@ def load_folder(
         where, image, count = row
         path = base / image
         size = check_image(path, record=f"{csv_file.name} {where}")
-        return make_record(path, dataset=name, split=sp, problem=problem, points=None, size=size, solution=count,
-                           record_id=f"{name}/{image}")  # fmt: skip
+        return make_record(
+            path,
+            dataset=name,
+            split=sp,
+            problem=problem,
+            points=None,
+            size=size,
+            solution=count,
+            record_id=f"{name}/{image}",
+        )
 
     return collect(rows, build, skips, desc=f"folder {root.name}", progress=progress)

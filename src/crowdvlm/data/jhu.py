@@ -40,13 +40,21 @@ def read_gt(path: Path, *, record: str | None = None) -> np.ndarray:
         if not fields:
             continue
         if len(fields) < 2:
-            raise DataError(path, f"line {line_no}: expected 'x y w h o b', got {line!r}", record=record,
-                            kind="bad-annotation")  # fmt: skip
+            raise DataError(
+                path,
+                f"line {line_no}: expected 'x y w h o b', got {line!r}",
+                record=record,
+                kind="bad-annotation",
+            )
         try:
             rows.append([float(v) for v in fields[:2]])
         except ValueError:
-            raise DataError(path, f"line {line_no}: non-numeric coordinates {line!r}", record=record,
-                            kind="bad-coordinates") from None  # fmt: skip
+            raise DataError(
+                path,
+                f"line {line_no}: non-numeric coordinates {line!r}",
+                record=record,
+                kind="bad-coordinates",
+            ) from None
     return points_from_array(rows, path, record=record)
 
 
@@ -62,11 +70,21 @@ def read_image_labels(path: Path, skips: SkipLog) -> dict[str, dict]:
         try:
             if len(cells) != 5:
                 raise ValueError(f"expected 5 comma-separated fields, got {len(cells)}")
-            labels[cells[0]] = {"total_count": int(cells[1]), "scene": cells[2], "weather": int(cells[3]),
-                                "distractor": int(cells[4])}  # fmt: skip
+            labels[cells[0]] = {
+                "total_count": int(cells[1]),
+                "scene": cells[2],
+                "weather": int(cells[3]),
+                "distractor": int(cells[4]),
+            }
         except ValueError as err:
-            skips.add(DataError(path, f"{err}: {line!r} (expected id,total_count,scene_type,weather,distractor)",
-                                record=f"line {line_no}", kind="bad-annotation"))  # fmt: skip
+            skips.add(
+                DataError(
+                    path,
+                    f"{err}: {line!r} (expected id,total_count,scene_type,weather,distractor)",
+                    record=f"line {line_no}",
+                    kind="bad-annotation",
+                )
+            )
     return labels
 
 
@@ -99,8 +117,15 @@ def load_jhu(
                     meta["total_count"], points, txt, record=stem, what="image_labels.txt total_count"
                 )
                 meta = {k: v for k, v in meta.items() if k != "total_count"}
-            return make_record(image, dataset="jhu-crowd", split=sp, problem=dataset_question("jhu-crowd"),
-                               points=points, size=size, meta=meta)  # fmt: skip
+            return make_record(
+                image,
+                dataset="jhu-crowd",
+                split=sp,
+                problem=dataset_question("jhu-crowd"),
+                points=points,
+                size=size,
+                meta=meta,
+            )
 
         pairs = pair_by_stem(list_images(images), sorted(gt.glob("*.txt")), lambda p: p.stem)
         records += collect(pairs, build, skips, desc=f"jhu-crowd {sp}", progress=progress)

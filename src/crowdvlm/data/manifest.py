@@ -46,13 +46,18 @@ def validate_record(raw: Any, file: str, record: str) -> dict:
         )
     missing = [key for key in ("image", "problem", "solution") if key not in raw]
     if missing:
-        raise DataError(file, f"missing field(s) {missing}; a record needs image, problem, solution",
-                        record=record, kind="malformed")  # fmt: skip
+        raise DataError(
+            file,
+            f"missing field(s) {missing}; a record needs image, problem, solution",
+            record=record,
+            kind="malformed",
+        )
     out = dict(raw)
     for key in ("image", "problem"):
         if not isinstance(raw[key], str) or not raw[key].strip():
-            raise DataError(file, f"{key} must be a non-empty string, got {raw[key]!r}", record=record,
-                            kind="malformed")  # fmt: skip
+            raise DataError(
+                file, f"{key} must be a non-empty string, got {raw[key]!r}", record=record, kind="malformed"
+            )
     out["solution"] = count_field(raw["solution"], file, record, allow_none=True)
     for key in ("width", "height"):
         if raw.get(key) is not None:
@@ -61,8 +66,12 @@ def validate_record(raw: Any, file: str, record: str) -> dict:
         points = points_from_array(raw["points"], file, record=record, allow_negative=True)
         out["points"] = points.tolist()
         if out["solution"] is not None and len(out["points"]) != out["solution"]:
-            raise DataError(file, f"solution is {out['solution']} but there are {len(out['points'])} points",
-                            record=record, kind="count-mismatch")  # fmt: skip
+            raise DataError(
+                file,
+                f"solution is {out['solution']} but there are {len(out['points'])} points",
+                record=record,
+                kind="count-mismatch",
+            )
     for key in ("dataset", "split", "id"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise DataError(
@@ -87,8 +96,13 @@ def check_unique_ids(
     for where, rec in records:
         record_id = rec.get("id") or rec.get("image")
         if record_id in seen:
-            err = DataError(file, f"id {record_id!r} appears twice (first at {seen[record_id]}); ids must be "
-                            "unique within a manifest", record=where, kind="duplicate-id")  # fmt: skip
+            err = DataError(
+                file,
+                f"id {record_id!r} appears twice (first at {seen[record_id]}); ids must be "
+                "unique within a manifest",
+                record=where,
+                kind="duplicate-id",
+            )
             (skips or SkipLog()).add(err)
             continue
         seen[record_id] = where
@@ -236,8 +250,14 @@ def manifest_to_dataset(
                 image_check(rec["image"], record=f"{name} id {rec['id']}")
                 return rec
 
-            records = collect(records, checked, skips or SkipLog(), desc=f"checking images of {name}",
-                              total=len(records), progress=progress)  # fmt: skip
+            records = collect(
+                records,
+                checked,
+                skips or SkipLog(),
+                desc=f"checking images of {name}",
+                total=len(records),
+                progress=progress,
+            )
         for i, rec in enumerate(records):
             if with_points:
                 _add_point_row(rows, rec, str(path), f"record {i + 1} ({rec['id']})")
@@ -283,8 +303,12 @@ def _add_point_row(rows: dict[str, list], rec: dict, file: str, record: str) -> 
     points = rec.get("points")
     if points is None:
         if rec["solution"]:
-            raise DataError(file, f"has count {rec['solution']} but no points; pointing needs one point per object",
-                            record=record, kind="malformed")  # fmt: skip
+            raise DataError(
+                file,
+                f"has count {rec['solution']} but no points; pointing needs one point per object",
+                record=record,
+                kind="malformed",
+            )
         points = []
     rows["points"].append(points)
     rows["image_size"].append(list(image_size(rec["image"], rec.get("width"), rec.get("height"))))

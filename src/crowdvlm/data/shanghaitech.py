@@ -42,8 +42,13 @@ def _part_dirs(root: Path, parts: tuple[str, ...]) -> dict[str, Path]:
         return {part: root}
     found = {}
     for part in parts:
-        folder = find_dir(root, f"part_{part}_final", f"part_{part}", f"ShanghaiTech/part_{part}_final",
-                          f"ShanghaiTech/part_{part}")  # fmt: skip
+        folder = find_dir(
+            root,
+            f"part_{part}_final",
+            f"part_{part}",
+            f"ShanghaiTech/part_{part}_final",
+            f"ShanghaiTech/part_{part}",
+        )
         if folder is not None:
             found[part] = folder
     if not found:
@@ -60,8 +65,12 @@ def read_points(mat_path: Path, *, record: str | None = None) -> np.ndarray:
         struct = cell[0, 0][0, 0]  # cell{1} -> 1x1 struct -> its record
         location, number = struct["location"], struct["number"]
     except (IndexError, KeyError, ValueError, TypeError):
-        raise DataError(mat_path, "image_info is not a 1x1 cell of a struct with fields location and number",
-                        record=record, kind="missing-key") from None  # fmt: skip
+        raise DataError(
+            mat_path,
+            "image_info is not a 1x1 cell of a struct with fields location and number",
+            record=record,
+            kind="missing-key",
+        ) from None
     points = points_from_array(location, mat_path, record=record)
     check_count(number, points, mat_path, record=record, what="image_info.number")
     return points
@@ -94,8 +103,14 @@ def load_shanghaitech(
                 image, _, size, points = read_pair(
                     pair, gt_dir / f"GT_{stem}.mat", lambda mat: read_points(mat, record=stem)
                 )
-                return make_record(image, dataset=dataset, split=sp, problem=dataset_question("shanghaitech"),
-                                   points=points, size=size)  # fmt: skip
+                return make_record(
+                    image,
+                    dataset=dataset,
+                    split=sp,
+                    problem=dataset_question("shanghaitech"),
+                    points=points,
+                    size=size,
+                )
 
             pairs = pair_by_stem(list_images(images), sorted(gt_dir.glob("GT_*.mat")), _image_stem)
             records += collect(pairs, build, skips, desc=f"{dataset} {sp}", progress=progress)

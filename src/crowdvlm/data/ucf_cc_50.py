@@ -60,8 +60,12 @@ def load_ucf_cc_50(
     def wanted(stem: str) -> str | None:
         """The record's split, or None when the image is not in the requested split."""
         if not stem.isdigit() or int(stem) not in fold_ids:
-            raise DataError(folder / stem, f"not an image of UCF_CC_50: its id is in no fold of {FOLDS_FILE.name}",
-                            record=stem, kind="bad-record")  # fmt: skip
+            raise DataError(
+                folder / stem,
+                f"not an image of UCF_CC_50: its id is in no fold of {FOLDS_FILE.name}",
+                record=stem,
+                kind="bad-record",
+            )
         fold = fold_of(int(stem))
         if split is None or split == fold:
             return fold
@@ -77,8 +81,15 @@ def load_ucf_cc_50(
         image, _, size, points = read_pair(
             pair, folder / f"{stem}_ann.mat", lambda mat: read_ann_points(mat, record=stem)
         )
-        return make_record(image, dataset="ucf-cc-50", split=sp, problem=dataset_question("ucf-cc-50"),
-                           points=points, size=size, record_id=f"ucf-cc-50/{stem}")  # fmt: skip
+        return make_record(
+            image,
+            dataset="ucf-cc-50",
+            split=sp,
+            problem=dataset_question("ucf-cc-50"),
+            points=points,
+            size=size,
+            record_id=f"ucf-cc-50/{stem}",
+        )
 
     pairs = pair_by_stem(list_images(folder), sorted(folder.glob("*_ann.mat")), ann_mat_stem)
     return collect(pairs, build, skips, desc=f"ucf-cc-50 {split or 'all'}", progress=progress)

@@ -72,8 +72,15 @@ def load_ucf_qnrf(
                 if not keep.all():
                     meta = {"dropped_outside": int((~keep).sum())}
                 points = points[keep]
-            return make_record(image, dataset="ucf-qnrf", split=sp, problem=dataset_question("ucf-qnrf"),
-                               points=points, size=size, meta=meta)  # fmt: skip
+            return make_record(
+                image,
+                dataset="ucf-qnrf",
+                split=sp,
+                problem=dataset_question("ucf-qnrf"),
+                points=points,
+                size=size,
+                meta=meta,
+            )
 
         pairs = pair_by_stem(list_images(folder), sorted(folder.glob("*_ann.mat")), ann_mat_stem)
         records += collect(pairs, build, skips, desc=f"ucf-qnrf {sp}", progress=progress)
