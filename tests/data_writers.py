@@ -1,6 +1,6 @@
 """Writers of tiny datasets in each native on-disk format, for the reader tests.
 
-The MATLAB structures are the real ones (``datasets.md`` §1.1, §1.11): ShanghaiTech's ``image_info`` is a
+The MATLAB structures are those of the released datasets: ShanghaiTech's ``image_info`` is a
 1x1 cell holding a 1x1 struct with fields ``location`` (N x 2) and ``number``.
 """
 

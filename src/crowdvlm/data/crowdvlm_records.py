@@ -1,4 +1,4 @@
-"""The CrowdVLM-R1 / VLM-R1 record files (``method.md`` §3.3).
+"""The CrowdVLM-R1 / VLM-R1 record files (the inputs of their ``grpo_rec.py``).
 
 Three inputs, detected by extension and content:
 

@@ -1,4 +1,4 @@
-"""FSC-147, class-agnostic counting (``datasets.md`` §1.8)::
+"""FSC-147, class-agnostic counting, as released::
 
     <root>/images_384_VarV2/<id>.jpg
     <root>/annotation_FSC147_384.json     {"<id>.jpg": {"points": [[x, y], ...], "box_examples_coordinates": ...}}

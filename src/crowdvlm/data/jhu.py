@@ -1,4 +1,4 @@
-"""JHU-Crowd++ v2.0 (``datasets.md`` §1.4)::
+"""JHU-Crowd++ v2.0, as released (``jhu_crowd_v2.0``)::
 
     <root>/[jhu_crowd_v2.0/]{train,val,test}/images/<id>.jpg
     <root>/[jhu_crowd_v2.0/]{train,val,test}/gt/<id>.txt          # one head per line: x y w h o b

@@ -1,4 +1,4 @@
-"""NWPU-Crowd (``datasets.md`` §1.5)::
+"""NWPU-Crowd, as released::
 
     <root>/images/<id>.jpg   (or images_part1..5/<id>.jpg, as the zips unpack)
     <root>/jsons/<id>.json   {"img_id", "human_num", "points": [[x, y], ...], "boxes": [...]}

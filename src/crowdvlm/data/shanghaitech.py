@@ -1,6 +1,6 @@
 """ShanghaiTech Part A and Part B.
 
-Both release layouts are accepted (``datasets.md`` §1.1)::
+Both release layouts are accepted::
 
     <root>/part_A[_final]/{train,test}_data/images/IMG_<k>.jpg
     <root>/part_A[_final]/{train,test}_data/ground[-_]truth/GT_IMG_<k>.mat

@@ -1,4 +1,4 @@
-"""UCF_CC_50 (``datasets.md`` §1.3): 50 grayscale images, evaluated by 5-fold cross-validation::
+"""UCF_CC_50 (Idrees et al., CVPR 2013): 50 grayscale images, evaluated by 5-fold cross-validation::
 
     <root>/[UCF_CC_50/]<k>.jpg        <root>/[UCF_CC_50/]<k>_ann.mat      # annPoints: N x 2 [x, y]
 

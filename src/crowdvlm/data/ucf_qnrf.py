@@ -1,4 +1,4 @@
-"""UCF-QNRF (``datasets.md`` §1.2)::
+"""UCF-QNRF, as released (``UCF-QNRF_ECCV18``)::
 
     <root>/[UCF-QNRF_ECCV18/]{Train,Test}/img_0001.jpg
     <root>/[UCF-QNRF_ECCV18/]{Train,Test}/img_0001_ann.mat      # annPoints: N x 2 [x, y]
