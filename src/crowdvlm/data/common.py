@@ -132,6 +132,41 @@ def points_from_array(
     return arr
 
 
+def record_fields(raw: Any, file: str | Path, record: str, *, hint: str = "") -> dict:
+    """``raw`` if it is a JSON object with ``image``, ``problem`` and ``solution``; else a ``malformed`` DataError.
+
+    The first check of a manifest record and of a CrowdVLM-R1 record; ``hint`` adds what else is accepted.
+    """
+    if not isinstance(raw, dict):
+        raise DataError(
+            file, f"expected a JSON object, got {type(raw).__name__}", record=record, kind="malformed"
+        )
+    missing = [key for key in ("image", "problem", "solution") if key not in raw]
+    if missing:
+        raise DataError(
+            file,
+            f"missing field(s) {missing}; a record needs image, problem, solution{hint}",
+            record=record,
+            kind="malformed",
+        )
+    return raw
+
+
+def record_points(
+    raw: Any, solution: int | None, file: str | Path, record: str, *, allow_negative: bool = False
+) -> list[list[float]]:
+    """A record's ``points`` checked by :func:`points_from_array`, and as many as its ``solution`` (if any)."""
+    points = points_from_array(raw, file, record=record, allow_negative=allow_negative).tolist()
+    if solution is not None and len(points) != solution:
+        raise DataError(
+            file,
+            f"solution is {solution} but there are {len(points)} points",
+            record=record,
+            kind="count-mismatch",
+        )
+    return points
+
+
 def check_count(
     expected: Any, points: np.ndarray, file: str | Path, *, record: str | None, what: str
 ) -> None:

@@ -30,7 +30,7 @@ import random
 import re
 from pathlib import Path
 
-from crowdvlm.data.common import check_image, count_field, points_from_array
+from crowdvlm.data.common import check_image, count_field, record_fields, record_points
 from crowdvlm.data.errors import DataError, SkipLog, collect
 from crowdvlm.data.text import read_lines, read_text
 
@@ -111,20 +111,9 @@ def _from_conversations(raw: dict, file: Path, where: str) -> dict:
 
 def to_record(raw, file: Path, where: str, *, image_root: Path, dataset: str, split: str | None) -> dict:
     """One manifest record from a paper or VLM-R1 record (image checked, solution an int)."""
-    if not isinstance(raw, dict):
-        raise DataError(
-            file, f"expected a JSON object, got {type(raw).__name__}", record=where, kind="malformed"
-        )
-    if "conversations" in raw:
+    if isinstance(raw, dict) and "conversations" in raw:
         raw = _from_conversations(raw, file, where)
-    missing = [k for k in ("image", "problem", "solution") if k not in raw]
-    if missing:
-        raise DataError(
-            file,
-            f"missing field(s) {missing}; expected image, problem, solution (or conversations)",
-            record=where,
-            kind="malformed",
-        )
+    record_fields(raw, file, where, hint=" (or conversations)")
     image = raw["image"]
     if isinstance(image, list) and len(image) == 1:
         image = image[0]
@@ -153,15 +142,7 @@ def to_record(raw, file: Path, where: str, *, image_root: Path, dataset: str, sp
     )
     rec["id"] = str(raw["id"]) if raw.get("id") is not None else f"{rec['dataset']}/{image}"
     if raw.get("points") is not None:
-        points = points_from_array(raw["points"], file, record=where)
-        if len(points) != rec["solution"]:
-            raise DataError(
-                file,
-                f"solution is {rec['solution']} but there are {len(points)} points",
-                record=where,
-                kind="count-mismatch",
-            )
-        rec["points"] = points.tolist()
+        rec["points"] = record_points(raw["points"], rec["solution"], file, where)
     rec["width"], rec["height"] = check_image(image_path, record=f"{file.name} {where}")
     return rec
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from crowdvlm.data.common import count_field, points_from_array
+from crowdvlm.data.common import count_field, record_fields, record_points
 from crowdvlm.data.errors import DataError, SkipLog, collect
 from crowdvlm.data.text import read_lines
 from crowdvlm.errors import RunError
@@ -40,18 +40,7 @@ def validate_record(raw: Any, file: str, record: str) -> dict:
     Raises:
         DataError: naming ``file`` and ``record`` and what was expected.
     """
-    if not isinstance(raw, dict):
-        raise DataError(
-            file, f"expected a JSON object, got {type(raw).__name__}", record=record, kind="malformed"
-        )
-    missing = [key for key in ("image", "problem", "solution") if key not in raw]
-    if missing:
-        raise DataError(
-            file,
-            f"missing field(s) {missing}; a record needs image, problem, solution",
-            record=record,
-            kind="malformed",
-        )
+    record_fields(raw, file, record)
     out = dict(raw)
     for key in ("image", "problem"):
         if not isinstance(raw[key], str) or not raw[key].strip():
@@ -63,15 +52,7 @@ def validate_record(raw: Any, file: str, record: str) -> dict:
         if raw.get(key) is not None:
             out[key] = count_field(raw[key], file, record, name=key, numbers_only=True)
     if raw.get("points") is not None:
-        points = points_from_array(raw["points"], file, record=record, allow_negative=True)
-        out["points"] = points.tolist()
-        if out["solution"] is not None and len(out["points"]) != out["solution"]:
-            raise DataError(
-                file,
-                f"solution is {out['solution']} but there are {len(out['points'])} points",
-                record=record,
-                kind="count-mismatch",
-            )
+        out["points"] = record_points(raw["points"], out["solution"], file, record, allow_negative=True)
     for key in ("dataset", "split", "id"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise DataError(
