@@ -133,12 +133,20 @@ def test_folder_csv_counts_by_the_rule(tmp_path):
     assert "not a count" in skips.skipped[0].problem and ">= 0" in skips.skipped[1].problem
 
 
-@pytest.mark.parametrize("name", sorted(set(REWARDS) - POINT_REWARDS))
-def test_every_count_reward_reads_solutions_by_the_rule(name):
+def _point_columns(n: int) -> dict:
+    return {"points": [[[10, 10]]] * n, "image_size": [[64, 64]] * n, "frame_size": [[64, 64]] * n}
+
+
+@pytest.mark.parametrize("name", sorted(REWARDS))
+def test_every_reward_reads_solutions_by_the_rule(name):
     reward = REWARDS[name]
-    completions = ["<think>x</think><answer>22</answer>"] * 2
-    assert reward(completions, solution=["<answer>22</answer>", 22.0]) == reward(
-        completions, solution=[22, 22]
+    completion = (
+        '[{"point_2d": [10, 10]}]<answer>1</answer>' if name in POINT_REWARDS else "<answer>1</answer>"
     )
+    columns = _point_columns(2) if name in POINT_REWARDS else {}
+    same = reward([completion] * 2, solution=["<answer>1</answer>", 1.0], **columns)
+    assert same == reward([completion] * 2, solution=[1, 1], **columns)
     with pytest.raises(ValueError, match="is a bool"):
-        reward(completions, solution=[True, 22])
+        reward([completion] * 2, solution=[True, 1], **columns)
+    with pytest.raises(ValueError, match="not a count"):  # a completion is not a stored count
+        reward([completion] * 2, solution=["<think>x</think><answer>1</answer>", 1], **columns)
