@@ -27,6 +27,7 @@ ACCEPTED = [  # stored value -> count
     ("<answer>22.0</answer>", 22),
     (INT64_MAX, INT64_MAX),
     (str(INT64_MAX), INT64_MAX),
+    ("0" * 30 + "7", 7),
 ]
 
 REFUSED = [  # stored value -> words of the message
@@ -40,6 +41,7 @@ REFUSED = [  # stored value -> words of the message
     (float("inf"), "not a whole number"),
     (INT64_MAX + 1, "beyond the 64-bit"),
     ("99999999999999999999", "beyond the 64-bit"),
+    ("9" * 5000, "beyond the 64-bit"),  # past Python's int() digit limit, still our message
     (1e30, "beyond the 64-bit"),
     ("\u0662\u0662", "not a count"),  # Arabic-Indic 22: int() would accept it
     ("\uff12\uff12", "not a count"),  # fullwidth 22

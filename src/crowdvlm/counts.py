@@ -91,7 +91,10 @@ def read_count(value: Any, name: str = "solution", *, allow_none: bool = False) 
                 f"{name} {_shown(value)} is not a count: expected ASCII digits such as '22' or "
                 "'<answer>22</answer>'"
             )
-        return read_whole_number(int(match.group(1) or match.group(2)), name)
+        digits = match.group(1) or match.group(2)
+        if len(digits.lstrip("-").lstrip("0")) > len(str(INT64_MAX)):  # before int(): no 4,300-digit limit
+            raise ValueError(f"{name} {_shown(value)} is beyond the 64-bit integer range (max {INT64_MAX})")
+        return read_whole_number(int(digits), name)
     if value is None:
         raise ValueError(f"{name} is missing (null): expected a non-negative integer count")
     return read_whole_number(value, name)
