@@ -29,6 +29,7 @@ def _runner(kind: str):
 
 def run_command(kind: str, argv: list[str]) -> int:
     """Parse ``argv`` into a job of ``kind`` and run it; configuration errors print one line and return 2."""
+    from crowdvlm.train.cluster import release_process_group
     from crowdvlm.train.common import setup_logging
     from crowdvlm.train.config import ConfigError, parse_job
 
@@ -36,6 +37,7 @@ def run_command(kind: str, argv: list[str]) -> int:
         job = parse_job(kind, argv)
         setup_logging(job)  # the CLI owns logging; run_sft/run_grpo called from Python leave it alone
         _runner(kind)(job)  # data is checked (ConfigError) before the model is loaded
+        release_process_group()  # torchrun children must not exit with gloo threads alive
     except ConfigError as err:
         print(f"crowdvlm train {kind}: error: {err}", file=sys.stderr)
         return 2

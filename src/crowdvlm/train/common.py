@@ -15,6 +15,7 @@ from typing import Any
 
 from crowdvlm.train.callbacks import JsonlLogCallback, JsonlWriter, RewardRecorder, SampleCompletionsCallback
 from crowdvlm.train.checks import last_checkpoint
+from crowdvlm.train.cluster import RankAgreementCallback
 from crowdvlm.train.config import ConfigError, TrainJob, job_summary
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ def build_callbacks(job: TrainJob, recorder: RewardRecorder | None = None) -> li
     """JSONL metrics log, plus sampled completions with their rewards when a reward recorder is given."""
     writer = JsonlWriter(job.output_dir / job.script.log_file)
     callbacks = [JsonlLogCallback(writer.path, run_info={"kind": job.kind, "recipe": job.recipe})]
+    callbacks.append(RankAgreementCallback(writer.path))  # multi-process runs only; see train/cluster.py
     if recorder is not None and job.script.sample_completions_steps:
         callbacks.append(
             SampleCompletionsCallback(
