@@ -52,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def train_variant(name: str, cls, work: Path, dataset, args) -> dict:
     """Train one trainer ``warmup + steps`` steps on this rank; its step times and vision rows per step."""
+    import torch
     from transformers import (
         AutoModelForImageTextToText,
         AutoProcessor,
@@ -85,7 +86,7 @@ def train_variant(name: str, cls, work: Path, dataset, args) -> dict:
         num_generations=args.num_generations, steps_per_generation=1, max_completion_length=args.new_tokens,
         generation_kwargs={"min_new_tokens": args.new_tokens}, beta=args.beta, learning_rate=1e-5,
         lr_scheduler_type="constant", max_steps=args.warmup + args.steps, logging_steps=1, save_strategy="no",
-        report_to="none", use_cpu=True, bf16=False, seed=args.seed, disable_tqdm=True,
+        report_to="none", use_cpu=not torch.cuda.is_available(), bf16=False, seed=args.seed, disable_tqdm=True,
     )  # fmt: skip
     set_seed(args.seed)
     model = AutoModelForImageTextToText.from_pretrained(work / "tiny", dtype="float32")

@@ -41,8 +41,11 @@ def _gathered(param: torch.nn.Parameter):
 
 
 def _add(total: float, tensor: torch.Tensor) -> float:
-    t = tensor.detach().double()
-    return total + float(t.sum() + (t * t).sum())
+    # In chunks of 16M elements: a 7B model's embedding in float64 at once would take gigabytes.
+    for chunk in tensor.detach().reshape(-1).split(1 << 24):
+        t = chunk.double()
+        total += float(t.sum() + (t * t).sum())
+    return total
 
 
 def fingerprint(param: torch.nn.Parameter) -> float:
