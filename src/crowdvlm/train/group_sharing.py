@@ -232,11 +232,23 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
             return "FSDP shards the vision tower; it only runs inside the wrapped forward"
         return sharing_unsupported_reason(model, pixel_values, image_grid_thw, num_images, extra)
 
-    def _vision_partitioned(self) -> bool:
-        return (
+    def _pad_vision_calls(
+        self, unwrapped, reason, pixel_values, input_ids, batch_size
+    ) -> torch.Tensor | None:
+        """Under ZeRO-3, line up this pass's vision calls across ranks before any is made (see shared_vision).
+
+        Each call of the partitioned vision tower all-gathers its shards; a rank with fewer calls (no images)
+        runs dummy ones. Returns a zero to add to the pass's log-probs, or ``None``.
+        """
+        zero3 = (
             self.is_deepspeed_enabled
             and getattr(self.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3
         )
+        if not zero3 or reason == "disabled":
+            return None
+        calls = vision_calls(reason is None, pixel_values, input_ids.size(0), batch_size)
+        with self.accelerator.autocast():
+            return pad_vision_calls(unwrapped, calls, input_ids.device)
 
     def _get_per_token_logps_and_entropies(
         self,
@@ -255,18 +267,12 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
         """TRL's method with the vision tower run once per distinct image of the batch (same returns)."""
         unwrapped = self.accelerator.unwrap_model(model)
         reason = self._vision_unsupported_reason(unwrapped, pixel_values, image_grid_thw, num_images, extra)
-        padding = None  # ZeRO-3: each vision call gathers shards, so ranks agree on a call count first
-        if self._vision_partitioned() and reason != "disabled":
-            calls = vision_calls(reason is None, pixel_values, input_ids.size(0), batch_size)
-            with self.accelerator.autocast():
-                padding = pad_vision_calls(unwrapped, calls, input_ids.device)
+        padding = self._pad_vision_calls(unwrapped, reason, pixel_values, input_ids, batch_size)  # ZeRO-3
         if reason is None:
             with self.accelerator.autocast():
                 try:
                     features, image_to_feature = encode_unique_images(unwrapped, pixel_values, image_grid_thw)
-                except (
-                    ValueError
-                ) as err:  # e.g. extra encoder outputs (Qwen3-VL deepstack): same on every rank
+                except ValueError as err:  # e.g. extra encoder outputs (Qwen3-VL deepstack)
                     reason = str(err)
         if reason is not None:
             if reason not in ("disabled", "no images in the batch"):
