@@ -15,7 +15,7 @@ nothing else:
   the copies' gradients.
 
 Each falls back to TRL's code, with one logged warning per reason, where sharing cannot apply (vLLM or
-continuous batching, tools, static caches, FSDP / ZeRO-3 for the vision pass, models whose
+continuous batching, tools, static caches, FSDP for the vision pass, models whose
 ``get_image_features`` output or forward signature does not fit).
 """
 
@@ -39,9 +39,11 @@ from crowdvlm.train.shared_processing import DedupProcessor, group_rows
 from crowdvlm.train.shared_vision import (
     encode_unique_images,
     encoder_outputs_for,
+    pad_vision_calls,
     sharing_unsupported_reason,
     split_images,
     unique_images,
+    vision_calls,
 )
 
 logger = logging.getLogger(__name__)
@@ -228,12 +230,25 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
             return "disabled"
         if self.is_fsdp_enabled:
             return "FSDP shards the vision tower; it only runs inside the wrapped forward"
-        if (
+        return sharing_unsupported_reason(model, pixel_values, image_grid_thw, num_images, extra)
+
+    def _pad_vision_calls(
+        self, unwrapped, reason, pixel_values, input_ids, batch_size
+    ) -> torch.Tensor | None:
+        """Under ZeRO-3, line up this pass's vision calls across ranks before any is made (see shared_vision).
+
+        Each call of the partitioned vision tower all-gathers its shards; a rank with fewer calls (no images)
+        runs dummy ones. Returns a zero to add to the pass's log-probs, or ``None``.
+        """
+        zero3 = (
             self.is_deepspeed_enabled
             and getattr(self.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3
-        ):
-            return "ZeRO-3 shards the vision tower; it only runs inside the wrapped forward"
-        return sharing_unsupported_reason(model, pixel_values, image_grid_thw, num_images, extra)
+        )
+        if not zero3 or reason == "disabled":
+            return None
+        calls = vision_calls(reason is None, pixel_values, input_ids.size(0), batch_size)
+        with self.accelerator.autocast():
+            return pad_vision_calls(unwrapped, calls, input_ids.device)
 
     def _get_per_token_logps_and_entropies(
         self,
@@ -252,6 +267,7 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
         """TRL's method with the vision tower run once per distinct image of the batch (same returns)."""
         unwrapped = self.accelerator.unwrap_model(model)
         reason = self._vision_unsupported_reason(unwrapped, pixel_values, image_grid_thw, num_images, extra)
+        padding = self._pad_vision_calls(unwrapped, reason, pixel_values, input_ids, batch_size)  # ZeRO-3
         if reason is None:
             with self.accelerator.autocast():
                 try:
@@ -261,10 +277,11 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
         if reason is not None:
             if reason not in ("disabled", "no images in the batch"):
                 self._fall_back("vision", reason)
-            return super()._get_per_token_logps_and_entropies(
+            logps, entropies, aux_loss = super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
                 pixel_values=pixel_values, image_grid_thw=image_grid_thw, num_images=num_images, **extra,
             )  # fmt: skip
+            return (logps if padding is None else logps + padding), entropies, aux_loss
 
         # Same chunked loop as TRL's, with features in place of pixels.
         batch_size = batch_size or input_ids.size(0)
@@ -297,6 +314,8 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
                 all_aux_losses.append(outputs.aux_loss)
 
         logps = torch.cat(all_logps, dim=0)
+        if padding is not None:
+            logps = logps + padding  # zero; makes backward reach the dummy vision calls too
         entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None
         aux_loss = torch.stack(all_aux_losses).mean() if compute_aux_loss else None
         return logps, entropies, aux_loss

@@ -153,3 +153,75 @@ def encoder_outputs_for(features: Sequence[torch.Tensor], inverse: Sequence[int]
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     return {"image": BaseModelOutputWithPooling(pooler_output=tuple(features[u] for u in inverse))}
+
+
+# --- ZeRO-3: every rank calls the partitioned vision tower equally often ------------------------------------
+# Under DeepSpeed ZeRO-3 each module call all-gathers the module's parameter shards, a collective: a rank that
+# calls the vision tower fewer times than another (no images in its rows, or fewer encoder calls) leaves the
+# others waiting in a gather it never joins. The functions below count this rank's calls, agree on the most
+# any rank makes, and run the missing ones on a minimal dummy image.
+
+
+def vision_calls(sharing: bool, pixel_values: torch.Tensor | None, rows: int, batch_size: int | None) -> int:
+    """Vision-tower calls one log-prob pass makes on this rank.
+
+    Args:
+        sharing: the pass encodes its distinct images once (:func:`encode_unique_images`).
+        pixel_values: the pass's images, ``None`` without any.
+        rows: rows of the pass.
+        batch_size: rows per forward chunk (TRL's loop encodes each chunk's images inside the forward).
+    """
+    if pixel_values is None:
+        return 0
+    if sharing:
+        return 1
+    return -(-rows // (batch_size or rows))
+
+
+def dummy_image(model: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The smallest image the Qwen-VL vision tower accepts: one merge window of zero patches.
+
+    Returns:
+        ``(pixel_values, image_grid_thw)``: ``(merge**2, channels * temporal * patch**2)`` and ``[[1, m, m]]``.
+    """
+    vision = model.config.vision_config
+    merge = int(getattr(vision, "spatial_merge_size", 1))
+    patch_dim = (
+        int(getattr(vision, "in_channels", 3))
+        * int(getattr(vision, "temporal_patch_size", 1))
+        * int(vision.patch_size) ** 2
+    )
+    dtype = next(iter(model.parameters())).dtype
+    pixel_values = torch.zeros(merge * merge, patch_dim, dtype=dtype, device=device)
+    return pixel_values, torch.tensor([[1, merge, merge]], device=device)
+
+
+def pad_vision_calls(model: Any, local_calls: int, device: torch.device) -> torch.Tensor | None:
+    """Run dummy vision calls until this rank has made as many as the busiest rank (a collective).
+
+    Args:
+        model: unwrapped model exposing ``get_image_features``; its vision tower partitioned by ZeRO-3.
+        local_calls: calls this rank makes in the pass (:func:`vision_calls`).
+        device: this rank's device.
+
+    Returns:
+        ``None`` when no call was missing (or one process only), else a zero scalar that depends on the dummy
+        features: add it to the pass's output so that backward also runs through them as often on every rank.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    most = torch.tensor([local_calls], dtype=torch.long, device=device)
+    dist.all_reduce(most, op=dist.ReduceOp.MAX)
+    missing = int(most.item()) - local_calls
+    if missing <= 0:
+        return None
+    pixel_values, image_grid_thw = dummy_image(model, device)
+    anchor = torch.zeros((), device=device)
+    for _ in range(missing):
+        output = model.get_image_features(
+            pixel_values=pixel_values, image_grid_thw=image_grid_thw, return_dict=True
+        )
+        anchor = anchor + 0.0 * sum(f.float().sum() for f in per_image_features(output))
+    return anchor
