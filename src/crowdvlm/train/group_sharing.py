@@ -34,7 +34,11 @@ from trl.extras.profiling import profiling_context
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
-from crowdvlm.train.prefix_generation import generate_with_shared_prefix
+from crowdvlm.train.prefix_generation import (
+    batch_unsupported_reason,
+    generate_with_shared_prefix,
+    prefill_unsupported_reason,
+)
 from crowdvlm.train.shared_processing import DedupProcessor, group_rows
 from crowdvlm.train.shared_vision import (
     encode_unique_images,
@@ -70,7 +74,8 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sharing_fallbacks: dict[str, int] = {}
-        self._prefill_broken: str | None = None
+        # Whether the model's generation cache can be indexed by row is fixed by its class and config.
+        self._prefill_model_reason = prefill_unsupported_reason(self.accelerator.unwrap_model(self.model))
 
     def _fall_back(self, part: str, reason: str) -> None:
         key = f"{part}: {reason}"
@@ -107,8 +112,8 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
     ) -> str | None:
         if not self.share_prefill:
             return "disabled"
-        if self._prefill_broken:
-            return self._prefill_broken
+        if self._prefill_model_reason is not None:
+            return self._prefill_model_reason
         if self.use_vllm or self.use_transformers_continuous_batching:
             return "vLLM / continuous batching generate themselves"
         if self.tools or has_tool_images:
@@ -171,6 +176,14 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
         token_inputs = {
             k: left_pad(multimodal_fields[k], 0).to(device) for k in _TOKEN_FIELDS if k in multimodal_fields
         }
+        # A condition of this batch alone (a 1-token prompt, a prompt ending in an image token): TRL's code
+        # generates this batch and the next one is shared again.
+        batch_reason = batch_unsupported_reason([len(prompt_ids[i]) for i in first], token_inputs)
+        if batch_reason is not None:
+            self._fall_back("generation of one batch", batch_reason)
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
         prefill_inputs = {}
         if pixel_values is not None:
             per_image = split_images(pixel_values, image_grid_thw)
@@ -192,23 +205,14 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
             torch.no_grad(),
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
         ):
-            try:
-                prompt_completion_ids = generate_with_shared_prefix(
-                    unwrapped_model,
-                    self.generation_config,
-                    input_ids,
-                    attention_mask,
-                    groups.inverse,
-                    token_inputs=token_inputs,
-                    prefill_inputs=prefill_inputs,
-                )
-            except ValueError as err:  # the model's cache or prompt cannot be shared; never will be
-                self._prefill_broken = str(err)
-                prompt_completion_ids = None
-        if prompt_completion_ids is None:
-            self._fall_back("generation", self._prefill_broken)
-            return super()._generate_single_turn(
-                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            prompt_completion_ids = generate_with_shared_prefix(
+                unwrapped_model,
+                self.generation_config,
+                input_ids,
+                attention_mask,
+                groups.inverse,
+                token_inputs=token_inputs,
+                prefill_inputs=prefill_inputs,
             )
         return self._completions_up_to_eos(prompt_completion_ids[:, input_ids.size(1) :]), None
 
@@ -252,12 +256,6 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
         """TRL's method with the vision tower run once per distinct image of the batch (same returns)."""
         unwrapped = self.accelerator.unwrap_model(model)
         reason = self._vision_unsupported_reason(unwrapped, pixel_values, image_grid_thw, num_images, extra)
-        if reason is None:
-            with self.accelerator.autocast():
-                try:
-                    features, image_to_feature = encode_unique_images(unwrapped, pixel_values, image_grid_thw)
-                except ValueError as err:  # e.g. extra encoder outputs (Qwen3-VL deepstack)
-                    reason = str(err)
         if reason is not None:
             if reason not in ("disabled", "no images in the batch"):
                 self._fall_back("vision", reason)
@@ -265,6 +263,9 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
                 model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
                 pixel_values=pixel_values, image_grid_thw=image_grid_thw, num_images=num_images, **extra,
             )  # fmt: skip
+
+        with self.accelerator.autocast():
+            features, image_to_feature = encode_unique_images(unwrapped, pixel_values, image_grid_thw)
 
         # Same chunked loop as TRL's, with features in place of pixels.
         batch_size = batch_size or input_ids.size(0)
