@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -202,3 +203,16 @@ def test_batch_unsupported_reason(lengths, last_types, expected):
     types[:, -1] = torch.tensor(last_types)
     reason = prefix_generation.batch_unsupported_reason(lengths, {"mm_token_type_ids": types})
     assert reason is None if expected is None else expected in reason
+
+
+def test_qwen3_5_recipe_lora_targets_reach_the_linear_attention_layers(tiny_family_dir):
+    import yaml
+
+    from crowdvlm.modeling import load_model_and_processor
+
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes/qwen3_5_9b/grpo_fgrpr.yaml").read_text())
+    model, _ = load_model_and_processor(tiny_family_dir("qwen3_5"), lora={"r": 4, "alpha": 8,
+                                        "target_modules": recipe["lora_target_modules"]})  # fmt: skip
+    adapted = {n.split(".lora_A")[0].rsplit(".", 2)[-2] for n, _ in model.named_parameters() if "lora_A" in n}
+    assert {"linear_attn", "self_attn", "mlp"} <= adapted
+    assert not any("visual" in n for n, _ in model.named_parameters() if "lora_" in n)

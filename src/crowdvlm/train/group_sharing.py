@@ -15,8 +15,10 @@ nothing else:
   the copies' gradients.
 
 Each falls back to TRL's code, with one logged warning per reason, where sharing cannot apply (vLLM or
-continuous batching, tools, static caches, FSDP / ZeRO-3 for the vision pass, models whose
-``get_image_features`` output or forward signature does not fit).
+continuous batching, tools, static caches, caches whose layers cannot be indexed by row, FSDP / ZeRO-3 for
+the vision pass, models whose ``get_image_features`` output or forward signature does not fit). Every reason
+is known before the work starts (from the model's class and config, or from the batch); a batch-only reason
+(a 1-token prompt) sends that batch alone to TRL's code.
 """
 
 from __future__ import annotations
@@ -256,6 +258,9 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
         """TRL's method with the vision tower run once per distinct image of the batch (same returns)."""
         unwrapped = self.accelerator.unwrap_model(model)
         reason = self._vision_unsupported_reason(unwrapped, pixel_values, image_grid_thw, num_images, extra)
+        if reason is None:  # checked before any work: Qwen3-VL's deepstack features are repeated too
+            with self.accelerator.autocast():
+                features, image_to_feature = encode_unique_images(unwrapped, pixel_values, image_grid_thw)
         if reason is not None:
             if reason not in ("disabled", "no images in the batch"):
                 self._fall_back("vision", reason)
@@ -263,9 +268,6 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
                 model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
                 pixel_values=pixel_values, image_grid_thw=image_grid_thw, num_images=num_images, **extra,
             )  # fmt: skip
-
-        with self.accelerator.autocast():
-            features, image_to_feature = encode_unique_images(unwrapped, pixel_values, image_grid_thw)
 
         # Same chunked loop as TRL's, with features in place of pixels.
         batch_size = batch_size or input_ids.size(0)
