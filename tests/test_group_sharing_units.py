@@ -218,7 +218,7 @@ def test_encoder_outputs_repeat_deepstack_features_with_the_pooled_ones():
     )
     out = encoder_outputs_for(features, [1, 0, 0])["image"]
     assert isinstance(out, BaseModelOutputWithDeepstackFeatures)
-    assert [t is s for t, s in zip(out.pooler_output, (b, a, a), strict=True)] == [True] * 3
-    assert [t is s for t, s in zip(out.deepstack_features[0], (layer_b, layer_a, layer_a), strict=True)] == [True] * 3
+    assert all(t is s for t, s in zip(out.pooler_output, (b, a, a), strict=True))
+    assert all(t is s for t, s in zip(out.deepstack_features[0], (layer_b, layer_a, layer_a), strict=True))
     plain = encoder_outputs_for(UniqueImageFeatures((a, b)), [0, 1])["image"]
     assert type(plain) is BaseModelOutputWithPooling and plain.pooler_output == (a, b)

@@ -37,7 +37,9 @@ def test_tiny_family_is_byte_identical_for_a_seed_and_loads_by_auto_classes(fami
 
     from crowdvlm.modeling.tiny import build_tiny_model
 
-    a, b, other = (build_tiny_model(tmp_path / n, family=family, seed=s) for n, s in (("a", 0), ("b", 0), ("c", 1)))
+    a, b, other = (
+        build_tiny_model(tmp_path / n, family=family, seed=s) for n, s in (("a", 0), ("b", 0), ("c", 1))
+    )
     assert _hashes(a) == _hashes(b)
     assert _hashes(a)["model.safetensors"] != _hashes(other)["model.safetensors"]
 
@@ -68,7 +70,9 @@ def _dataset(with_images: bool = True):
         "solution": [3] * PROMPTS,
     }
     if with_images:
-        columns["image"] = [Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)) for _ in texts]
+        columns["image"] = [
+            Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)) for _ in texts
+        ]
     return Dataset.from_dict(columns)
 
 
@@ -114,7 +118,9 @@ class Recorder:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_one_step_matches_stock_with_every_sharing_path(family, tiny_family_dir, tmp_path, caplog, monkeypatch):
+def test_one_step_matches_stock_with_every_sharing_path(
+    family, tiny_family_dir, tmp_path, caplog, monkeypatch
+):
     """Same seed, one step each: same sampled tokens, loss, KL and gradient (SGD at lr 1: the weight change)."""
     import trl
     from transformers import set_seed
@@ -140,12 +146,16 @@ def test_one_step_matches_stock_with_every_sharing_path(family, tiny_family_dir,
     assert prefills == [PROMPTS]
     assert recorders[GroupSharedGRPOTrainer].vision_rows == PROMPTS * PATCHES
     assert recorders[trl.GRPOTrainer].vision_rows == PROMPTS * G * PATCHES
-    assert torch.equal(recorders[GroupSharedGRPOTrainer].completions[0], recorders[trl.GRPOTrainer].completions[0])
+    assert torch.equal(
+        recorders[GroupSharedGRPOTrainer].completions[0], recorders[trl.GRPOTrainer].completions[0]
+    )
     stock_log, our_log = stock.state.log_history[0], ours.state.log_history[0]
     assert stock_log["grad_norm"] > 0
     for key in ("loss", "reward", "kl", "completions/mean_length", "grad_norm"):
         assert our_log[key] == pytest.approx(stock_log[key], rel=1e-4, abs=1e-6), key
-    for (name, p_stock), (_, p_ours) in zip(stock.model.named_parameters(), ours.model.named_parameters(), strict=True):
+    for (name, p_stock), (_, p_ours) in zip(
+        stock.model.named_parameters(), ours.model.named_parameters(), strict=True
+    ):
         torch.testing.assert_close(p_ours, p_stock, rtol=1e-4, atol=1e-6, msg=name)
 
 
@@ -210,7 +220,9 @@ def test_qwen3_5_recipe_lora_targets_reach_the_linear_attention_layers(tiny_fami
 
     from crowdvlm.modeling import load_model_and_processor
 
-    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes/qwen3_5_9b/grpo_fgrpr.yaml").read_text())
+    recipe = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "recipes/qwen3_5_9b/grpo_fgrpr.yaml").read_text()
+    )
     model, _ = load_model_and_processor(tiny_family_dir("qwen3_5"), lora={"r": 4, "alpha": 8,
                                         "target_modules": recipe["lora_target_modules"]})  # fmt: skip
     adapted = {n.split(".lora_A")[0].rsplit(".", 2)[-2] for n, _ in model.named_parameters() if "lora_A" in n}

@@ -82,7 +82,8 @@ def test_eval_and_predict_each_family(family, tiny_family_dir, small_dots, tmp_p
     model = str(tiny_family_dir(family))
     common = ["--model", model, "--max-new-tokens", "4", "--device", "cpu"]
     out = tmp_path / "eval"
-    assert eval_main([*common, "--data", str(small_dots), "--out", str(out), "--batch-size", "4", "--no-progress"]) == 0
+    argv = [*common, "--data", str(small_dots), "--out", str(out), "--batch-size", "4", "--no-progress"]
+    assert eval_main(argv) == 0
     assert json.loads((out / "metrics.json").read_text())["overall"]["n"] == 8
     capsys.readouterr()
 

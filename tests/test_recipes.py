@@ -32,7 +32,11 @@ def test_the_expected_recipes_exist():
         assert {f"{family}/sft", f"{family}/grpo_fgrpr", f"{family}/grpo_binary"} <= names
     assert {"accelerate/single", "accelerate/ddp", "accelerate/zero2", "accelerate/zero3"} <= names
     for size in ("4b", "8b"):
-        assert {f"qwen3_vl_{size}/sft", f"qwen3_vl_{size}/grpo_fgrpr", f"qwen3_vl_{size}/grpo_fgrpr_lora"} <= names
+        assert {
+            f"qwen3_vl_{size}/sft",
+            f"qwen3_vl_{size}/grpo_fgrpr",
+            f"qwen3_vl_{size}/grpo_fgrpr_lora",
+        } <= names
     assert {"qwen3_5_9b/sft", "qwen3_5_9b/grpo_fgrpr"} <= names
 
 

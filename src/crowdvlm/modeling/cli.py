@@ -25,10 +25,16 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument("--num-layers", type=int, default=2, help="text decoder layers (default 2)")
     tiny.add_argument("--vision-depth", type=int, default=2, help="vision tower blocks (default 2)")
     tiny.add_argument(
-        "--min-pixels", type=int, default=None, help="smallest image area (default: 2x2 image tokens, 3136 for qwen2_5_vl)"
+        "--min-pixels",
+        type=int,
+        default=None,
+        help="smallest image area (default: 2x2 image tokens, 3136 for qwen2_5_vl)",
     )
     tiny.add_argument(
-        "--max-pixels", type=int, default=None, help="largest image area (default: 4x4 image tokens, 12544 for qwen2_5_vl)"
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="largest image area (default: 4x4 image tokens, 12544 for qwen2_5_vl)",
     )
 
     merge = sub.add_parser("merge", help="merge a LoRA run or checkpoint into its base model (for vLLM)")

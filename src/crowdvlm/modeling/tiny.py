@@ -66,7 +66,11 @@ QWEN3_VL_CHAT_TEMPLATE = QWEN2_VL_CHAT_TEMPLATE.replace(
     "{% endif %}",
     "",
 )
-CHAT_TEMPLATES = {"qwen2_5_vl": QWEN2_VL_CHAT_TEMPLATE, "qwen3_vl": QWEN3_VL_CHAT_TEMPLATE, "qwen3_5": QWEN3_VL_CHAT_TEMPLATE}
+CHAT_TEMPLATES = {
+    "qwen2_5_vl": QWEN2_VL_CHAT_TEMPLATE,
+    "qwen3_vl": QWEN3_VL_CHAT_TEMPLATE,
+    "qwen3_5": QWEN3_VL_CHAT_TEMPLATE,
+}
 
 # Words the tokenizer should hold as whole tokens: the paper's prompts, the questions of the counting
 # datasets, the short templated reasoning the SFT targets use and the chat template's own text. BPE merges
@@ -239,5 +243,7 @@ def build_tiny_model(
     model.save_pretrained(out)
     processor.save_pretrained(out)
     n_params = sum(p.numel() for p in model.parameters())
-    logger.info("tiny %s: %d parameters, %d tokens -> %s", FAMILY_NAMES[family], n_params, len(tokenizer), out)
+    logger.info(
+        "tiny %s: %d parameters, %d tokens -> %s", FAMILY_NAMES[family], n_params, len(tokenizer), out
+    )
     return out

@@ -214,7 +214,9 @@ def encode_unique_images(
     return features, inverse
 
 
-def encoder_outputs_for(features: UniqueImageFeatures | Sequence[torch.Tensor], inverse: Sequence[int]) -> dict:
+def encoder_outputs_for(
+    features: UniqueImageFeatures | Sequence[torch.Tensor], inverse: Sequence[int]
+) -> dict:
     """``mm_encoder_outputs`` for a run of images: image j gets the features of distinct image ``inverse[j]``."""
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
@@ -222,6 +224,7 @@ def encoder_outputs_for(features: UniqueImageFeatures | Sequence[torch.Tensor], 
         features = UniqueImageFeatures(tuple(features))
     output_class = features.output_class or BaseModelOutputWithPooling
     layered = {
-        name: [tuple(layer[u] for u in inverse) for layer in layers] for name, layers in features.layered.items()
+        name: [tuple(layer[u] for u in inverse) for layer in layers]
+        for name, layers in features.layered.items()
     }
     return {"image": output_class(pooler_output=tuple(features.per_image[u] for u in inverse), **layered)}
