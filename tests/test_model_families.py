@@ -228,3 +228,16 @@ def test_qwen3_5_recipe_lora_targets_reach_the_linear_attention_layers(tiny_fami
     adapted = {n.split(".lora_A")[0].rsplit(".", 2)[-2] for n, _ in model.named_parameters() if "lora_A" in n}
     assert {"linear_attn", "self_attn", "mlp"} <= adapted
     assert not any("visual" in n for n, _ in model.named_parameters() if "lora_" in n)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_processor_can_be_shared(family, tiny_family_dir):
+    from transformers import AutoProcessor
+
+    from crowdvlm.train.shared_processing import processor_unsupported_reason
+
+    assert processor_unsupported_reason(AutoProcessor.from_pretrained(tiny_family_dir(family))) is None
+    stub = type(
+        "PatchMaskProcessor", (), {"model_input_names": ["input_ids", "pixel_values", "pixel_mask"]}
+    )()
+    assert "pixel_mask" in processor_unsupported_reason(stub)

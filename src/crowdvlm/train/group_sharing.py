@@ -41,7 +41,7 @@ from crowdvlm.train.prefix_generation import (
     generate_with_shared_prefix,
     prefill_unsupported_reason,
 )
-from crowdvlm.train.shared_processing import DedupProcessor, group_rows
+from crowdvlm.train.shared_processing import DedupProcessor, group_rows, processor_unsupported_reason
 from crowdvlm.train.shared_vision import (
     encode_unique_images,
     encoder_outputs_for,
@@ -94,6 +94,11 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
         """Swap ``self.processing_class`` for a ``DedupProcessor`` around it, for one call."""
         original = self.processing_class
         if not (self.share_processing and isinstance(original, ProcessorMixin)):
+            yield
+            return
+        reason = processor_unsupported_reason(original)
+        if reason is not None:
+            self._fall_back("processor", reason)
             yield
             return
         self.processing_class = DedupProcessor(original)
