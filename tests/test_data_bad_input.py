@@ -261,12 +261,15 @@ def test_skip_bad_leaves_out_and_reports(tmp_path, builder, capsys):
     assert f"1 bad records skipped: 1 {kind}" in err and "m.skipped.tsv" in err
 
 
-def test_default_mode_via_cli_exits_1_with_message(tmp_path, capsys):
+def test_default_mode_via_cli_exits_2_with_one_line(tmp_path, capsys):
+    from crowdvlm.cli import main
+
     fmt, root, _, bad_file = sha_nan(tmp_path / "data")
-    assert data_main(["convert", "--format", fmt, "--root", str(root), "--out", str(tmp_path / "m.jsonl"),
-                      "--no-progress"]) == 1  # fmt: skip
+    assert main(["data", "convert", "--format", fmt, "--root", str(root), "--out", str(tmp_path / "m.jsonl"),
+                 "--no-progress"]) == 2  # fmt: skip
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and bad_file in err and "NaN" in err
+    assert err.startswith("crowdvlm data: error: ") and bad_file in err and "NaN" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_everything_bad_is_an_error_even_when_skipping(tmp_path):

@@ -5,6 +5,7 @@ import pickle
 import pytest
 
 from crowdvlm.rewards import (
+    POINT_REWARDS,
     REWARDS,
     binary_count_reward,
     build_reward,
@@ -115,8 +116,10 @@ def test_registry_names_picklable_and_logged_by_name():
         assert reward.__name__ == name
         clone = pickle.loads(pickle.dumps(reward))
         assert clone.__name__ == name
+        if name in POINT_REWARDS:  # they also need point columns: tests/test_pointing.py
+            continue
         assert clone(["<answer>3</answer>"], [3]) == reward(["<answer>3</answer>"], [3])
-    with pytest.raises(KeyError, match="valid rewards: answer_format, binary, fgrpr, format"):
+    with pytest.raises(KeyError, match="valid rewards: answer_format, binary, fgrpr, "):
         build_reward("accuracy")
 
 

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from crowdvlm.data.convert import FORMATS
+from crowdvlm.errors import UsageError
 
 SYNTH_STYLES = (
     "dots",
@@ -121,41 +122,43 @@ def _convert(args) -> int:
 
 
 def main(argv: list[str]) -> int:
+    """Run one ``crowdvlm data`` action; bad input raises ``UsageError`` (exit 2), printed by ``crowdvlm.cli``."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from crowdvlm.data.errors import DataError
-
     try:
-        if args.action == "convert":
-            return _convert(args)
-        if args.action == "synth":
-            from crowdvlm.data.synth import generate
+        return _run(args)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, ValueError) as err:
+        if isinstance(err, UsageError):
+            raise
+        raise UsageError(str(err)) from err  # a missing file, a folder for a file, a bad option value
 
-            styles = [s.strip() for s in args.style.split(",") if s.strip()]
-            path = generate(args.out, args.n, styles if len(styles) > 1 else styles[0], args.min_count,
-                            args.max_count, args.size, args.seed, split=args.split, image_format=args.image_format,
-                            progress=not args.no_progress)  # fmt: skip
-            print(f"wrote {args.n} images and {path}")
-            return 0
-        if args.action == "stats":
-            from crowdvlm.data.stats import format_stats, plot_count_histogram, stats_of
 
-            records, stats = stats_of(args.manifests)
-            print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
-            if args.plot:
-                print(f"histogram: {plot_count_histogram(records, args.plot)}")
-            return 0
-        from crowdvlm.data.manifest import read_manifest
-        from crowdvlm.data.show import show_grid
+def _run(args) -> int:
+    if args.action == "convert":
+        return _convert(args)
+    if args.action == "synth":
+        from crowdvlm.data.synth import generate
 
-        out = show_grid(
-            read_manifest(args.manifest), args.out, n=args.n, seed=None if args.first else args.seed
-        )
-        print(f"grid: {out}")
+        styles = [s.strip() for s in args.style.split(",") if s.strip()]
+        path = generate(args.out, args.n, styles if len(styles) > 1 else styles[0], args.min_count,
+                        args.max_count, args.size, args.seed, split=args.split, image_format=args.image_format,
+                        progress=not args.no_progress)  # fmt: skip
+        print(f"wrote {args.n} images and {path}")
         return 0
-    except (DataError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    if args.action == "stats":
+        from crowdvlm.data.stats import format_stats, plot_count_histogram, stats_of
+
+        records, stats = stats_of(args.manifests)
+        print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+        if args.plot:
+            print(f"histogram: {plot_count_histogram(records, args.plot)}")
+        return 0
+    from crowdvlm.data.manifest import read_manifest
+    from crowdvlm.data.show import show_grid
+
+    out = show_grid(read_manifest(args.manifest), args.out, n=args.n, seed=None if args.first else args.seed)
+    print(f"grid: {out}")
+    return 0
 
 
 if __name__ == "__main__":

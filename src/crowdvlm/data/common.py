@@ -13,33 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from crowdvlm.data.errors import DataError
+from crowdvlm.data.images import check_image, check_image_and_points  # noqa: F401  (the readers import them here)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _DIGITS = re.compile(r"(\d+)")
-
-
-def check_image(path: str | Path, *, record: str | None = None) -> tuple[int, int]:
-    """Decode an image fully (a truncated file fails here, not during training) and return (width, height).
-
-    JPEGs are decoded in draft mode (at 1/8 scale), which reads the whole stream at a fraction of the cost.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "image not found", record=record, kind="missing-image")
-    try:
-        with Image.open(path) as img:
-            size = img.size
-            if img.format == "JPEG":
-                img.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
-            img.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(
-            path, f"unreadable or truncated image ({err})", record=record, kind="bad-image"
-        ) from None
-    return size
 
 
 def load_mat(path: str | Path, key: str, *, record: str | None = None) -> Any:

@@ -31,22 +31,26 @@ from pathlib import Path
 
 from crowdvlm.data.common import check_image, points_from_array
 from crowdvlm.data.errors import DataError, SkipLog, collect
+from crowdvlm.data.manifest import INT64_MAX
+from crowdvlm.data.text import read_lines, read_text
 
-_ANSWER = re.compile(r"^\s*(?:<answer>\s*)?(\d+)\s*(?:</answer>)?\s*$")
+_ANSWER = re.compile(r"^\s*(?:<answer>\s*)?([0-9]+)\s*(?:</answer>)?\s*$")
 _STRATEGY = re.compile(r"^(first|end|random):(\d+)(%?)$")
 
 
 def parse_solution(value, file: Path, record: str) -> int:
-    """An int from ``12``, ``"12"`` or ``"<answer>12</answer>"``."""
+    """An int from ``12``, ``"12"`` or ``"<answer>12</answer>"`` (ASCII digits, within int64)."""
+    number = None
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
-    match = _ANSWER.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise DataError(file, f"solution must be a non-negative integer, got {value!r}", record=record,
-                        kind="bad-field")  # fmt: skip
-    return int(match.group(1))
+        number = value
+    elif isinstance(value, float) and value.is_integer() and value >= 0:
+        number = int(value)
+    elif isinstance(value, str) and (match := _ANSWER.match(value)) is not None and len(match.group(1)) <= 19:
+        number = int(match.group(1))
+    if number is None or number > INT64_MAX:
+        raise DataError(file, f"solution must be a non-negative integer within int64, got {value!r}"[:300],
+                        record=record, kind="bad-field")  # fmt: skip
+    return number
 
 
 def sample(records: list, strategy: str, *, seed: int, file: Path) -> list:
@@ -70,9 +74,14 @@ def sample(records: list, strategy: str, *, seed: int, file: Path) -> list:
 
 
 def read_record_file(path: Path, skips: SkipLog) -> list[tuple[str, object]]:
-    """``[(where, raw record)]`` from a JSON list or JSONL file; a malformed JSONL line goes through ``skips``."""
-    text = path.read_text(encoding="utf-8")
+    """``[(where, raw record)]`` from a JSON list or JSONL file.
+
+    A malformed or non-UTF-8 JSONL line goes through ``skips``; a JSON list that is not UTF-8 names the file.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: record file not found")
     if path.suffix != ".jsonl":
+        text = read_text(path)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
@@ -85,7 +94,7 @@ def read_record_file(path: Path, skips: SkipLog) -> list[tuple[str, object]]:
                 )
             return [(f"record {i}", rec) for i, rec in enumerate(data)]
     out = []
-    for line_no, line in enumerate(text.splitlines(), 1):
+    for line_no, line in read_lines(path, skips):
         if not line.strip():
             continue
         try:
@@ -128,11 +137,14 @@ def to_record(raw, file: Path, where: str, *, image_root: Path, dataset: str, sp
     if not isinstance(image, str):
         raise DataError(file, f"image must be one path, got {image!r} (multi-image records are not supported)",
                         record=where, kind="malformed")  # fmt: skip
+    if not isinstance(raw["problem"], str) or not raw["problem"].strip():
+        raise DataError(file, f"problem must be a non-empty question, got {raw['problem']!r}", record=where,
+                        kind="malformed")  # fmt: skip
     image_path = Path(image) if Path(image).is_absolute() else image_root / image
     rec = {k: v for k, v in raw.items() if k not in ("image", "problem", "solution")}
     rec.update(
         image=str(image_path.resolve()),
-        problem=str(raw["problem"]).strip(),
+        problem=raw["problem"].strip(),
         solution=parse_solution(raw["solution"], file, where),
         dataset=raw.get("dataset") or dataset,
         split=split or raw.get("split") or "all",
@@ -173,7 +185,10 @@ def load_crowdvlm(
     if root.suffix in (".yaml", ".yml"):
         import yaml
 
-        spec = yaml.safe_load(root.read_text()) or {}
+        try:
+            spec = yaml.safe_load(read_text(root)) or {}
+        except yaml.YAMLError as err:
+            raise DataError(root, f"not valid YAML ({str(err).splitlines()[0]})", kind="malformed") from None
         entries = spec.get("datasets") if isinstance(spec, dict) else None
         if not isinstance(entries, list) or not all(
             isinstance(e, dict) and "json_path" in e for e in entries

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from crowdvlm.data.common import check_image, list_images, make_record
 from crowdvlm.data.errors import DataError, SkipLog, collect
+from crowdvlm.data.manifest import INT64_MAX
+from crowdvlm.data.text import read_lines
 from crowdvlm.prompts import question_for
 
 logger = logging.getLogger(__name__)
@@ -26,8 +28,10 @@ DEFAULT_CSV = "counts.csv"
 def read_counts(path: Path, skips: SkipLog) -> list[tuple[str, str, int | None]]:
     """``[(where, image, count or None)]`` from an ``image,count`` CSV."""
     rows = []
-    with path.open(newline="", encoding="utf-8") as f:
-        for line_no, row in enumerate(csv.reader(f), 1):
+    # One CSV row per line (image paths hold no newlines); read_lines drops a BOM and routes a non-UTF-8
+    # line through ``skips``.
+    for line_no, text in read_lines(path, skips):
+        for row in csv.reader([text]):
             if not row or not any(cell.strip() for cell in row):
                 continue
             if line_no == 1 and [c.strip().lower() for c in row[:2]] == ["image", "count"]:
@@ -37,9 +41,13 @@ def read_counts(path: Path, skips: SkipLog) -> list[tuple[str, str, int | None]]
                 if len(row) < 2:
                     raise ValueError("expected 'image,count'")
                 image, count = row[0].strip(), row[1].strip()
+                if count.startswith("-") and count[1:].isascii() and count[1:].isdigit():
+                    raise ValueError(f"negative count {count}")
+                if count and not (count.isascii() and count.isdigit()):
+                    raise ValueError(f"count must be a non-negative integer (ASCII digits), got {count!r}")
                 value = None if count == "" else int(count)
-                if value is not None and value < 0:
-                    raise ValueError(f"negative count {value}")
+                if value is not None and value > INT64_MAX:
+                    raise ValueError(f"count {count} is beyond the 64-bit integer range")
             except ValueError as err:
                 skips.add(DataError(path, f"{err}: {','.join(row)!r}", record=where, kind="bad-field"))
                 continue

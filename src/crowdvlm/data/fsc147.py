@@ -16,8 +16,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from crowdvlm.data.common import check_image, make_record, points_from_array
+import numpy as np
+
+from crowdvlm.data.common import check_image_and_points, make_record, points_from_array
 from crowdvlm.data.errors import DataError, SkipLog, collect
+from crowdvlm.data.text import read_lines, read_text
 from crowdvlm.prompts import question_for
 
 SPLITS = ("train", "val", "test", "val_coco", "test_coco")
@@ -31,7 +34,7 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (FSC-147 needs {ANNOTATIONS}, {SPLIT_FILE}, {IMAGES}/)")
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise DataError(path, f"not valid JSON ({err})", kind="bad-annotation") from None
 
@@ -39,7 +42,7 @@ def _read_json(path: Path) -> dict:
 def read_classes(path: Path, skips: SkipLog) -> dict[str, str]:
     """``{"<id>.jpg": class name}``."""
     classes = {}
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    for line_no, line in read_lines(path, skips):
         if not line.strip():
             continue
         name, sep, cls = line.partition("\t")
@@ -89,8 +92,15 @@ def load_fsc147(
                 raise DataError(root / CLASSES, "no class name for this image", record=name,
                                 kind="missing-annotation")  # fmt: skip
             image = root / IMAGES / name
-            size = check_image(image, record=name)
-            meta = {"class": cls, "exemplars": _exemplars(ann)}
+            corners = np.asarray(_exemplars(ann), dtype=np.float64).reshape(-1, 2)  # (2B, 2): x1 y1, x2 y2
+            size, both = check_image_and_points(
+                image, np.vstack([points, corners]), record=name
+            )  # raw -> upright
+            points, corners = both[: len(points)], both[len(points) :].reshape(-1, 2, 2)
+            exemplars = np.concatenate(
+                [corners.min(axis=1), corners.max(axis=1)], axis=1
+            )  # (B, 4) x1 y1 x2 y2
+            meta = {"class": cls, "exemplars": exemplars.tolist()}
             return make_record(image, dataset="fsc147", split=sp, problem=question_for(cls), points=points,
                                size=size, record_id=f"fsc147/{Path(name).stem}", meta=meta)  # fmt: skip
 

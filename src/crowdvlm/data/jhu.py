@@ -17,7 +17,7 @@ import numpy as np
 
 from crowdvlm.data.common import (
     check_count,
-    check_image,
+    check_image_and_points,
     find_dir,
     list_images,
     make_record,
@@ -27,6 +27,7 @@ from crowdvlm.data.common import (
     splits_to_read,
 )
 from crowdvlm.data.errors import DataError, SkipLog, collect
+from crowdvlm.data.text import read_lines
 from crowdvlm.prompts import dataset_question
 
 SPLITS = ("train", "val", "test")
@@ -35,7 +36,7 @@ SPLITS = ("train", "val", "test")
 def read_gt(path: Path, *, record: str | None = None) -> np.ndarray:
     """The (N, 2) head centres of one gt file (empty file: no heads)."""
     rows = []
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    for line_no, line in read_lines(path):  # a non-UTF-8 line: DataError naming the file and line
         fields = line.replace(",", " ").split()
         if not fields:
             continue
@@ -55,7 +56,7 @@ def read_image_labels(path: Path, skips: SkipLog) -> dict[str, dict]:
     labels: dict[str, dict] = {}
     if not path.is_file():
         return labels
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    for line_no, line in read_lines(path, skips):
         if not line.strip():
             continue
         cells = [c.strip() for c in line.split(",")]
@@ -98,7 +99,7 @@ def load_jhu(
                     meta["total_count"], points, txt, record=stem, what="image_labels.txt total_count"
                 )
                 meta = {k: v for k, v in meta.items() if k != "total_count"}
-            size = check_image(image, record=stem)
+            size, points = check_image_and_points(image, points, record=stem)  # points: raw -> upright frame
             return make_record(image, dataset="jhu-crowd", split=sp, problem=dataset_question("jhu-crowd"),
                                points=points, size=size, meta=meta)  # fmt: skip
 

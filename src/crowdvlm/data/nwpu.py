@@ -18,13 +18,14 @@ from pathlib import Path
 from crowdvlm.data.common import (
     IMAGE_EXTENSIONS,
     check_count,
-    check_image,
+    check_image_and_points,
     load_mat,
     make_record,
     points_from_array,
     splits_to_read,
 )
 from crowdvlm.data.errors import DataError, SkipLog, collect
+from crowdvlm.data.text import read_lines, read_text
 from crowdvlm.prompts import dataset_question
 
 SPLITS = ("train", "val", "test")
@@ -34,7 +35,7 @@ WITHHELD = ("test",)
 def read_split_list(path: Path, skips: SkipLog) -> list[tuple[str, dict]]:
     """``[(id, meta)]`` from a split list; ``meta`` has ``illumination`` and ``scene_level`` when given."""
     entries = []
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    for line_no, line in read_lines(path, skips):
         fields = line.split()
         if not fields:
             continue
@@ -60,7 +61,7 @@ def read_points(root: Path, image_id: str):
         raise DataError(json_path, "annotation file not found (nor mats/<id>.mat)", record=image_id,
                         kind="missing-annotation")  # fmt: skip
     try:
-        ann = json.loads(json_path.read_text())
+        ann = json.loads(read_text(json_path))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(
             json_path, f"not valid JSON ({err})", record=image_id, kind="bad-annotation"
@@ -98,7 +99,9 @@ def load_nwpu(
                 raise DataError(root / "images" / f"{image_id}.jpg", f"image not found (listed in {sp}.txt)",
                                 record=image_id, kind="missing-image")  # fmt: skip
             points = None if sp in WITHHELD else read_points(root, image_id)
-            size = check_image(image, record=image_id)
+            size, points = check_image_and_points(
+                image, points, record=image_id
+            )  # points: raw -> upright frame
             return make_record(image, dataset="nwpu", split=sp, problem=dataset_question("nwpu"), points=points,
                                size=size, record_id=f"nwpu/{image_id}", meta=meta or None)  # fmt: skip
 

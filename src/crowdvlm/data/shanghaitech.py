@@ -19,7 +19,7 @@ import numpy as np
 
 from crowdvlm.data.common import (
     check_count,
-    check_image,
+    check_image_and_points,
     find_dir,
     list_images,
     load_mat,
@@ -94,7 +94,9 @@ def load_shanghaitech(
                 stem, image, mat = pair
                 image, mat = require_pair(stem, image, mat, gt_dir / f"GT_{stem}.mat")
                 points = read_points(mat, record=stem)
-                size = check_image(image, record=stem)
+                size, points = check_image_and_points(
+                    image, points, record=stem
+                )  # points: raw -> upright frame
                 return make_record(image, dataset=dataset, split=sp, problem=dataset_question("shanghaitech"),
                                    points=points, size=size)  # fmt: skip
 

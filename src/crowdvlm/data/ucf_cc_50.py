@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 
 from crowdvlm.data.common import (
-    check_image,
+    check_image_and_points,
     find_dir,
     list_images,
     load_mat,
@@ -77,7 +77,7 @@ def load_ucf_cc_50(
             return None
         image, mat = require_pair(stem, image, mat, folder / f"{stem}_ann.mat")
         points = points_from_array(load_mat(mat, "annPoints", record=stem), mat, record=stem)
-        size = check_image(image, record=stem)
+        size, points = check_image_and_points(image, points, record=stem)  # points: raw -> upright frame
         return make_record(image, dataset="ucf-cc-50", split=sp, problem=dataset_question("ucf-cc-50"),
                            points=points, size=size, record_id=f"ucf-cc-50/{stem}")  # fmt: skip
 

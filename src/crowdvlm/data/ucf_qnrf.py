@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from crowdvlm.data.common import (
-    check_image,
+    check_image_and_points,
     find_dir,
     list_images,
     load_mat,
@@ -65,7 +65,7 @@ def load_ucf_qnrf(
             image, mat = require_pair(stem, image, mat, folder / f"{stem}_ann.mat")
             points = points_from_array(load_mat(mat, "annPoints", record=stem), mat, record=stem,
                                        allow_negative=True)  # fmt: skip
-            size = check_image(image, record=stem)
+            size, points = check_image_and_points(image, points, record=stem)  # points: raw -> upright frame
             meta = None
             if not keep_outside:
                 keep = inside(points, size)
