@@ -1,6 +1,6 @@
 """Cost of the point rewards: radius-pruned Hungarian matching vs one dense assignment, and a whole reward call.
 
-Run: flock /tmp/crowdvlm-cpu.lock .venv/bin/python benchmarks/point_matching.py [--points 500] [--repeats 5]
+Run (alone on the machine: two torch processes at once slow each other): .venv/bin/python benchmarks/point_matching.py [--points 500] [--repeats 5]
      [--radius 8] [--json FILE]
 
 Measured side by side in one run, alternating the two methods after an untimed warm-up (so load on the machine

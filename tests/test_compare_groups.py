@@ -64,7 +64,9 @@ def test_cli_takes_comma_separated_groups_and_rejects_uneven_ones(tmp_path, caps
     assert (
         "A (2 runs, means over seeds)" in (out / "compare.md").read_text() and (out / "compare.png").is_file()
     )
-    assert compare_main([group("a"), group("c"), "--out", str(tmp_path / "x")]) == 1
+    from crowdvlm.cli import main
+
+    assert main(["compare", group("a"), group("c"), "--out", str(tmp_path / "x")]) == 2  # bad input
     assert "one run per seed, as many in each" in capsys.readouterr().err
     with pytest.raises(ValueError, match="as many in each"):
         write_comparison([runs["a"], runs["c"]], tmp_path / "y")

@@ -1,7 +1,7 @@
 """Training refuses what would fail later, before any model loads, and restarts never redo or undo work.
 
-Bad values in a recipe (class 7 of issue 10), bad images in a manifest (class 1), ``--resume`` of finished
-and half-saved runs (class 6), one-line errors and no overwritten base model (class 8).
+Bad values in a recipe, bad images in a manifest, ``--resume`` of finished and half-saved runs, one-line
+errors and no overwritten base model.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The paper's prompts and the counting question asked for each dataset.
 
-CrowdVLM-R1 uses two different prompts (reference: ``method.md`` §3):
+CrowdVLM-R1 uses two different prompts (in its released code, which builds on VLM-R1):
 
 - training (``grpo_rec.py``)::
 

@@ -18,6 +18,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from crowdvlm.counts import read_count
 from crowdvlm.parsing import MAX_POINTS, PointAnswer, completion_text, parse_count, parse_points
 from crowdvlm.pointing.targets import frame_of_row
 
@@ -43,7 +44,6 @@ __all__ = [
     "gaussian_precision",
     "group_rank_scores",
     "is_count_format",
-    "parse_solution",
     "point_consistency_reward",
     "point_f1_reward",
     "ratio_precision",
@@ -53,37 +53,9 @@ __all__ = [
 # re.ASCII: "digits" are 0-9 only, as in crowdvlm.parsing (never another script's digits).
 _THINK_ANSWER = re.compile(r"<think>.*?</think>\s*<answer>\d+</answer>", re.DOTALL | re.ASCII)
 _ANSWER_ONLY = re.compile(r"<answer>\d+</answer>", re.ASCII)
-_INTEGRAL_FLOAT = re.compile(r"\s*\d+(?:\.0*)?\s*", re.ASCII)
 
 
 # --------------------------------------------------------------------------- per-sample helpers
-
-
-def parse_solution(value: Any) -> int:
-    """Read a ground-truth count: an int, a numeric string ("22", "22.0") or ``"<answer>22</answer>"``.
-
-    Raises:
-        ValueError: the value is not a non-negative whole count (a data bug: the message names the value).
-
-    >>> [parse_solution(v) for v in (22, "22", "22.0", "<answer>22</answer>")]
-    [22, 22, 22, 22]
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"solution {value!r} is a bool, expected a non-negative integer count")
-    if isinstance(value, int) and value >= 0:
-        return value
-    if isinstance(value, float) and math.isfinite(value) and value >= 0 and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        if _INTEGRAL_FLOAT.fullmatch(value):
-            return int(float(value))
-        count = parse_count(value, strict=True)
-        if count is not None:
-            return count
-    raise ValueError(
-        f"solution {value!r} cannot be read as a count: expected a non-negative integer, a numeric string "
-        "such as '22', or '<answer>22</answer>'"
-    )
 
 
 def fgrpr_precision(pred: int | None, truth: int, band: float = 0.5, ceiling: float = 1.5) -> float:
@@ -122,7 +94,7 @@ def is_count_format(text: str, require_think: bool = True) -> bool:
 
 
 class _CountReward:
-    """Base of the batch rewards: one float per completion, solutions read by :func:`parse_solution`."""
+    """Base of the batch rewards: one float per completion, solutions read by :func:`crowdvlm.counts.read_count`."""
 
     __name__ = "count_reward"
 
@@ -130,8 +102,7 @@ class _CountReward:
         if len(completions) != len(solution):
             raise ValueError(f"{self.__name__}: {len(completions)} completions but {len(solution)} solutions")
         return [
-            self.score(completion_text(c), parse_solution(s))
-            for c, s in zip(completions, solution, strict=True)
+            self.score(completion_text(c), read_count(s)) for c, s in zip(completions, solution, strict=True)
         ]
 
     def score(self, text: str, truth: int) -> float:
@@ -228,7 +199,7 @@ class _PointReward:
         ):
             frame = frame_of_row(isize, fsize)
             answer = parse_points(c, (frame.width, frame.height), max_points=self.max_points, strict=True)
-            scores.append(self.score(answer, frame.to_frame(pts), parse_solution(s)))
+            scores.append(self.score(answer, frame.to_frame(pts), read_count(s)))
         return scores
 
     def score(self, answer: PointAnswer, truth_points: Any, truth: int) -> float:
@@ -476,7 +447,7 @@ class GroupRankReward(_CountReward):
     def __call__(self, completions: Sequence[Any], solution: Sequence[Any], **kwargs: Any) -> list[float]:
         if len(completions) != len(solution):
             raise ValueError(f"{self.__name__}: {len(completions)} completions but {len(solution)} solutions")
-        truths = [parse_solution(s) for s in solution]
+        truths = [read_count(s) for s in solution]
         errors = []
         for completion, truth in zip(completions, truths, strict=True):
             pred = parse_count(completion_text(completion), strict=self.strict)

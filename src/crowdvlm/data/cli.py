@@ -8,17 +8,8 @@ import logging
 import sys
 
 from crowdvlm.data.convert import FORMATS
+from crowdvlm.data.synth_styles import STYLES
 from crowdvlm.errors import UsageError
-
-SYNTH_STYLES = (
-    "dots",
-    "shapes",
-    "people",
-    "animals",
-    "vehicles",
-    "plants",
-    "rings",
-)  # see synth_styles.STYLES
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -67,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     syn.add_argument(
         "--style",
         default="dots",
-        help=f"style, or several joined by commas (one drawn per image): {', '.join(SYNTH_STYLES)}",
+        help=f"style, or several joined by commas (one drawn per image): {', '.join(STYLES)}",
     )
     syn.add_argument("--min-count", type=int, default=0, help="smallest count (default 0)")
     syn.add_argument("--max-count", type=int, default=20, help="largest count (default 20)")
@@ -93,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("--out", required=True, help="grid image to write (.png)")
     sh.add_argument("--seed", type=int, default=0, help="which images (random sample; default 0)")
     sh.add_argument("--first", action="store_true", help="show the first N images instead of a random sample")
-    return parser  # fmt: skip
+    return parser
 
 
 def _convert(args) -> int:
@@ -110,12 +101,21 @@ def _convert(args) -> int:
             "dataset": args.dataset,
         },
     }.get(args.format, {})
-    result = convert(args.format, args.root, args.out, split=args.split, skip_bad=args.skip_bad,
-                     progress=not args.no_progress, **options)  # fmt: skip
+    result = convert(
+        args.format,
+        args.root,
+        args.out,
+        split=args.split,
+        skip_bad=args.skip_bad,
+        progress=not args.no_progress,
+        **options,
+    )
     print(f"wrote {result.n_records} records to {result.manifest}")
     if result.dropped_outside:
-        print(f"dropped {result.dropped_outside} annotated points outside their image (--keep-outside keeps them)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"dropped {result.dropped_outside} annotated points outside their image (--keep-outside keeps them)",
+            file=sys.stderr,
+        )
     if result.report:
         print(f"{result.skips.summary()}; the list is in {result.report}", file=sys.stderr)
     return 0
@@ -140,9 +140,18 @@ def _run(args) -> int:
         from crowdvlm.data.synth import generate
 
         styles = [s.strip() for s in args.style.split(",") if s.strip()]
-        path = generate(args.out, args.n, styles if len(styles) > 1 else styles[0], args.min_count,
-                        args.max_count, args.size, args.seed, split=args.split, image_format=args.image_format,
-                        progress=not args.no_progress)  # fmt: skip
+        path = generate(
+            args.out,
+            args.n,
+            styles if len(styles) > 1 else styles[0],
+            args.min_count,
+            args.max_count,
+            args.size,
+            args.seed,
+            split=args.split,
+            image_format=args.image_format,
+            progress=not args.no_progress,
+        )
         print(f"wrote {args.n} images and {path}")
         return 0
     if args.action == "stats":

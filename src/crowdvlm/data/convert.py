@@ -78,8 +78,11 @@ def convert(
     )
     report = skips.write_report(out)
     if not records:
-        raise ValueError(f"{fmt}: no records found under {root}" + (f" for split {split!r}" if split else "")
-                         + (f" ({skips.summary()}, see {report})" if report else ""))  # fmt: skip
+        raise ValueError(
+            f"{fmt}: no records found under {root}"
+            + (f" for split {split!r}" if split else "")
+            + (f" ({skips.summary()}, see {report})" if report else "")
+        )
     manifest = write_manifest(records, out)
     dropped = sum(r.get("meta", {}).get("dropped_outside", 0) for r in records)
     logger.info("%s: wrote %d records to %s (%s)", fmt, len(records), manifest, skips.summary())

@@ -14,9 +14,9 @@ import csv
 import logging
 from pathlib import Path
 
+from crowdvlm.counts import read_count
 from crowdvlm.data.common import check_image, list_images, make_record
 from crowdvlm.data.errors import DataError, SkipLog, collect
-from crowdvlm.data.manifest import INT64_MAX
 from crowdvlm.data.text import read_lines
 from crowdvlm.prompts import question_for
 
@@ -41,13 +41,7 @@ def read_counts(path: Path, skips: SkipLog) -> list[tuple[str, str, int | None]]
                 if len(row) < 2:
                     raise ValueError("expected 'image,count'")
                 image, count = row[0].strip(), row[1].strip()
-                if count.startswith("-") and count[1:].isascii() and count[1:].isdigit():
-                    raise ValueError(f"negative count {count}")
-                if count and not (count.isascii() and count.isdigit()):
-                    raise ValueError(f"count must be a non-negative integer (ASCII digits), got {count!r}")
-                value = None if count == "" else int(count)
-                if value is not None and value > INT64_MAX:
-                    raise ValueError(f"count {count} is beyond the 64-bit integer range")
+                value = read_count(count or None, "count", allow_none=True)  # the one rule (crowdvlm.counts)
             except ValueError as err:
                 skips.add(DataError(path, f"{err}: {','.join(row)!r}", record=where, kind="bad-field"))
                 continue
@@ -102,7 +96,15 @@ def load_folder(
         where, image, count = row
         path = base / image
         size = check_image(path, record=f"{csv_file.name} {where}")
-        return make_record(path, dataset=name, split=sp, problem=problem, points=None, size=size, solution=count,
-                           record_id=f"{name}/{image}")  # fmt: skip
+        return make_record(
+            path,
+            dataset=name,
+            split=sp,
+            problem=problem,
+            points=None,
+            size=size,
+            solution=count,
+            record_id=f"{name}/{image}",
+        )
 
     return collect(rows, build, skips, desc=f"folder {root.name}", progress=progress)

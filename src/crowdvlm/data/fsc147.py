@@ -1,4 +1,4 @@
-"""FSC-147, class-agnostic counting (``datasets.md`` §1.8)::
+"""FSC-147, class-agnostic counting, as released::
 
     <root>/images_384_VarV2/<id>.jpg
     <root>/annotation_FSC147_384.json     {"<id>.jpg": {"points": [[x, y], ...], "box_examples_coordinates": ...}}
@@ -47,8 +47,14 @@ def read_classes(path: Path, skips: SkipLog) -> dict[str, str]:
             continue
         name, sep, cls = line.partition("\t")
         if not sep or not cls.strip():
-            skips.add(DataError(path, f"expected '<id>.jpg<TAB><class>', got {line!r}", record=f"line {line_no}",
-                                kind="bad-annotation"))  # fmt: skip
+            skips.add(
+                DataError(
+                    path,
+                    f"expected '<id>.jpg<TAB><class>', got {line!r}",
+                    record=f"line {line_no}",
+                    kind="bad-annotation",
+                )
+            )
             continue
         classes[name.strip()] = cls.strip()
     return classes
@@ -84,13 +90,18 @@ def load_fsc147(
         def build(name: str, sp=sp) -> dict:
             ann = annotations.get(name)
             if not isinstance(ann, dict) or "points" not in ann:
-                raise DataError(root / ANNOTATIONS, "no entry with 'points' for this image", record=name,
-                                kind="missing-annotation")  # fmt: skip
+                raise DataError(
+                    root / ANNOTATIONS,
+                    "no entry with 'points' for this image",
+                    record=name,
+                    kind="missing-annotation",
+                )
             points = points_from_array(ann["points"], root / ANNOTATIONS, record=name)
             cls = classes.get(name)
             if cls is None:
-                raise DataError(root / CLASSES, "no class name for this image", record=name,
-                                kind="missing-annotation")  # fmt: skip
+                raise DataError(
+                    root / CLASSES, "no class name for this image", record=name, kind="missing-annotation"
+                )
             image = root / IMAGES / name
             corners = np.asarray(_exemplars(ann), dtype=np.float64).reshape(-1, 2)  # (2B, 2): x1 y1, x2 y2
             size, both = check_image_and_points(
@@ -101,8 +112,16 @@ def load_fsc147(
                 [corners.min(axis=1), corners.max(axis=1)], axis=1
             )  # (B, 4) x1 y1 x2 y2
             meta = {"class": cls, "exemplars": exemplars.tolist()}
-            return make_record(image, dataset="fsc147", split=sp, problem=question_for(cls), points=points,
-                               size=size, record_id=f"fsc147/{Path(name).stem}", meta=meta)  # fmt: skip
+            return make_record(
+                image,
+                dataset="fsc147",
+                split=sp,
+                problem=question_for(cls),
+                points=points,
+                size=size,
+                record_id=f"fsc147/{Path(name).stem}",
+                meta=meta,
+            )
 
         records += collect(split_lists[sp], build, skips, desc=f"fsc147 {sp}", progress=progress)
     return records

@@ -179,6 +179,10 @@ class ImageCheck:
             try:
                 self.size_rule(width, height)
             except ValueError as err:
-                raise DataError(path, f"the processor rejects this {width}x{height} image ({err})",
-                                record=record, kind="rejected-image") from None  # fmt: skip
+                raise DataError(
+                    path,
+                    f"the processor rejects this {width}x{height} image ({err})",
+                    record=record,
+                    kind="rejected-image",
+                ) from None
         return width, height

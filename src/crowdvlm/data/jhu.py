@@ -1,4 +1,4 @@
-"""JHU-Crowd++ v2.0 (``datasets.md`` §1.4)::
+"""JHU-Crowd++ v2.0, as released (``jhu_crowd_v2.0``)::
 
     <root>/[jhu_crowd_v2.0/]{train,val,test}/images/<id>.jpg
     <root>/[jhu_crowd_v2.0/]{train,val,test}/gt/<id>.txt          # one head per line: x y w h o b
@@ -17,13 +17,12 @@ import numpy as np
 
 from crowdvlm.data.common import (
     check_count,
-    check_image_and_points,
     find_dir,
     list_images,
     make_record,
     pair_by_stem,
     points_from_array,
-    require_pair,
+    read_pair,
     splits_to_read,
 )
 from crowdvlm.data.errors import DataError, SkipLog, collect
@@ -41,13 +40,21 @@ def read_gt(path: Path, *, record: str | None = None) -> np.ndarray:
         if not fields:
             continue
         if len(fields) < 2:
-            raise DataError(path, f"line {line_no}: expected 'x y w h o b', got {line!r}", record=record,
-                            kind="bad-annotation")  # fmt: skip
+            raise DataError(
+                path,
+                f"line {line_no}: expected 'x y w h o b', got {line!r}",
+                record=record,
+                kind="bad-annotation",
+            )
         try:
             rows.append([float(v) for v in fields[:2]])
         except ValueError:
-            raise DataError(path, f"line {line_no}: non-numeric coordinates {line!r}", record=record,
-                            kind="bad-coordinates") from None  # fmt: skip
+            raise DataError(
+                path,
+                f"line {line_no}: non-numeric coordinates {line!r}",
+                record=record,
+                kind="bad-coordinates",
+            ) from None
     return points_from_array(rows, path, record=record)
 
 
@@ -63,11 +70,21 @@ def read_image_labels(path: Path, skips: SkipLog) -> dict[str, dict]:
         try:
             if len(cells) != 5:
                 raise ValueError(f"expected 5 comma-separated fields, got {len(cells)}")
-            labels[cells[0]] = {"total_count": int(cells[1]), "scene": cells[2], "weather": int(cells[3]),
-                                "distractor": int(cells[4])}  # fmt: skip
+            labels[cells[0]] = {
+                "total_count": int(cells[1]),
+                "scene": cells[2],
+                "weather": int(cells[3]),
+                "distractor": int(cells[4]),
+            }
         except ValueError as err:
-            skips.add(DataError(path, f"{err}: {line!r} (expected id,total_count,scene_type,weather,distractor)",
-                                record=f"line {line_no}", kind="bad-annotation"))  # fmt: skip
+            skips.add(
+                DataError(
+                    path,
+                    f"{err}: {line!r} (expected id,total_count,scene_type,weather,distractor)",
+                    record=f"line {line_no}",
+                    kind="bad-annotation",
+                )
+            )
     return labels
 
 
@@ -90,18 +107,25 @@ def load_jhu(
         labels = read_image_labels(folder / "image_labels.txt", skips)
 
         def build(pair, sp=sp, gt=gt, labels=labels) -> dict:
-            stem, image, txt = pair
-            image, txt = require_pair(stem, image, txt, gt / f"{stem}.txt")
-            points = read_gt(txt, record=stem)
+            stem = pair[0]
+            image, txt, size, points = read_pair(
+                pair, gt / f"{stem}.txt", lambda txt: read_gt(txt, record=stem)
+            )
             meta = labels.get(stem)
             if meta is not None:
                 check_count(
                     meta["total_count"], points, txt, record=stem, what="image_labels.txt total_count"
                 )
                 meta = {k: v for k, v in meta.items() if k != "total_count"}
-            size, points = check_image_and_points(image, points, record=stem)  # points: raw -> upright frame
-            return make_record(image, dataset="jhu-crowd", split=sp, problem=dataset_question("jhu-crowd"),
-                               points=points, size=size, meta=meta)  # fmt: skip
+            return make_record(
+                image,
+                dataset="jhu-crowd",
+                split=sp,
+                problem=dataset_question("jhu-crowd"),
+                points=points,
+                size=size,
+                meta=meta,
+            )
 
         pairs = pair_by_stem(list_images(images), sorted(gt.glob("*.txt")), lambda p: p.stem)
         records += collect(pairs, build, skips, desc=f"jhu-crowd {sp}", progress=progress)

@@ -20,64 +20,18 @@ turn is an image placeholder followed by the built prompt text, a lazily decoded
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.data.common import count_field, record_fields, record_points
 from crowdvlm.data.errors import DataError, SkipLog, collect
 from crowdvlm.data.text import read_lines
 from crowdvlm.errors import RunError
 
-INT64_MAX = 2**63 - 1  # the manifest's integers become an int64 column (pyarrow) for training
 FIELD_ORDER = ("id", "image", "problem", "solution", "dataset", "split", "width", "height", "points", "meta")
 POINT_DECIMALS = 2  # sub-pixel precision kept when writing points
-
-
-def _as_int(value: Any, name: str, file: str, record: str, *, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise DataError(file, f"{name} must be an integer, got {value!r}", record=record, kind="bad-field")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise DataError(
-                file, f"{name} must be an integer, got {value!r}", record=record, kind="bad-field"
-            )
-        value = int(value)
-    if value < 0:
-        raise DataError(file, f"{name} must be >= 0, got {value}", record=record, kind="bad-field")
-    if value > INT64_MAX:
-        raise DataError(file, f"{name} {value} is beyond the 64-bit integer range (max {INT64_MAX})",
-                        record=record, kind="bad-field")  # fmt: skip
-    return value
-
-
-def validate_points(raw: Any, file: str, record: str, *, allow_negative: bool = False) -> list[list[float]]:
-    """Check a list of ``[x, y]`` pairs: numeric, finite, and (unless allowed) non-negative."""
-    if not isinstance(raw, list | tuple):
-        raise DataError(file, f"points must be a list of [x, y], got {type(raw).__name__}", record=record,
-                        kind="bad-coordinates")  # fmt: skip
-    points = []
-    for i, pair in enumerate(raw):
-        if not isinstance(pair, list | tuple) or len(pair) < 2:
-            raise DataError(
-                file, f"point {i} must be [x, y], got {pair!r}", record=record, kind="bad-coordinates"
-            )
-        x, y = pair[0], pair[1]
-        for v in (x, y):
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                raise DataError(file, f"point {i} has a non-numeric coordinate {v!r}", record=record,
-                                kind="bad-coordinates")  # fmt: skip
-            if not math.isfinite(v):
-                raise DataError(file, f"point {i} has a non-finite coordinate {v!r}", record=record,
-                                kind="bad-coordinates")  # fmt: skip
-            if v < 0 and not allow_negative:
-                raise DataError(file, f"point {i} has a negative coordinate ({x}, {y})", record=record,
-                                kind="bad-coordinates")  # fmt: skip
-        points.append([float(x), float(y)])
-    return points
 
 
 def validate_record(raw: Any, file: str, record: str) -> dict:
@@ -86,28 +40,19 @@ def validate_record(raw: Any, file: str, record: str) -> dict:
     Raises:
         DataError: naming ``file`` and ``record`` and what was expected.
     """
-    if not isinstance(raw, dict):
-        raise DataError(
-            file, f"expected a JSON object, got {type(raw).__name__}", record=record, kind="malformed"
-        )
-    missing = [key for key in ("image", "problem", "solution") if key not in raw]
-    if missing:
-        raise DataError(file, f"missing field(s) {missing}; a record needs image, problem, solution",
-                        record=record, kind="malformed")  # fmt: skip
+    record_fields(raw, file, record)
     out = dict(raw)
     for key in ("image", "problem"):
         if not isinstance(raw[key], str) or not raw[key].strip():
-            raise DataError(file, f"{key} must be a non-empty string, got {raw[key]!r}", record=record,
-                            kind="malformed")  # fmt: skip
-    out["solution"] = _as_int(raw["solution"], "solution", file, record, allow_none=True)
+            raise DataError(
+                file, f"{key} must be a non-empty string, got {raw[key]!r}", record=record, kind="malformed"
+            )
+    out["solution"] = count_field(raw["solution"], file, record, allow_none=True)
     for key in ("width", "height"):
         if raw.get(key) is not None:
-            out[key] = _as_int(raw[key], key, file, record)
+            out[key] = count_field(raw[key], file, record, name=key, numbers_only=True)
     if raw.get("points") is not None:
-        out["points"] = validate_points(raw["points"], file, record, allow_negative=True)
-        if out["solution"] is not None and len(out["points"]) != out["solution"]:
-            raise DataError(file, f"solution is {out['solution']} but there are {len(out['points'])} points",
-                            record=record, kind="count-mismatch")  # fmt: skip
+        out["points"] = record_points(raw["points"], out["solution"], file, record, allow_negative=True)
     for key in ("dataset", "split", "id"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise DataError(
@@ -132,8 +77,13 @@ def check_unique_ids(
     for where, rec in records:
         record_id = rec.get("id") or rec.get("image")
         if record_id in seen:
-            err = DataError(file, f"id {record_id!r} appears twice (first at {seen[record_id]}); ids must be "
-                            "unique within a manifest", record=where, kind="duplicate-id")  # fmt: skip
+            err = DataError(
+                file,
+                f"id {record_id!r} appears twice (first at {seen[record_id]}); ids must be "
+                "unique within a manifest",
+                record=where,
+                kind="duplicate-id",
+            )
             (skips or SkipLog()).add(err)
             continue
         seen[record_id] = where
@@ -281,8 +231,14 @@ def manifest_to_dataset(
                 image_check(rec["image"], record=f"{name} id {rec['id']}")
                 return rec
 
-            records = collect(records, checked, skips or SkipLog(), desc=f"checking images of {name}",
-                              total=len(records), progress=progress)  # fmt: skip
+            records = collect(
+                records,
+                checked,
+                skips or SkipLog(),
+                desc=f"checking images of {name}",
+                total=len(records),
+                progress=progress,
+            )
         for i, rec in enumerate(records):
             if with_points:
                 _add_point_row(rows, rec, str(path), f"record {i + 1} ({rec['id']})")
@@ -328,8 +284,12 @@ def _add_point_row(rows: dict[str, list], rec: dict, file: str, record: str) -> 
     points = rec.get("points")
     if points is None:
         if rec["solution"]:
-            raise DataError(file, f"has count {rec['solution']} but no points; pointing needs one point per object",
-                            record=record, kind="malformed")  # fmt: skip
+            raise DataError(
+                file,
+                f"has count {rec['solution']} but no points; pointing needs one point per object",
+                record=record,
+                kind="malformed",
+            )
         points = []
     rows["points"].append(points)
     rows["image_size"].append(list(image_size(rec["image"], rec.get("width"), rec.get("height"))))

@@ -18,8 +18,12 @@ def _decode(raw: bytes, path: Path, where: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise DataError(path, f"not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
-                        "save the file as UTF-8", record=where, kind="not-utf8") from None  # fmt: skip
+        raise DataError(
+            path,
+            f"not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); save the file as UTF-8",
+            record=where,
+            kind="not-utf8",
+        ) from None
 
 
 def read_lines(path: str | Path, skips: SkipLog | None = None) -> Iterator[tuple[int, str]]:

@@ -180,14 +180,14 @@ def compare_runs(
         dataset, "overall" or bucket → ``{diff, low, high, n_images, n_seeds, significant}``).
 
     Raises:
-        ValueError: no run, or two groups with different numbers of runs (neither a single run).
+        UsageError: no run, or two groups with different numbers of runs (neither a single run).
     """
     if not runs:
-        raise ValueError("compare needs at least one run")
+        raise UsageError("compare needs at least one run")
     groups = [[r] if isinstance(r, Run) else list(r) for r in runs]
     sizes = {len(g) for g in groups} - {1}
     if len(sizes) > 1 or any(not g for g in groups):
-        raise ValueError(
+        raise UsageError(
             f"groups of runs must hold one run per seed, as many in each (or one): got {sorted(sizes)}"
         )
     names = [g[0].name for g in groups]

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crowdvlm.pointing.frame import CONVENTIONS as POINT_FRAMES
+from crowdvlm.prompts import OUTPUTS, TEMPLATES
 from crowdvlm.train.errors import ConfigError
 
 if TYPE_CHECKING:
     from crowdvlm.train.config import TrainJob
 
-PROMPT_TEMPLATES = ("train", "eval")
-OUTPUT_FORMATS = ("think", "answer-only", "points")
 
 # TRL's GRPO needs two completions per prompt for a group advantage (a smaller value fails inside TRL's
 # config with a ZeroDivisionError or a ValueError, so it is checked before TRL parses the recipe).
@@ -95,12 +94,10 @@ def validate_job(job: TrainJob) -> None:
             raise ConfigError(f"{where}dataset {path} is a folder: --dataset takes manifest files (JSONL)")
         if not Path(path).is_file():
             raise ConfigError(f"{where}dataset {path} not found: --dataset takes manifest files (JSONL)")
-    if s.prompt_template not in PROMPT_TEMPLATES:
-        raise ConfigError(
-            f"{where}prompt_template must be one of {PROMPT_TEMPLATES}, got {s.prompt_template!r}"
-        )
-    if s.output_format not in OUTPUT_FORMATS:
-        raise ConfigError(f"{where}output_format must be one of {OUTPUT_FORMATS}, got {s.output_format!r}")
+    if s.prompt_template not in TEMPLATES:
+        raise ConfigError(f"{where}prompt_template must be one of {TEMPLATES}, got {s.prompt_template!r}")
+    if s.output_format not in OUTPUTS:
+        raise ConfigError(f"{where}output_format must be one of {OUTPUTS}, got {s.output_format!r}")
     if s.point_frame not in POINT_FRAMES:
         raise ConfigError(f"{where}point_frame must be one of {POINT_FRAMES}, got {s.point_frame!r}")
     _validate_values(job, where)
