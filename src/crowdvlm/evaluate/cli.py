@@ -259,9 +259,10 @@ def _open_backend(args: argparse.Namespace):
 
 
 def _num(value, pct: bool = False) -> str:
-    if value is None:
-        return "n/a"
-    return f"{100 * value:.1f}%" if pct else f"{value:.2f}"
+    """A metric on the console's summary line: the report's rule, "n/a" where undefined."""
+    from crowdvlm.evaluate.report import format_value
+
+    return format_value(value, "pct" if pct else "float", missing="n/a")
 
 
 # -- crowdvlm compare ------------------------------------------------------------------------------------

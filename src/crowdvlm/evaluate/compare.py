@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from crowdvlm.errors import RunError, UsageError
-from crowdvlm.evaluate.bootstrap import paired_bootstrap
+from crowdvlm.evaluate.bootstrap import format_interval, paired_bootstrap
 from crowdvlm.evaluate.predictions import (
     PREDICTIONS_FILE,
     Prediction,
@@ -245,7 +245,7 @@ def _diff_cell(r: dict[str, Any] | None) -> str:
     if not r or r["diff"] is None:
         return "–"
     seeds = f" × {r['n_seeds']} seeds" if r.get("n_seeds", 1) > 1 else ""
-    cell = f"{r['diff']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}] (n={r['n_images']}{seeds})"
+    cell = f"{format_interval(r['diff'], r['low'], r['high'])} (n={r['n_images']}{seeds})"
     return f"**{cell}**" if r["significant"] else cell
 
 
