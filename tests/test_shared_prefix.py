@@ -305,3 +305,55 @@ def _rows(batch, rows):
         else:
             out[key] = value
     return unsplit_pixel_values_by_grid(out)
+
+
+def test_a_prompt_ending_in_an_image_token_is_not_packed():
+    """Its copy at the head of each completion segment would need an image feature: that batch runs per row."""
+    ids = torch.tensor([[7, 8, 9]])
+    ones = torch.ones_like(ids)
+    with pytest.raises(shared_prefix.PrefixNotShared, match="ends in an image token"):
+        shared_prefix.pack_rows(
+            ids,
+            ones,
+            ids,
+            ones,
+            [0],
+            [0],
+            torch.arange(3).expand(3, 1, 3),
+            torch.tensor([[False, False, True]]),
+        )
+
+
+def test_pack_rows_lays_out_prompt_once_and_each_completion_after_it():
+    """Two rows of one left-padded prompt [5, 6, 7]: [5, 6 | 7, a0, a1 | 7, b0, b1], labels [a0..a2], [b0..b2]."""
+    prompt = torch.tensor([[0, 5, 6, 7], [0, 5, 6, 7]])
+    prompt_mask = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 1]])
+    completions = torch.tensor([[10, 11, 12], [20, 21, 22]])
+    completion_mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    positions = torch.tensor([[0, 0, 1, 2]]).expand(3, 1, 4)
+    packed = shared_prefix.pack_rows(
+        prompt,
+        prompt_mask,
+        completions,
+        completion_mask,
+        [0, 0],
+        [0],
+        positions,
+        torch.zeros(1, 4, dtype=torch.bool),
+    )
+    assert packed.input_ids.tolist() == [[5, 6, 7, 10, 11, 7, 20, 21]]
+    assert packed.shift_labels.tolist() == [[-100, -100, 10, 11, 12, 20, 21, -100]]
+    assert packed.position_ids[0].tolist() == [[0, 1, 2, 3, 4, 2, 3, 4]]
+    assert packed.segments.tolist() == [[0, 0, 1, 1, 1, 2, 2, 2]]
+    assert packed.gather_index.tolist() == [[2, 3, 4], [5, 6, 7]]
+    mask = shared_prefix.packed_attention_mask(packed.segments, "sdpa", torch.float32)[0, 0]
+    assert mask[6].tolist() == [
+        True,
+        True,
+        False,
+        False,
+        False,
+        True,
+        True,
+        False,
+    ]  # b0 sees the prompt, its own copy of 7 and itself
