@@ -101,7 +101,6 @@ class PackedRows:
         segments: ``(n, L)`` 0 for the prompt, i for completion i (from 1), -1 for padding.
         image_mask: ``(n, L)`` where the prompt's image features go.
         gather_index: ``(rows, C)`` flat index into an ``(n, L)`` output of each row's completion positions.
-        first: for each packed row, the chunk row whose prompt it holds.
     """
 
     input_ids: torch.Tensor
@@ -110,7 +109,6 @@ class PackedRows:
     segments: torch.Tensor
     image_mask: torch.Tensor
     gather_index: torch.Tensor
-    first: list[int]
 
 
 def row_keys(
@@ -150,7 +148,6 @@ def pack_rows(
     ids_parts, label_parts, pos_parts, seg_parts, image_parts = [], [], [], [], []
     gather = torch.zeros(len(inverse), num_completions, dtype=torch.long, device=device)
     members = [[r for r, g in enumerate(inverse) if g == u] for u in range(len(first))]
-    offsets = []
     for u, row in enumerate(first):
         valid = prompt_mask[row].bool()
         tokens, positions, images = (
@@ -176,7 +173,6 @@ def pack_rows(
         segment = torch.arange(1, len(rows) + 1, device=device).repeat_interleave(num_completions)
         seg_parts.append(torch.cat([segment.new_zeros(prefix_len), segment]))
         image_parts.append(torch.cat([images[:-1], images.new_zeros(len(rows) * num_completions)]))
-        offsets.append(prefix_len)
         for k, r in enumerate(rows):
             gather[r] = prefix_len + k * num_completions + torch.arange(num_completions, device=device)
 
@@ -196,7 +192,6 @@ def pack_rows(
         segments=right_pad(seg_parts, -1),
         image_mask=right_pad([p.long() for p in image_parts], 0).bool(),
         gather_index=gather,
-        first=list(first),
     )
 
 
@@ -290,7 +285,11 @@ def packed_logps_and_entropies(
     batch_size = batch_size or rows
     prompt_width = width - logits_to_keep
     image_start = [0, *accumulate(num_images)] if has_images else [0] * (rows + 1)
-    image_keys = [tuple(image_to_feature[image_start[i] : image_start[i + 1]]) for i in range(rows)] if has_images else [()] * rows  # fmt: skip
+    # Rows show the same images when their images map to the same distinct features.
+    image_keys = [
+        tuple(image_to_feature[image_start[i] : image_start[i + 1]]) if has_images else ()
+        for i in range(rows)
+    ]
 
     chunks = []
     for start in range(0, rows, batch_size):
@@ -300,7 +299,7 @@ def packed_logps_and_entropies(
             attention_mask[start:end, :prompt_width],
             image_keys[start:end],
         )
-        chunks.append((start, end, group_rows(keys)))  # fmt: skip
+        chunks.append((start, end, group_rows(keys)))
     if not any(groups.has_duplicates for *_, groups in chunks):
         raise PrefixNotShared("no prompt repeats in the batch")
 
