@@ -1,21 +1,38 @@
-"""Seconds per GRPO step: stock trl.GRPOTrainer vs crowdvlm's GroupSharedGRPOTrainer, side by side (issue 7).
+"""Seconds per GRPO step and training-pass activation memory: stock trl.GRPOTrainer vs crowdvlm's
+GroupSharedGRPOTrainer, side by side.
 
-Both trainers get the same tiny random-weight Qwen2.5-VL (built here with max_pixels = 448*448, so a 448x448
-image really is 1,024 patch rows / 256 image tokens), the same data (one prompt of G = 8 rows per step, one
-448x448 image each), exactly 32 new tokens per completion, beta = 0.04 (a reference model) and the same seed.
-Steps alternate between the trainers in one process; each step is timed from the trainer's ``on_step_begin``
-to its ``on_step_end`` (generation, scoring, reference pass, forward, backward, optimizer), and the first
-``--warmup`` steps of each are dropped. A forward hook on each vision tower counts the patch rows it encodes.
+Two shapes, each on its own tiny random-weight Qwen2.5-VL (built with max_pixels = the image's pixels, so an
+image keeps full resolution: (size/14)^2 patch rows, a quarter as many image tokens):
 
-Run: OMP_NUM_THREADS=2 flock /tmp/crowdvlm-cpu.lock .venv/bin/python benchmarks/grpo_step.py [--steps 8]
-     [--ablations]  (also time the shared trainer with one sharing switch off at a time)
-     [--family qwen2_5_vl|qwen3_vl|qwen3_5]  (the tiny model's architecture; Qwen3 families have 16-px patches)
-The last line printed is JSON; ``ratio`` is stock s/step / crowdvlm s/step (larger is faster).
+- ``a``: 448x448 images (1,024 patch rows, 256 image tokens), 32 new tokens;
+- ``b``: counting-like, 896x896 images (4,096 patch rows, 1,024 image tokens), 64 new tokens.
+
+Every trainer gets the same data (one prompt of G = 8 rows per step, one image each), exactly the shape's new
+tokens per completion, beta = 0.04 (a reference model) and the same seed. Steps alternate between the trainers
+in one process (the order flips every step), so contention from other work hits all of them; each step is
+timed from the trainer's ``on_step_begin`` to its ``on_step_end`` (generation, scoring, reference pass,
+forward, backward, optimizer), and the first ``--warmup`` steps of each are dropped. A forward hook on each
+vision tower counts the patch rows it encodes. The training pass's activation memory is measured exactly: the
+bytes of the tensors autograd saves for backward during ``compute_loss`` (``saved_tensors_hooks``; each storage
+counted once, parameters left out), which depends only on the shapes, not on the machine's load; it is taken
+on the first (untimed) step with gradient checkpointing off, so that everything the pass keeps is counted (TRL
+turns checkpointing on by default, and a checkpointed layer saves nothing through autograd's hooks); the
+``checkpointed`` figure is the same count on a later step, as configured.
+
+``crowdvlm-share_prefix=off`` (always timed) is crowdvlm with the packed prompts off, so the effect of
+that switch is its ratio to ``crowdvlm``; ``--ablations`` also times each other switch off.
+
+Run (alone on the machine): OMP_NUM_THREADS=2 .venv/bin/python benchmarks/grpo_step.py [--steps 8]
+     [--shapes a b] [--ablations] [--family qwen2_5_vl|qwen3_vl|qwen3_5]  (Qwen3 families have 16-px patches)
+The last line printed is JSON; ``ratio`` is stock s/step / crowdvlm s/step (larger is faster) and
+``memory_ratio`` stock / crowdvlm activation bytes, both for the last shape run (``b`` by default);
+``cpu_ratio`` is the same ratio on this process's CPU time per step, which other work on the machine disturbs less.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -46,6 +63,59 @@ def dot_images(n: int, size: int, seed: int):
     return images, counts
 
 
+SHAPES = {
+    "a": {"image_size": 448, "new_tokens": 32},
+    "b": {"image_size": 896, "new_tokens": 64},
+}
+
+
+class SavedActivationBytes:
+    """Bytes of the tensors autograd saves for backward in ``compute_loss`` (each storage once, parameters aside).
+
+    The first call runs with gradient checkpointing off (TRL's ``disable_gradient_checkpointing``), so that
+    everything the training pass would keep is counted (``full``); later calls run as configured (``as_run``:
+    with checkpointing on, only what the checkpointed layers keep outside themselves).
+    """
+
+    def __init__(self, trainer) -> None:
+        import torch
+        from trl.models.utils import disable_gradient_checkpointing
+
+        self.full: int | None = None
+        self.as_run: int | None = None
+        params = {p.untyped_storage().data_ptr() for p in trainer.model.parameters()}
+        original = trainer.compute_loss
+
+        def compute_loss(*args, **kwargs):
+            seen: set[int] = set()
+            total = 0
+
+            def pack(tensor):
+                nonlocal total
+                storage = tensor.untyped_storage()
+                ptr = storage.data_ptr()
+                if ptr not in params and ptr not in seen:
+                    seen.add(ptr)
+                    total += storage.nbytes()
+                return tensor
+
+            first = self.full is None
+            checkpointing = (
+                disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs)
+                if first
+                else contextlib.nullcontext()
+            )
+            with checkpointing, torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+                loss = original(*args, **kwargs)
+            if first:
+                self.full = total
+            else:
+                self.as_run = total
+            return loss
+
+        trainer.compute_loss = compute_loss
+
+
 class VisionRowCounter:
     """Patch rows encoded by a vision tower, by grad mode, while ``active``."""
 
@@ -63,7 +133,7 @@ class VisionRowCounter:
         visual.register_forward_hook(hook)
 
 
-def build_trainer(cls, model_dir: Path, out_dir: Path, dataset, args):
+def build_trainer(cls, model_dir: Path, out_dir: Path, dataset, args, new_tokens: int):
     """A trainer of class ``cls`` on a fresh copy of the tiny model, with step timing and vision-row counting."""
     from transformers import (
         AutoModelForImageTextToText,
@@ -79,13 +149,17 @@ def build_trainer(cls, model_dir: Path, out_dir: Path, dataset, args):
     class StepTimer(TrainerCallback):
         def __init__(self):
             self.seconds: list[float] = []
-            self._start = 0.0
+            self.cpu_seconds: list[
+                float
+            ] = []  # this process's CPU time: less hit by other work than wall time
+            self._start = self._cpu_start = 0.0
 
         def on_step_begin(self, *_, **__):
-            self._start = time.perf_counter()
+            self._start, self._cpu_start = time.perf_counter(), time.process_time()
 
         def on_step_end(self, *_, **__):
             self.seconds.append(time.perf_counter() - self._start)
+            self.cpu_seconds.append(time.process_time() - self._cpu_start)
 
     set_seed(args.seed)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype="float32")
@@ -94,8 +168,8 @@ def build_trainer(cls, model_dir: Path, out_dir: Path, dataset, args):
         output_dir=str(out_dir),
         per_device_train_batch_size=args.num_generations * args.prompts_per_step,
         num_generations=args.num_generations,
-        max_completion_length=args.new_tokens,
-        generation_kwargs={"min_new_tokens": args.new_tokens},  # every completion is exactly new_tokens long
+        max_completion_length=new_tokens,
+        generation_kwargs={"min_new_tokens": new_tokens},  # every completion is exactly new_tokens long
         beta=args.beta,
         learning_rate=1e-5,
         lr_scheduler_type="constant",
@@ -121,27 +195,11 @@ def build_trainer(cls, model_dir: Path, out_dir: Path, dataset, args):
     counters = [VisionRowCounter(trainer.model)]
     if trainer.ref_model is not None:
         counters.append(VisionRowCounter(trainer.ref_model))
-    return trainer, timer, counters
+    return trainer, timer, counters, SavedActivationBytes(trainer)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per trainer")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per trainer first")
-    parser.add_argument("--num_generations", type=int, default=8, help="G, completions per prompt")
-    parser.add_argument("--prompts_per_step", type=int, default=1)
-    parser.add_argument("--image_size", type=int, default=448)
-    parser.add_argument("--new_tokens", type=int, default=32)
-    parser.add_argument("--beta", type=float, default=0.04)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ablations", action="store_true", help="also time each sharing switch turned off")
-    parser.add_argument(
-        "--family", default="qwen2_5_vl", help="tiny model family: qwen2_5_vl, qwen3_vl, qwen3_5"
-    )
-    args = parser.parse_args()
-
-    import torch
+def run_shape(name: str, args, work: Path) -> dict:
+    """Build the shape's model and data, alternate the trainers' steps, and summarise each trainer."""
     import trl
     from datasets import Dataset
     from transformers import AutoProcessor
@@ -150,91 +208,163 @@ def main() -> None:
     from crowdvlm.modeling.tiny_families import FAMILY_NAMES, TOKEN_PIXELS, check_family
     from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
 
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(args.threads)
-    work = Path(tempfile.mkdtemp(prefix="grpo_step_"))
-    pixels = args.image_size * args.image_size
+    image_size, new_tokens = SHAPES[name]["image_size"], SHAPES[name]["new_tokens"]
     model_dir = build_tiny_model(
-        work / "tiny", family=check_family(args.family), max_pixels=pixels, seed=args.seed
+        work / f"tiny-{name}",
+        family=check_family(args.family),
+        max_pixels=image_size * image_size,
+        seed=args.seed,
     )
-
     n_prompts = (args.warmup + args.steps) * args.prompts_per_step
-    images, counts = dot_images(n_prompts, args.image_size, args.seed)
+    images, counts = dot_images(n_prompts, image_size, args.seed)
     question = "How many dots are in the image? Output the final answer in <answer> </answer> tags."
     prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
     dataset = Dataset.from_dict({"prompt": [prompt] * n_prompts, "image": images, "solution": counts})
 
-    # The processor must keep 448x448 at full resolution: (448/14)^2 = 1024 patch rows (16-px patches: 784).
+    # The processor must keep the image at full resolution: (size/patch)^2 patch rows.
     processor = AutoProcessor.from_pretrained(model_dir)
     rows_per_image = int(
         processor.image_processor(images=[images[0]], return_tensors="pt")["pixel_values"].shape[0]
     )
-    expected_rows = (args.image_size // (TOKEN_PIXELS[args.family] // 2)) ** 2
+    expected_rows = (image_size // (TOKEN_PIXELS[args.family] // 2)) ** 2
     if rows_per_image != expected_rows:
-        raise SystemExit(
-            f"{args.image_size}px image gave {rows_per_image} patch rows, expected {expected_rows}"
-        )
+        raise SystemExit(f"{image_size}px image gave {rows_per_image} patch rows, expected {expected_rows}")
 
-    variants = {"stock": (trl.GRPOTrainer, {}), "crowdvlm": (GroupSharedGRPOTrainer, {})}
+    variants = {
+        "stock": (trl.GRPOTrainer, {}),
+        "crowdvlm": (GroupSharedGRPOTrainer, {}),
+        "crowdvlm-share_prefix=off": (GroupSharedGRPOTrainer, {"share_prefix": False}),
+    }
     if args.ablations:
         for switch in ("share_processing", "share_prefill", "share_vision"):
             variants[f"crowdvlm-{switch}=off"] = (GroupSharedGRPOTrainer, {switch: False})
     runs = {}
-    for name, (cls, switches) in variants.items():
-        trainer, timer, counters = build_trainer(cls, model_dir, work / name, dataset, args)
+    for variant, (cls, switches) in variants.items():
+        trainer, timer, counters, memory = build_trainer(
+            cls, model_dir, work / name / variant, dataset, args, new_tokens
+        )
         for switch, value in switches.items():
             setattr(trainer, switch, value)
-        runs[name] = {"trainer": trainer, "timer": timer, "counters": counters}
+        runs[variant] = {"trainer": trainer, "timer": timer, "counters": counters, "memory": memory}
 
     print(
-        f"tiny {FAMILY_NAMES[args.family]}, G={args.num_generations}, {args.prompts_per_step} prompt(s)/step, "
-        f"{args.image_size}x{args.image_size} images ({rows_per_image} patch rows), {args.new_tokens} new tokens, "
-        f"beta={args.beta}, {args.threads} threads; {args.warmup} warm-up + {args.steps} timed steps each, alternating"
+        f"shape {name}: tiny {FAMILY_NAMES[args.family]}, G={args.num_generations}, {args.prompts_per_step} prompt(s)/step, "
+        f"{image_size}x{image_size} images ({rows_per_image} patch rows, {rows_per_image // 4} image tokens), "
+        f"{new_tokens} new tokens, beta={args.beta}, {args.threads} threads; "
+        f"{args.warmup} warm-up + {args.steps} timed steps each, alternating"
     )
     for step in range(args.warmup + args.steps):
         order = list(runs) if step % 2 == 0 else list(reversed(runs))  # alternate who goes first
-        for name in order:
-            run = runs[name]
+        for variant in order:
+            run = runs[variant]
             for counter in run["counters"]:
                 counter.active = step >= args.warmup
             run["trainer"].train()
 
     results = {}
-    for name, run in runs.items():
+    for variant, run in runs.items():
         seconds = run["timer"].seconds[args.warmup :]
+        cpu_seconds = run["timer"].cpu_seconds[args.warmup :]
         rows = {}
         for label, counter in zip(("policy", "ref"), run["counters"], strict=False):
             for mode, n in counter.rows.items():
                 if n:
                     rows[f"{label}/{mode}"] = n // args.steps
-        results[name] = {
+        results[variant] = {
             "s_per_step": statistics.median(seconds),
             "min": min(seconds),
             "max": max(seconds),
+            "cpu_s_per_step": statistics.median(cpu_seconds),
+            "activation_bytes": run["memory"].full,
+            "checkpointed_activation_bytes": run["memory"].as_run,
             "vision_rows_per_step": sum(rows.values()),
             "vision_rows": rows,
             "fallbacks": getattr(run["trainer"], "sharing_fallbacks", {}),
         }
-        r = results[name]
+        r = results[variant]
         print(
-            f"{name:<32} median {r['s_per_step']:.3f} s/step ({r['min']:.3f}-{r['max']:.3f}); "
-            f"vision rows/step {r['vision_rows_per_step']} {rows}"
+            f"  {variant:<26} median {r['s_per_step']:.3f} s/step ({r['min']:.3f}-{r['max']:.3f}), "
+            f"CPU {r['cpu_s_per_step']:.3f} s/step; activations {r['activation_bytes'] / 2**20:.1f} MiB "
+            f"({r['checkpointed_activation_bytes'] / 2**20:.1f} MiB checkpointed); "
+            f"vision rows/step {r['vision_rows_per_step']} "
+            f"{rows}" + (f"; fallbacks {r['fallbacks']}" if r["fallbacks"] else "")
         )
-
-    ratio = results["stock"]["s_per_step"] / results["crowdvlm"]["s_per_step"]
-    print(f"ratio (stock s/step / crowdvlm s/step): {ratio:.2f}x")
+    stock, ours = results["stock"], results["crowdvlm"]
     summary = {
-        "ratio": round(ratio, 3),
+        "ratio": round(stock["s_per_step"] / ours["s_per_step"], 3),
+        "memory_ratio": round(stock["activation_bytes"] / ours["activation_bytes"], 3),
+        "cpu_ratio": round(stock["cpu_s_per_step"] / ours["cpu_s_per_step"], 3),
+        "checkpointed_memory_ratio": round(
+            stock["checkpointed_activation_bytes"] / ours["checkpointed_activation_bytes"], 3
+        ),
+        "stock_s_per_step": round(stock["s_per_step"], 4),
+        "crowdvlm_s_per_step": round(ours["s_per_step"], 4),
+        "stock_cpu_s_per_step": round(stock["cpu_s_per_step"], 4),
+        "crowdvlm_cpu_s_per_step": round(ours["cpu_s_per_step"], 4),
+        "stock_activation_bytes": stock["activation_bytes"],
+        "crowdvlm_activation_bytes": ours["activation_bytes"],
+        "stock_vision_rows_per_step": stock["vision_rows_per_step"],
+        "crowdvlm_vision_rows_per_step": ours["vision_rows_per_step"],
+        "image_size": image_size,
+        "patch_rows_per_image": rows_per_image,
+        "new_tokens": new_tokens,
         "family": args.family,
-        "stock_s_per_step": round(results["stock"]["s_per_step"], 4),
-        "crowdvlm_s_per_step": round(results["crowdvlm"]["s_per_step"], 4),
-        "stock_vision_rows_per_step": results["stock"]["vision_rows_per_step"],
-        "crowdvlm_vision_rows_per_step": results["crowdvlm"]["vision_rows_per_step"],
+    }
+    for variant in results:
+        if variant.startswith("crowdvlm-"):
+            summary[f"{variant}_s_per_step"] = round(results[variant]["s_per_step"], 4)
+            summary[f"{variant}_cpu_s_per_step"] = round(results[variant]["cpu_s_per_step"], 4)
+            summary[f"{variant}_activation_bytes"] = results[variant]["activation_bytes"]
+    print(
+        f"  ratio (stock s/step / crowdvlm s/step): {summary['ratio']:.2f}x (CPU time {summary['cpu_ratio']:.2f}x); "
+        f"activation memory ratio (stock / crowdvlm): {summary['memory_ratio']:.2f}x "
+        f"({summary['checkpointed_memory_ratio']:.2f}x checkpointed)"
+    )
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per trainer")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per trainer first")
+    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=sorted(SHAPES))
+    parser.add_argument("--num_generations", type=int, default=8, help="G, completions per prompt")
+    parser.add_argument("--prompts_per_step", type=int, default=1)
+    parser.add_argument("--beta", type=float, default=0.04)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ablations", action="store_true", help="also time each other sharing switch off")
+    parser.add_argument(
+        "--family", default="qwen2_5_vl", help="tiny model family: qwen2_5_vl, qwen3_vl, qwen3_5"
+    )
+    args = parser.parse_args()
+
+    import torch
+    import trl
+
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="grpo_step_"))
+    shapes = {name: run_shape(name, args, work) for name in args.shapes}
+
+    print(
+        f"{'shape':<6} {'stock s/step':>13} {'crowdvlm s/step':>16} {'ratio':>7} {'CPU ratio':>10} "
+        f"{'prefix off s/step':>18} {'memory ratio':>13}"
+    )
+    for name, r in shapes.items():
+        print(
+            f"{name:<6} {r['stock_s_per_step']:>13.3f} {r['crowdvlm_s_per_step']:>16.3f} {r['ratio']:>6.2f}x "
+            f"{r['cpu_ratio']:>9.2f}x {r['crowdvlm-share_prefix=off_s_per_step']:>18.3f} {r['memory_ratio']:>12.2f}x"
+        )
+    last = shapes[args.shapes[-1]]
+    summary = {
+        "ratio": last["ratio"],
+        "memory_ratio": last["memory_ratio"],
+        "cpu_ratio": last["cpu_ratio"],
+        "shape": args.shapes[-1],
+        "shapes": shapes,
         "num_generations": args.num_generations,
         "prompts_per_step": args.prompts_per_step,
-        "image_size": args.image_size,
-        "patch_rows_per_image": rows_per_image,
-        "new_tokens": args.new_tokens,
         "beta": args.beta,
         "threads": args.threads,
         "timed_steps": args.steps,
@@ -242,9 +372,6 @@ def main() -> None:
         "trl": trl.__version__,
         "torch": torch.__version__,
     }
-    for name in results:
-        if name.startswith("crowdvlm-"):
-            summary[f"{name}_s_per_step"] = round(results[name]["s_per_step"], 4)
     print(json.dumps(summary))
 
 

@@ -48,6 +48,9 @@ def _trainer(cls, model_dir, tmp_path, *, lora=False, freeze_vision=False, **con
         lora={"r": 4, "alpha": 8, "dropout": 0.0} if lora else None,
         freeze_vision=freeze_vision,
     )
+    # TRL pads prompt_ids left but takes mm_token_type_ids from the processor: stock TRL's per-row path places
+    # shorter prompts' image positions right only when the processor pads left too (trl #5785).
+    processor.tokenizer.padding_side = "left"
     args = dict(
         output_dir=str(tmp_path / cls.__name__),
         per_device_train_batch_size=PROMPTS * G,

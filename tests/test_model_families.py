@@ -84,6 +84,10 @@ def _trainer(cls, model_dir, tmp_path, *, with_images=True, **config):
 
     set_seed(0)
     model, processor = load_model_and_processor(model_dir, dtype="float32")
+    # TRL pads prompt_ids left but takes mm_token_type_ids from the processor's padding side (trl #5785): with
+    # prompts of different lengths and a right-padding processor stock TRL misplaces image positions, so the
+    # comparison is made where stock TRL is right (the packed prompts read placeholders off the tokens).
+    processor.tokenizer.padding_side = "left"
     args = dict(output_dir=str(tmp_path / cls.__name__), per_device_train_batch_size=PROMPTS * G, num_generations=G,
                 max_completion_length=8, learning_rate=1.0, optim="sgd", beta=0.04, max_steps=1, logging_steps=1,
                 save_strategy="no", report_to="none", use_cpu=True, bf16=False, seed=0, data_seed=0)  # fmt: skip
@@ -92,8 +96,26 @@ def _trainer(cls, model_dir, tmp_path, *, with_images=True, **config):
                train_dataset=_dataset(with_images), processing_class=processor)  # fmt: skip
 
 
-def _sharing_warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == group_sharing.__name__]
+def _sharing_warnings(caplog, family: str = "qwen2_5_vl") -> list[str]:
+    return [
+        m
+        for r in caplog.records
+        if r.name == group_sharing.__name__ and not is_packing_fallback(family, m := r.getMessage())
+    ]
+
+
+# Prompt packing (share_prefix) is built and tested for Qwen2-VL / Qwen2.5-VL only: the other families run the
+# log-prob passes per row, with this one logged reason, the only fallback they may show.
+PACKING_FALLBACK = "prompt packing is tested for"
+
+
+def is_packing_fallback(family: str, reason: str) -> bool:
+    return family != "qwen2_5_vl" and PACKING_FALLBACK in reason
+
+
+def other_fallbacks(family: str, fallbacks: dict[str, int]) -> dict[str, int]:
+    """The fallbacks a family is not expected to have (see PACKING_FALLBACK)."""
+    return {k: v for k, v in fallbacks.items() if not is_packing_fallback(family, k)}
 
 
 class Recorder:
@@ -142,7 +164,8 @@ def test_one_step_matches_stock_with_every_sharing_path(
             trainer.train()
     stock, ours = trainers[trl.GRPOTrainer], trainers[GroupSharedGRPOTrainer]
 
-    assert ours.sharing_fallbacks == {} and not _sharing_warnings(caplog)
+    assert other_fallbacks(family, ours.sharing_fallbacks) == {} and not _sharing_warnings(caplog, family)
+    assert (family != "qwen2_5_vl") == any(PACKING_FALLBACK in k for k in ours.sharing_fallbacks)
     assert prefills == [PROMPTS]
     assert recorders[GroupSharedGRPOTrainer].vision_rows == PROMPTS * PATCHES
     assert recorders[trl.GRPOTrainer].vision_rows == PROMPTS * G * PATCHES
@@ -165,7 +188,7 @@ def test_qwen3_5_text_only_prompts_train_with_shared_prefill(tiny_family_dir, tm
                        max_steps=2, learning_rate=1e-3, optim="adamw_torch")  # fmt: skip
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
-    assert trainer.state.global_step == 2 and trainer.sharing_fallbacks == {}
+    assert trainer.state.global_step == 2 and other_fallbacks("qwen3_5", trainer.sharing_fallbacks) == {}
     assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
 
 
@@ -183,9 +206,11 @@ def test_a_one_token_prompt_falls_back_for_its_batch_only(tiny_family_dir, tmp_p
         normal, _ = trainer._generate_single_turn([ids] * G, None, {}, G)
         again, _ = trainer._generate_single_turn([[ids[0]]] * G + [ids] * G, None, {}, G)
         assert calls == [1] and len(normal) == G and len(again) == 2 * G
-    assert list(trainer.sharing_fallbacks.values()) == [2]
-    assert "shorter than 2 tokens" in next(iter(trainer.sharing_fallbacks))
-    assert len(_sharing_warnings(caplog)) == 1  # one logged reason, however many batches it applies to
+    assert list(other_fallbacks("qwen3_5", trainer.sharing_fallbacks).values()) == [2]
+    assert "shorter than 2 tokens" in next(iter(other_fallbacks("qwen3_5", trainer.sharing_fallbacks)))
+    assert (
+        len(_sharing_warnings(caplog, "qwen3_5")) == 1
+    )  # one logged reason, however many batches it applies to
 
 
 @pytest.mark.parametrize("family", FAMILIES)

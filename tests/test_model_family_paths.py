@@ -66,7 +66,11 @@ def test_sft_then_grpo_train_each_family(family, tiny_family_dir, small_dots, tm
                     logging_steps=1, max_completion_length=8, output_format="answer-only",
                     rewards=["fgrpr", "answer_format"])  # fmt: skip
     assert grpo.global_step == 2
-    assert not [r for r in caplog.records if r.name == group_sharing.__name__]  # every sharing path on
+    from test_model_families import is_packing_fallback
+
+    unexpected = [r for r in caplog.records
+                  if r.name == group_sharing.__name__ and not is_packing_fallback(family, r.getMessage())]  # fmt: skip
+    assert not unexpected  # every sharing path on (prompt packing: Qwen2.5-VL only, one logged reason)
     logs = [e for e in read_jsonl(grpo.output_dir / "log.jsonl") if e["event"] == "log" and "loss" in e]
     assert len(logs) == 2 and all(math.isfinite(e["loss"]) and "rewards/fgrpr/mean" in e for e in logs)
     assert any(e["reward"] > 0 and e["grad_norm"] > 0 for e in logs)

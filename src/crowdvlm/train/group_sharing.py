@@ -1,4 +1,4 @@
-"""GRPO that encodes each image once per group and prefills each prompt once (issue 7), on trl 1.16.0.
+"""GRPO that encodes each image once per group and runs each prompt once (issues 7 and 12), on trl 1.16.0.
 
 TRL's ``RepeatSampler`` gives G identical rows per prompt, and stock ``GRPOTrainer`` treats them as G unrelated
 samples: the image processor runs 2G times per image, the vision tower sees G copies of it in every pass
@@ -12,7 +12,8 @@ nothing else:
   cache indexed out to the G samples (:mod:`crowdvlm.train.prefix_generation`).
 - ``_get_per_token_logps_and_entropies``: the vision tower runs once per distinct image and its features go
   to every row through ``mm_encoder_outputs`` (:mod:`crowdvlm.train.shared_vision`); under grad, backward sums
-  the copies' gradients.
+  the copies' gradients; and the language model runs each distinct prompt once, its G completions packed
+  after it in one row (:mod:`crowdvlm.train.shared_prefix`).
 
 Each falls back to TRL's code, with one logged warning per reason, where sharing cannot apply (vLLM or
 continuous batching, tools, static caches, caches whose layers cannot be indexed by row, FSDP for the
@@ -41,6 +42,11 @@ from crowdvlm.train.prefix_generation import (
     generate_with_shared_prefix,
     prefill_unsupported_reason,
 )
+from crowdvlm.train.shared_prefix import (
+    PrefixNotShared,
+    packed_logps_and_entropies,
+    prefix_unsupported_reason,
+)
 from crowdvlm.train.shared_processing import DedupProcessor, group_rows, processor_unsupported_reason
 from crowdvlm.train.shared_vision import (
     encode_unique_images,
@@ -68,12 +74,15 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
         share_processing: process each distinct prompt/image once.
         share_prefill: prefill each distinct prompt once in generation.
         share_vision: run the vision tower once per distinct image in each log-prob pass.
+        share_prefix: run the language model over each distinct prompt once in each log-prob pass (needs the
+            shared vision features, so it is off wherever ``share_vision`` is).
         sharing_fallbacks: reason -> number of times TRL's code ran instead.
     """
 
     share_processing: bool = True
     share_prefill: bool = True
     share_vision: bool = True
+    share_prefix: bool = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -275,13 +284,26 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
         num_images=None,
         **extra,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """TRL's method with the vision tower run once per distinct image of the batch (same returns)."""
+        """TRL's method with the vision tower run once per distinct image of the batch and, where the model
+        allows, each distinct prompt run once (same returns)."""
         unwrapped = self.accelerator.unwrap_model(model)
         reason = self._vision_unsupported_reason(unwrapped, pixel_values, image_grid_thw, num_images, extra)
         padding = self._pad_vision_calls(unwrapped, reason, pixel_values, input_ids, batch_size)  # ZeRO-3
         if reason is None:  # checked before any work: Qwen3-VL's deepstack features are repeated too
             with self.accelerator.autocast():
                 features, image_to_feature = encode_unique_images(unwrapped, pixel_values, image_grid_thw)
+        if reason in (None, "no images in the batch"):
+            shared = self._logps_with_shared_prefix(
+                model, unwrapped, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy,
+                compute_aux_loss, extra, **({} if reason else dict(
+                    features=features.per_image, image_to_feature=image_to_feature, image_grid_thw=image_grid_thw,
+                    num_images=num_images,
+                )),
+            )  # fmt: skip
+            if shared is not None:
+                if padding is not None:  # ZeRO-3 dummy vision calls: backward must reach them on every rank
+                    shared = (shared[0] + padding, *shared[1:])
+                return shared
         if reason is not None:
             if reason not in ("disabled", "no images in the batch"):
                 self._fall_back("vision", reason)
@@ -327,3 +349,23 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
         entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None
         aux_loss = torch.stack(all_aux_losses).mean() if compute_aux_loss else None
         return logps, entropies, aux_loss
+
+    def _logps_with_shared_prefix(
+        self, model, unwrapped, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy,
+        compute_aux_loss, extra, **images,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, None] | None:  # fmt: skip
+        """The packed-prompt log-probs, or ``None`` (after logging why, once per reason) to run per row."""
+        if not self.share_prefix:
+            return None
+        reason = prefix_unsupported_reason(unwrapped, extra, compute_aux_loss)
+        if reason is None:
+            try:
+                return packed_logps_and_entropies(
+                    model, unwrapped, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy,
+                    self.accelerator.autocast, **images,
+                )  # fmt: skip
+            except PrefixNotShared as err:  # this batch only
+                reason = str(err)
+        if reason != "no prompt repeats in the batch":
+            self._fall_back("prefix", reason)
+        return None
