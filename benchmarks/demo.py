@@ -1,6 +1,6 @@
 """Run the full demo and record its wall time and every arm's metrics as JSON.
 
-Run: flock /tmp/crowdvlm-cpu.lock .venv/bin/python benchmarks/demo.py [--out runs/demo-bench] [--json FILE]
+Run (alone on the machine: two torch processes at once slow each other): .venv/bin/python benchmarks/demo.py [--out runs/demo-bench] [--json FILE]
      [-- extra `crowdvlm demo` arguments, e.g. --quick or --experiment FILE]
 
 The demo runs in a child process (``python -m crowdvlm demo``), timed from start to exit; the output folder is

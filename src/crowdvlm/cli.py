@@ -57,6 +57,32 @@ def resolve(command: str):
     return getattr(importlib.import_module(module_name), func_name)
 
 
+# Commands parsed by Hugging Face's parser take keys as written in recipes (``--max_steps``) and accept the
+# dashed spelling too; the others are argparse commands with dashed options (``--batch-size``).
+_HF_PARSED = {"train"}
+
+
+def normalize_option_spelling(command: str, args: list[str]) -> list[str]:
+    """Let every command accept ``--min_pixels`` and ``--min-pixels`` alike (one CLI style).
+
+    Only option names change (``--a_b=v`` -> ``--a-b=v``); values and everything after ``--`` are kept.
+
+    >>> normalize_option_spelling("eval", ["--min_pixels", "3136", "--data=a_b.jsonl", "--", "--x_y"])
+    ['--min-pixels', '3136', '--data=a_b.jsonl', '--', '--x_y']
+    """
+    if command in _HF_PARSED:
+        return list(args)
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return out + args[i:]
+        if arg.startswith("--"):
+            name, sep, value = arg.partition("=")
+            arg = name.replace("_", "-") + sep + value
+        out.append(arg)
+    return out
+
+
 def _exit_code(err: BaseException) -> int:
     """The documented exit code of an exception escaping a command (see :mod:`crowdvlm.errors`)."""
     if isinstance(err, KeyboardInterrupt):
@@ -95,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if verbose:
         logging.basicConfig(level=logging.DEBUG)
     try:
-        return int(resolve(ns.command)(ns.args) or 0)
+        return int(resolve(ns.command)(normalize_option_spelling(ns.command, ns.args)) or 0)
     except (Exception, KeyboardInterrupt) as err:  # the one place errors become exit codes
         if verbose:
             raise

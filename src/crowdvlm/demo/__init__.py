@@ -5,3 +5,10 @@ The demo is one experiment file, ``recipes/experiments/demo.yaml`` (``--quick``:
 ``recipes/demo/grpo.yaml``. What stays here is the command and the base checkpoint it starts from, shipped in
 ``base/`` and rebuilt by :mod:`~crowdvlm.demo.base_model` from ``recipes/demo/base_sft.yaml``.
 """
+
+from pathlib import Path
+
+_EXPERIMENTS = Path(__file__).resolve().parents[3] / "recipes" / "experiments"
+#: The demo's experiment files (in a source checkout: recipes live beside ``src/``).
+DEMO_FILE = _EXPERIMENTS / "demo.yaml"
+QUICK_FILE = _EXPERIMENTS / "demo_quick.yaml"

@@ -90,7 +90,7 @@ def rebuild_base(
     """
     from crowdvlm.data.manifest import read_manifest, write_manifest
     from crowdvlm.data.synth import generate
-    from crowdvlm.demo.cli import DEMO_FILE
+    from crowdvlm.demo import DEMO_FILE
     from crowdvlm.experiments.spec import load_experiment
     from crowdvlm.modeling.tiny import build_tiny_model
     from crowdvlm.train.config import parse_job

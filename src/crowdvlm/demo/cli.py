@@ -16,13 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from crowdvlm.demo import DEMO_FILE, QUICK_FILE
 from crowdvlm.errors import UsageError
 
 __all__ = ["DEMO_FILE", "QUICK_FILE", "main"]
-
-_EXPERIMENTS = Path(__file__).resolve().parents[3] / "recipes" / "experiments"
-DEMO_FILE = _EXPERIMENTS / "demo.yaml"
-QUICK_FILE = _EXPERIMENTS / "demo_quick.yaml"
 
 
 def _parser() -> argparse.ArgumentParser:

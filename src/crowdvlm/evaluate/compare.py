@@ -23,8 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from crowdvlm.evaluate.bootstrap import paired_bootstrap
-from crowdvlm.evaluate.predictions import PREDICTIONS_FILE, Prediction, latest_by_id, read_predictions
+from crowdvlm.errors import RunError, UsageError
+from crowdvlm.evaluate.bootstrap import format_interval, paired_bootstrap
+from crowdvlm.evaluate.predictions import (
+    PREDICTIONS_FILE,
+    Prediction,
+    latest_by_id,
+    os_reason,
+    read_predictions,
+)
 from crowdvlm.evaluate.report import format_value
 from crowdvlm.evaluate.scoring import absolute_error, compute_metrics, is_scored
 from crowdvlm.metrics import DEFAULT_BUCKET_EDGES, bucket_label, bucket_labels
@@ -52,20 +59,38 @@ def load_run(run_dir: str | Path, name: str | None = None) -> Run:
     """Load a run written by :func:`crowdvlm.evaluate.run.evaluate` (metrics recomputed if missing).
 
     Raises:
-        FileNotFoundError: the directory has no ``predictions.jsonl``.
+        UsageError: the path is missing or not a run directory, or a file of the run is malformed (the
+            message names the file).
     """
     run_dir = Path(run_dir)
     pred_path = run_dir / PREDICTIONS_FILE
-    if not pred_path.exists():
-        raise FileNotFoundError(f"{run_dir} is not an evaluation run: {PREDICTIONS_FILE} is missing")
-    predictions = read_predictions(pred_path)
+    if not run_dir.exists():
+        raise UsageError(f"{run_dir}: no such run directory")
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir} is a file; expected an eval run directory (holding {PREDICTIONS_FILE})")
+    if not pred_path.is_file():
+        raise UsageError(f"{run_dir} is not an evaluation run: {PREDICTIONS_FILE} is missing")
+    try:
+        predictions = read_predictions(pred_path)
+    except ValueError as err:  # names the file and the line
+        raise UsageError(str(err)) from err
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists():
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        metrics = _read_metrics(metrics_path)
     else:
         logger.warning("%s has no metrics.json; computing it from the predictions", run_dir)
         metrics = compute_metrics(predictions)
     return Run(name or run_dir.resolve().name, run_dir, metrics, latest_by_id(predictions))
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(metrics, dict):
+        raise UsageError(f"{path}: expected the metrics of an eval run (a JSON object)")
+    return metrics
 
 
 def paired_bootstrap_mae_diff(
@@ -131,8 +156,14 @@ def _group_diff(base: list[Run], other: list[Run], ids: list[str], *, n: int, se
         [[absolute_error(pick(group, k).predictions[i]) for i in ids] for k in range(seeds)], dtype=np.float64
     )  # (S, N)
     ci = paired_bootstrap(err(other), err(base), n_boot=n, seed=seed)
-    return {"diff": ci.diff, "low": ci.low, "high": ci.high, "n_images": ci.n_images, "n_seeds": ci.n_seeds,
-            "significant": bool(ci.low > 0 or ci.high < 0)}  # fmt: skip
+    return {
+        "diff": ci.diff,
+        "low": ci.low,
+        "high": ci.high,
+        "n_images": ci.n_images,
+        "n_seeds": ci.n_seeds,
+        "significant": bool(ci.low > 0 or ci.high < 0),
+    }
 
 
 def compare_runs(
@@ -155,14 +186,14 @@ def compare_runs(
         dataset, "overall" or bucket → ``{diff, low, high, n_images, n_seeds, significant}``).
 
     Raises:
-        ValueError: no run, or two groups with different numbers of runs (neither a single run).
+        UsageError: no run, or two groups with different numbers of runs (neither a single run).
     """
     if not runs:
-        raise ValueError("compare needs at least one run")
+        raise UsageError("compare needs at least one run")
     groups = [[r] if isinstance(r, Run) else list(r) for r in runs]
     sizes = {len(g) for g in groups} - {1}
     if len(sizes) > 1 or any(not g for g in groups):
-        raise ValueError(
+        raise UsageError(
             f"groups of runs must hold one run per seed, as many in each (or one): got {sorted(sizes)}"
         )
     names = [g[0].name for g in groups]
@@ -172,10 +203,12 @@ def compare_runs(
     ]
     cell = lambda g, part, key, keys: _mean_cell([r.metrics[part].get(key, {}) for r in g], keys)  # noqa: E731
     table = {
-        name: {**{d: cell(g, "per_dataset", d, _KEEP) for d in datasets},
-               OVERALL: _mean_cell([r.metrics["overall"] for r in g], _KEEP)}
+        name: {
+            **{d: cell(g, "per_dataset", d, _KEEP) for d in datasets},
+            OVERALL: _mean_cell([r.metrics["overall"] for r in g], _KEEP),
+        }
         for name, g in zip(names, groups, strict=True)
-    }  # fmt: skip
+    }
     bucket_table = {
         name: {b: cell(g, "per_bucket", b, ("n", "mae")) for b in buckets}
         for name, g in zip(names, groups, strict=True)
@@ -183,8 +216,11 @@ def compare_runs(
     baseline, diffs = groups[0], {}
     for name, group in zip(names[1:], groups[1:], strict=True):
         everyone = [*baseline, *group]
-        shared = [i for i, p in baseline[0].predictions.items()
-                  if all(i in r.predictions and is_scored(r.predictions[i]) for r in everyone)]  # fmt: skip
+        shared = [
+            i
+            for i, p in baseline[0].predictions.items()
+            if all(i in r.predictions and is_scored(r.predictions[i]) for r in everyone)
+        ]
         by_group: dict[str, list[str]] = {OVERALL: shared}
         for i in shared:
             p = baseline[0].predictions[i]
@@ -209,15 +245,17 @@ def _diff_cell(r: dict[str, Any] | None) -> str:
     if not r or r["diff"] is None:
         return "–"
     seeds = f" × {r['n_seeds']} seeds" if r.get("n_seeds", 1) > 1 else ""
-    cell = f"{r['diff']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}] (n={r['n_images']}{seeds})"
+    cell = f"{format_interval(r['diff'], r['low'], r['high'])} (n={r['n_images']}{seeds})"
     return f"**{cell}**" if r["significant"] else cell
 
 
 def comparison_markdown(result: dict[str, Any]) -> str:
     """The tables of :func:`compare_runs` in markdown."""
     columns = [*result["datasets"], OVERALL]
-    runs = [f"{m} ({result['seeds'][m]} runs, means over seeds)" if result["seeds"].get(m, 1) > 1 else m
-            for m in result["models"]]  # fmt: skip
+    runs = [
+        f"{m} ({result['seeds'][m]} runs, means over seeds)" if result["seeds"].get(m, 1) > 1 else m
+        for m in result["models"]
+    ]
     lines = ["# Comparison", "", f"Runs: {', '.join(runs)}.", "", "## MAE / RMSE / accuracy", ""]
     lines += ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for model, row in result["table"].items():
@@ -296,8 +334,15 @@ def _plot(result: dict[str, Any], path: Path) -> None:
                 if r and r["diff"] is not None:
                     x = i + (k - (len(others) - 1) / 2) * step
                     yerr = [[r["diff"] - r["low"]], [r["high"] - r["diff"]]]
-                    ax.errorbar(x, r["diff"], yerr=yerr, fmt="o", capsize=3, color=f"C{k + 1}",
-                                label=model if i == 0 else None)  # fmt: skip
+                    ax.errorbar(
+                        x,
+                        r["diff"],
+                        yerr=yerr,
+                        fmt="o",
+                        capsize=3,
+                        color=f"C{k + 1}",
+                        label=model if i == 0 else None,
+                    )
         ax.axhline(0, color="grey", linewidth=1)
         ax.set_xticks(range(len(buckets)), buckets, rotation=20, ha="right")
         ax.set_yscale("symlog", linthresh=1)
@@ -337,10 +382,17 @@ def write_comparison(
             run.name = name if seen[name] == 1 else f"{name}#{seen[name]}"
     result = compare_runs(groups, n_bootstrap=n_bootstrap, seed=seed)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare.md").write_text(comparison_markdown(result), encoding="utf-8")
-    (out_dir / "compare.json").write_text(
-        json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8"
-    )
-    _plot(result, out_dir / "compare.png")
+    outputs = {
+        "compare.md": lambda path: path.write_text(comparison_markdown(result), encoding="utf-8"),
+        "compare.json": lambda path: path.write_text(
+            json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+        ),
+        "compare.png": lambda path: _plot(result, path),
+    }
+    for name, write in outputs.items():
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write(out_dir / name)
+        except OSError as err:  # a full disk: a failed write() names no file of its own
+            raise RunError(f"cannot write {out_dir / name}: {os_reason(err)}") from err
     return result
