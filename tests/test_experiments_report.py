@@ -170,3 +170,21 @@ def test_stages_skip_finished_clear_half_written_and_measure_eta(tmp_path):
 
 def test_lr_tag_is_folder_safe():
     assert "/" not in lr_tag(3e-4) and lr_tag(1e-5) == "1e-05"
+
+
+def test_partial_folder_reports_the_seeds_done(finished):
+    exp, layout, _ = finished
+    (layout.seed_eval("grpo_fgrpr", 1, "ood") / DONE_FILE).unlink()  # seed 1 of FGRPR still running
+    for set_name in exp.test_sets:  # GRPO 0/1 not started
+        for seed in exp.seeds:
+            (layout.seed_eval("grpo_binary", seed, set_name) / DONE_FILE).unlink()
+    results = collect(layout)
+    assert not results["complete"] and results["seeds_done"]["grpo_fgrpr"] == [0]
+    assert "grpo_binary" not in results["seeds_done"] and "grpo_binary" not in results["sets"]["test"]["arms"]
+    rows = {r["id"]: r for r in results["comparisons"]["rows"]}
+    assert rows["C1"]["verdict"] == "inconclusive" and rows["C1"]["reason"] == "grpo_binary not run yet"
+    assert rows["C2"]["ci"]["n_seeds"] == 1  # FGRPR vs SFT on the seed both have
+    text = write_report(results, exp, layout).read_text()
+    assert "**Partial report**" in text and "GRPO FGRPR [0]" in text
+    compare = json.loads((layout.report / "compare-test" / "compare.json").read_text())
+    assert compare["models"] == ["base", "SFT", "GRPO FGRPR"] and compare["seeds"]["SFT"] == 1

@@ -11,6 +11,7 @@ with a different experiment file is refused.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -83,7 +84,13 @@ def run_experiment(
         raise UsageError(f"{layout.out} holds no run of an experiment (experiment.json): run it first")
     else:
         check_folder_matches(layout.out, exp)
-    results = collect(layout, wall_s=None if report_only else round(time.perf_counter() - start, 1))
+    wall_file = layout.out / "wall.json"  # the last run's wall time, for reports rebuilt later
+    if not report_only:
+        wall_file.write_text(
+            json.dumps({"wall_s": round(time.perf_counter() - start, 1)}) + "\n", encoding="utf-8"
+        )
+    wall = json.loads(wall_file.read_text(encoding="utf-8"))["wall_s"] if wall_file.is_file() else None
+    results = collect(layout, wall_s=wall)
     return write_report(results, exp, layout), results
 
 

@@ -195,6 +195,15 @@ def render_markdown(results: dict[str, Any], exp: Experiment, plots: dict[str, s
         + ". Every number below was computed from the files in this folder.",
         "",
         *[f"> {note}" for note in exp.notes],
+        *(
+            []
+            if results["complete"]
+            else [
+                "> **Partial report**: the run has not finished; it holds the seeds evaluated so far: "
+                + "; ".join(f"{_label(results, a)} {s}" for a, s in results["seeds_done"].items())
+                + "."
+            ]
+        ),
         "",
         *([exp.description.strip(), ""] if exp.description else []),
         "## Verdicts",
@@ -288,11 +297,17 @@ def write_report(results: dict[str, Any], exp: Experiment, layout) -> Path:
         json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8"
     )
     for name in exp.test_sets:  # every arm as a group of runs (one per seed), baseline the first arm
-        groups = [[layout.seed_eval(arm, s, name) for s in layout.seeds_of(arm)] for arm in exp.arms]
+        done = results["seeds_done"]  # every arm as a group of runs, one per evaluated seed
+        trained = [set(done[a]) for a, spec in exp.arms.items() if a in done and spec.trained]
+        common = (
+            sorted(set.intersection(*trained)) if trained else []
+        )  # a partial report: the seeds all arms have
+        seeds = {a: common if exp.arms[a].trained else done[a] for a in done}
+        groups = [[layout.seed_eval(arm, s, name) for s in seeds[arm]] for arm in exp.arms if arm in done]
         write_comparison(
             groups,
             out_dir / f"compare-{name}",
-            names=[a.label for a in exp.arms.values()],
+            names=[a.label for a in exp.arms.values() if a.name in done],
             n_bootstrap=exp.n_boot,
         )
     plots = plot_all(results, out_dir)

@@ -2,7 +2,9 @@
 
 Everything the report and the terminal table show comes from this dict, which is computed only from files
 on disk (predictions, stage markers, trainer logs), so a report can be rebuilt at any time with
-``crowdvlm experiment report``.
+``crowdvlm experiment report``. On a folder still running, it holds the seeds whose every test set is
+evaluated (``complete`` is then False and ``seeds_done`` says which); an arm with none is left out and a
+comparison that needs it is inconclusive.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from crowdvlm.errors import UsageError
 from crowdvlm.experiments.pipeline import Layout
 from crowdvlm.experiments.results import load_set, summarise
 from crowdvlm.experiments.stages import is_done, read_marker
@@ -67,14 +70,19 @@ def _training(layout: Layout) -> tuple[dict[str, Any], dict[str, Any]]:
     for arm in exp.arms.values():
         if not arm.trained:
             continue
+        if len(arm.lr_grid) > 1 and not is_done(layout.selection(arm.name)):
+            continue  # its lr is not selected yet
         if len(arm.lr_grid) > 1:
             selection = read_marker(layout.selection(arm.name))
         else:
             selection = {"lr": arm.lr_grid[0], "grid": []}
-        markers = [read_marker(layout.seed_run(arm.name, s)) for s in exp.seeds]
+        seeds = [s for s in exp.seeds if is_done(layout.seed_run(arm.name, s))]
+        if not seeds:
+            continue
+        markers = [read_marker(layout.seed_run(arm.name, s)) for s in seeds]
         reward = task_reward_of(arm) if arm.train == "grpo" else None
         curves[arm.name] = {}
-        for seed, marker in zip(exp.seeds, markers, strict=True):
+        for seed, marker in zip(seeds, markers, strict=True):
             log = layout.seed_run(arm.name, seed) / marker.get("log", "log.jsonl")
             if reward and log.is_file():
                 curves[arm.name][str(seed)] = grpo_curves(read_jsonl(log), reward)
@@ -85,6 +93,7 @@ def _training(layout: Layout) -> tuple[dict[str, Any], dict[str, Any]]:
             "task_reward": reward,
             "lr": selection["lr"],
             "grid": selection["grid"],
+            "seeds": seeds,
             "steps": [m.get("steps") for m in markers],
             "train_wall_s": [m.get("wall_s") for m in markers],
             "samples_per_run": markers[0].get("units"),
@@ -101,15 +110,28 @@ def _training(layout: Layout) -> tuple[dict[str, Any], dict[str, Any]]:
     return training, curves
 
 
+def _seeds_done(layout: Layout, arm: str) -> list[int]:
+    """The seeds of ``arm`` evaluated on every test set (``is_done`` without a selection for grid arms)."""
+    spec = layout.exp.arms[arm]
+    if spec.trained and len(spec.lr_grid) > 1 and not is_done(layout.selection(arm)):
+        return []
+    sets = layout.exp.test_sets
+    return [s for s in layout.seeds_of(arm) if all(is_done(layout.seed_eval(arm, s, t)) for t in sets)]
+
+
 def collect(layout: Layout, *, wall_s: float | None = None) -> dict[str, Any]:
     """Everything the report shows, from the files of a finished experiment folder."""
     exp = layout.exp
+    done = {arm: _seeds_done(layout, arm) for arm in exp.arms}
+    done = {arm: seeds for arm, seeds in done.items() if seeds}
+    if not done:
+        raise UsageError(
+            f"{layout.out}: no arm has a seed evaluated on every test set yet; nothing to report"
+        )
     sets = {}
     for set_name in exp.test_sets:
-        files = {
-            arm: {s: layout.seed_eval(arm, s, set_name) / "predictions.jsonl" for s in layout.seeds_of(arm)}
-            for arm in exp.arms
-        }
+        files = {arm: {s: layout.seed_eval(arm, s, set_name) / "predictions.jsonl" for s in seeds}
+                 for arm, seeds in done.items()}  # fmt: skip
         sets[set_name] = load_set(set_name, files)
     training, curves = _training(layout)
     stage_walls = [read_marker(p.parent)["wall_s"] for p in layout.out.rglob(".done.json")]
@@ -134,6 +156,7 @@ def collect(layout: Layout, *, wall_s: float | None = None) -> dict[str, Any]:
         "claims_spec": [{"id": c.id, "statement": c.statement, "parts": list(c.parts)} for c in exp.claims],
         "training": training,
         "curves": curves,
+        "seeds_done": done,
         "complete": all(
             is_done(layout.seed_eval(a, s, t))
             for a in exp.arms

@@ -107,10 +107,9 @@ def _compare(exp: Experiment, c: ComparisonSpec, results: SetResults, seed: int)
     arm_a, arm_b = results.arms[c.a], results.arms[c.b]
     # Seed s of a pairs with seed s of b (both trained on the same images); an untrained arm's single row
     # pairs with every seed of the other.
-    single = len(arm_a.seeds) == 1 or len(arm_b.seeds) == 1
-    seeds = (
-        sorted(set(arm_a.seeds) | set(arm_b.seeds)) if single else sorted(set(arm_a.seeds) & set(arm_b.seeds))
-    )
+    untrained = not exp.arms[c.a].trained or not exp.arms[c.b].trained
+    pick = set.union if untrained else set.intersection
+    seeds = sorted(pick(set(arm_a.seeds), set(arm_b.seeds)))
     rows_a = [arm_a.seeds.index(s) if s in arm_a.seeds else 0 for s in seeds]
     rows_b = [arm_b.seeds.index(s) if s in arm_b.seeds else 0 for s in seeds]
     if not keep.any():
@@ -148,7 +147,15 @@ def _compare(exp: Experiment, c: ComparisonSpec, results: SetResults, seed: int)
 
 def decide(exp: Experiment, sets: dict[str, SetResults]) -> dict[str, Any]:
     """Every comparison of the experiment and every claim; ``{"claims": {id: verdict}, "rows": [...]}``."""
-    rows = [_compare(exp, c, sets[c.set], seed=k + 1) for k, c in enumerate(exp.comparisons)]
+    rows = []
+    for k, c in enumerate(exp.comparisons):
+        missing = [arm for arm in (c.a, c.b) if arm not in sets[c.set].arms]
+        if missing:  # a partial report: the arm has no finished seed yet
+            rows.append({"id": c.id, "statement": c.statement, "set": c.set, "subset": "all", "a": c.a, "b": c.b,
+                         "expect": c.expect, "verdict": "inconclusive", "reason": f"{missing[0]} not run yet",
+                         "ci": None, "mae_a": None, "mae_b": None, "margin": None, "parsed_only": None})  # fmt: skip
+        else:
+            rows.append(_compare(exp, c, sets[c.set], seed=k + 1))
     by_id = {r["id"]: r["verdict"] for r in rows}
     claims = {claim.id: combine_verdicts([by_id[p] for p in claim.parts]) for claim in exp.claims}
     return {"claims": claims, "rows": rows}
