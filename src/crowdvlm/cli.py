@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("crowdvlm.evaluate.cli:compare_main", "side-by-side tables of several eval runs"),
     "predict": ("crowdvlm.evaluate.cli:predict_main", "count the objects in a few images"),
     "demo": ("crowdvlm.demo.cli:main", "the CrowdVLM-R1 experiment in miniature, on a CPU"),
+    "app": ("crowdvlm.app.cli:main", "a web page (Gradio) to try a counting model on images"),
 }
 
 
