@@ -4,8 +4,11 @@ The app runs as its own process on the tiny model, on 127.0.0.1 and a free port.
 and waits for the count, which must equal `crowdvlm predict`'s on the same image (the random tiny model
 answers nonsense, so the raw answer text is compared too); then a corrupt and a too-large file, whose
 messages must appear on the page while the app keeps serving; then a zip in the batch tab. Every wait is
-bounded. With CROWDVLM_APP_SCREENSHOT=docs/app-screenshot.png the page with its result is saved there (the
-README's screenshot).
+bounded.
+
+With CROWDVLM_APP_SCREENSHOT=docs/app-screenshot.png the page with its result is saved there (the README's
+screenshot), and the app serves the demo's shipped base model (the tiny model after a counting SFT, which
+answers `<answer>N</answer>`) instead of the random one, so the picture shows a count; the same checks run.
 """
 
 from __future__ import annotations
@@ -50,6 +53,23 @@ REQUEST_TIMEOUT = 120  # s: one page action, from upload to shown result
 RESULT = "#result .crowdvlm-result, #result .crowdvlm-error"
 
 
+SCREENSHOT = os.environ.get("CROWDVLM_APP_SCREENSHOT")
+
+
+def model_options(tiny_model_dir: Path) -> tuple[list[str], str]:
+    """The model options of the app under test and of the `crowdvlm predict` it is compared with, and the
+    question the page starts with."""
+    options = ["--device", "cpu", "--max-new-tokens", str(MAX_NEW_TOKENS)]
+    if not SCREENSHOT:
+        return ["--model", str(tiny_model_dir), *options], examples()[0]["question"]
+    from importlib import resources
+
+    base = Path(os.path.relpath(resources.files("crowdvlm.demo") / "base"))  # relative: the page shows it
+    prompt = json.loads((base / "base_recipe.json").read_text())["prompt"]
+    options += ["--prompt", prompt["template"], "--output", prompt["output"]]
+    return ["--model", str(base), *options], prompt["question"]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -61,15 +81,9 @@ def app_url(tiny_model_dir, tmp_path_factory):
     """The app serving the tiny model; stopped (and waited for) after the module's tests."""
     log_path = tmp_path_factory.mktemp("app") / "app.log"
     port = free_port()
-    command = [sys.executable, "-m", "crowdvlm", "app", "--model", str(tiny_model_dir), "--port", str(port)]
-    command += [
-        "--max-new-tokens",
-        str(MAX_NEW_TOKENS),
-        "--max-upload-mb",
-        str(UPLOAD_LIMIT_MB),
-        "--device",
-        "cpu",
-    ]
+    options, question = model_options(tiny_model_dir)
+    command = [sys.executable, "-m", "crowdvlm", "app", *options, "--question", question, "--port", str(port)]
+    command += ["--max-upload-mb", str(UPLOAD_LIMIT_MB)]
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -140,8 +154,8 @@ def upload_and_count(driver, path: Path) -> str:
 
 def predict(tiny_model_dir, image: Path, question: str) -> dict:
     """`crowdvlm predict --json` on one image, as a separate process like the app."""
-    command = [sys.executable, "-m", "crowdvlm", "predict", "--model", str(tiny_model_dir), "--device", "cpu"]
-    command += ["--max-new-tokens", str(MAX_NEW_TOKENS), "--question", question, "--json", str(image)]
+    command = [sys.executable, "-m", "crowdvlm", "predict", *model_options(tiny_model_dir)[0]]
+    command += ["--question", question, "--json", str(image)]
     out = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -152,13 +166,14 @@ def test_count_matches_predict_and_bad_uploads_show_their_messages(
     example = examples()[0]
     browser.get(app_url)
     wait_for(browser, lambda d: d.find_elements(By.ID, "count-button"), "the page")
-    assert example["question"] in browser.find_element(
-        By.CSS_SELECTOR, "#question textarea, #question input"
-    ).get_attribute("value")
+    question = browser.find_element(By.CSS_SELECTOR, "#question textarea, #question input").get_attribute(
+        "value"
+    )
+    assert question == model_options(tiny_model_dir)[1]
 
     # 1. An image: the count and raw answer the page shows are `crowdvlm predict`'s.
     result = upload_and_count(browser, example["image"])
-    expected = predict(tiny_model_dir, example["image"], example["question"])
+    expected = predict(tiny_model_dir, example["image"], question)
     shown_count = text_of(browser, "#crowdvlm-count")
     assert shown_count == ("no count in the answer" if expected["count"] is None else str(expected["count"]))
     assert "took" in result and " s" in result

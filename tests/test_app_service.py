@@ -176,6 +176,20 @@ def test_shipped_examples_are_small_synthetic_images():
         assert row["question"].endswith("?") and row["count"] >= 0
 
 
+def test_the_page_runs_one_model_request_at_a_time_with_a_bounded_queue(service):
+    from crowdvlm.app.ui import build_page
+
+    page = build_page(service, model_name="scripted", queue_size=3)
+    events = [fn for fn in page.fns.values() if fn.name in ("count_one", "count_many")]
+    assert len(events) == 2
+    assert {fn.concurrency_id for fn in events} == {"model"}  # one queue slot shared by both tabs
+    assert {fn.concurrency_limit for fn in events} <= {
+        1,
+        "default",
+    } and page._queue.default_concurrency_limit == 1
+    assert page._queue.max_size == 3
+
+
 def run_app(*args, timeout=120):
     return subprocess.run(
         [sys.executable, "-m", "crowdvlm", "app", *args], capture_output=True, text=True, timeout=timeout

@@ -118,9 +118,7 @@ def main(argv: list[str]) -> int:
         batch_size=args.batch_size,
         limits=limits,
     )
-    page = build_page(service, model_name=args.model, question=args.question)
-    # One model request at a time (both tabs share concurrency_id "model"); at most --queue-size waiting.
-    page.queue(max_size=args.queue_size, default_concurrency_limit=1)
+    page = build_page(service, model_name=args.model, question=args.question, queue_size=args.queue_size)
     try:
         _, url, _ = page.launch(
             server_name=args.host,

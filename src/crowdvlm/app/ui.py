@@ -63,8 +63,17 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def build_page(service: CountingService, *, model_name: str, question: str | None = None) -> gr.Blocks:
-    """The app's page over a loaded ``service``; launch it with ``.queue(...).launch(css=PAGE_CSS, ...)``."""
+def build_page(
+    service: CountingService, *, model_name: str, question: str | None = None, queue_size: int = 16
+) -> gr.Blocks:
+    """The app's page over a loaded ``service``, its queue set; launch it with ``.launch(css=PAGE_CSS, ...)``.
+
+    Args:
+        service: the loaded model behind the page.
+        model_name: shown at the top of the page.
+        question: the question the page starts with (default: the first example's).
+        queue_size: requests that may wait; one runs at a time (both tabs share one queue), more are refused.
+    """
     upload_roots = [Path(gr.utils.get_upload_folder()), EXAMPLES_DIR]
     shipped = examples()
     question = question or shipped[0]["question"]
@@ -153,4 +162,5 @@ def build_page(service: CountingService, *, model_name: str, question: str | Non
             batch_button.click(
                 count_many, [files, batch_question], [table, csv_file, batch_status], concurrency_id="model"
             )
+    page.queue(max_size=queue_size, default_concurrency_limit=1)
     return page
