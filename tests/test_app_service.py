@@ -96,6 +96,45 @@ def test_counts_reasoning_points_and_per_image_errors(service, tmp_path):
     assert written == ["0001.img", "0003.img"]
 
 
+def test_page_handlers_show_results_refusals_and_errors_and_keep_serving(service, tmp_path):
+    from crowdvlm.app.handlers import PageHandlers
+
+    roots = tmp_path / "uploads"
+    roots.mkdir()
+    good = roots / "thirty.png"
+    good.write_bytes(png(30))
+    handlers = PageHandlers(service, [roots])
+    shown, result, reasoning = handlers.count_one(str(good), "How many dots?")
+    assert "<span id='crowdvlm-count'>2</span>" in result and "2 points drawn" in result
+    assert shown.getpixel((5, 5)) == (230, 30, 30) and reasoning.startswith("two dots")
+    assert "nothing uploaded" in handlers.count_one(None, "How many dots?")[1]
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(png(30))
+    assert "only files uploaded through this page" in handlers.count_one(str(outside), "How many?")[1]
+    odd = roots / "<b>odd&.png"
+    odd.write_bytes(b"not an image")
+    assert (
+        "refused: &lt;b&gt;odd&amp;.png is not an image file" in handlers.count_one(str(odd), "How many?")[1]
+    )
+
+    def boom(items):
+        raise RuntimeError("the model fell over")
+
+    working = service.backend.prepare
+    service.backend.prepare = boom
+    assert handlers.count_one(str(good), "How many?")[1:] == (
+        "<div class='crowdvlm-error'><b>error: RuntimeError: the model fell over</b></div>",
+        "",
+    )
+    service.backend.prepare = working
+    assert "crowdvlm-count'>2<" in handlers.count_one(str(good), "How many?")[1]  # still serving
+
+    rows, csv_path, status = handlers.count_many([str(good), str(odd)], "How many?")
+    assert [row[:2] for row in rows] == [["thirty.png", 2], ["<b>odd&.png", ""]]
+    assert status.startswith("2 images, 1 with errors") and csv_path.endswith(".csv")
+    assert handlers.count_many([], "How many?")[:2] == ([], None)
+
+
 def test_batch_requests_keep_no_decoded_images(service):
     _, decoded, _ = service.count([UploadedImage("x.png", data=png(40))], "How many?")
     assert decoded == [None]
