@@ -1,11 +1,11 @@
 """Run the full demo and record its wall time and every arm's metrics as JSON.
 
-Run: flock /tmp/crowdvlm-cpu.lock .venv/bin/python benchmarks/demo.py [--out runs/demo-bench] [--json FILE]
-     [-- extra `crowdvlm demo` arguments, e.g. --quick or --set n_train=1000]
+Run (alone on the machine: two torch processes at once slow each other): .venv/bin/python benchmarks/demo.py [--out runs/demo-bench] [--json FILE]
+     [-- extra `crowdvlm demo` arguments, e.g. --quick or --experiment FILE]
 
 The demo runs in a child process (``python -m crowdvlm demo``), timed from start to exit; the output folder is
 created fresh (an existing one is refused, so the time is never that of a resumed run). The JSON holds the
-wall time, the plan, per arm and set the MAE / RMSE / accuracy / parse-failure rate (mean and sd over seeds),
+wall time, the experiment, per arm and set the MAE / RMSE / accuracy / parse-failure rate (mean and sd over seeds),
 the claims' verdicts with their confidence intervals and the measured training time of every arm.
 """
 
@@ -68,19 +68,19 @@ def main() -> int:
             "platform": platform.platform(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         },  # fmt: skip
-        "plan": results["plan"],
+        "experiment": results["experiment"],
         "arms": _arm_metrics(results),
         "training": {
             arm: {k: t[k] for k in ("lr", "grid", "train_wall_s", "steps")}
             for arm, t in results["training"].items()
         },
-        "claims": results["claims"],
+        "comparisons": results["comparisons"],
         "report": str(args.out / "report" / "report.md"),
     }
     path = args.json or args.out / "benchmark.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    print(f"demo wall time {wall / 60:.1f} min; claims {results['claims']['claims']}; JSON: {path}")
+    print(f"demo wall time {wall / 60:.1f} min; claims {results['comparisons']['claims']}; JSON: {path}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Evaluation throughput (images/s) of the tiny Qwen2.5-VL on CPU at batch 1 and batch 16, side by side.
 
-Run: flock /tmp/crowdvlm-cpu.lock .venv/bin/python benchmarks/eval_throughput.py [--images 48] [--repeats 3]
+Run (alone on the machine: two torch processes at once slow each other): .venv/bin/python benchmarks/eval_throughput.py [--images 48] [--repeats 3]
      [--max-new-tokens 32] [--batch-sizes 1,16] [--json FILE]
 
 Both batch sizes evaluate the same synthetic images through the whole pipeline (`crowdvlm.evaluate.run.evaluate`:

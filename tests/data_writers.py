@@ -1,6 +1,6 @@
 """Writers of tiny datasets in each native on-disk format, for the reader tests.
 
-The MATLAB structures are the real ones (``datasets.md`` §1.1, §1.11): ShanghaiTech's ``image_info`` is a
+The MATLAB structures are those of the released datasets: ShanghaiTech's ``image_info`` is a
 1x1 cell holding a 1x1 struct with fields ``location`` (N x 2) and ``number``.
 """
 
@@ -110,8 +110,13 @@ def write_fsc147(root: Path, splits: dict[str, dict[str, tuple[str, list]]]) -> 
         for name, (cls, pts) in samples.items():
             write_image(root / "images_384_VarV2" / name, size=(96, 384))
             box = [[1, 2], [1, 12], [11, 12], [11, 2]]
-            annotations[name] = {"H": 768, "W": 192, "points": pts, "box_examples_coordinates": [box] * 3,
-                                 "img_path": "/authors/machine/" + name}  # fmt: skip
+            annotations[name] = {
+                "H": 768,
+                "W": 192,
+                "points": pts,
+                "box_examples_coordinates": [box] * 3,
+                "img_path": "/authors/machine/" + name,
+            }
             classes.append(f"{name}\t{cls}")
     (root / "annotation_FSC147_384.json").write_text(json.dumps(annotations))
     (root / "Train_Test_Val_FSC_147.json").write_text(json.dumps(split_lists))

@@ -80,3 +80,13 @@ def _last_error(monkeypatch, capsys, err) -> str:
     monkeypatch.setattr(cli, "resolve", lambda name: fail)
     cli.main(["eval"])
     return capsys.readouterr().err
+
+
+def test_every_command_accepts_both_option_spellings(capsys):
+    """`crowdvlm eval --min_pixels` works as `--min-pixels` does (train's HF parser accepts both already)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "synth", "--help"])
+    assert exit_info.value.code == 0
+    assert main(["data", "synth", "--out", "x", "--n", "0", "--min_count", "-1"]) != 0
+    err = capsys.readouterr().err
+    assert "unrecognized arguments" not in err and "min" in err.lower()

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from crowdvlm.errors import UsageError
 from crowdvlm.evaluate.cli import compare_main
 from crowdvlm.evaluate.compare import compare_runs, load_run, paired_bootstrap_mae_diff, write_comparison
 from crowdvlm.evaluate.predictions import Prediction, PredictionWriter
@@ -116,5 +117,5 @@ def test_same_names_are_made_unique(tmp_path):
 
 
 def test_compare_rejects_a_directory_without_predictions(tmp_path):
-    with pytest.raises(FileNotFoundError, match="predictions.jsonl is missing"):
+    with pytest.raises(UsageError, match="predictions.jsonl is missing"):
         load_run(tmp_path)

@@ -54,8 +54,11 @@ def test_paper_records_read_as_manifest(tmp_path, images):
     [
         ("{not json", "not valid JSON"),
         ('{"image": "imgs/0.png", "problem": "q"}', "missing field(s) ['solution']"),
-        ('{"image": "imgs/0.png", "problem": "q", "solution": "3"}', "solution must be an integer, got '3'"),
-        ('{"image": "imgs/0.png", "problem": "q", "solution": 2.5}', "solution must be an integer"),
+        (
+            '{"image": "imgs/0.png", "problem": "q", "solution": "3 people"}',
+            "solution '3 people' is not a count",
+        ),
+        ('{"image": "imgs/0.png", "problem": "q", "solution": 2.5}', "solution 2.5 is not a whole number"),
         ('{"image": "imgs/0.png", "problem": "q", "solution": -1}', "solution must be >= 0"),
         ('{"image": "imgs/0.png", "problem": "", "solution": 1}', "problem must be a non-empty string"),
         (
@@ -64,7 +67,7 @@ def test_paper_records_read_as_manifest(tmp_path, images):
         ),
         (
             '{"image": "imgs/0.png", "problem": "q", "solution": 1, "points": [[1, NaN]]}',
-            "non-finite coordinate",
+            "NaN or infinite coordinate",
         ),
         (
             '{"image": "imgs/0.png", "problem": "q", "solution": 1, "points": [["a", 1]]}',
@@ -93,8 +96,17 @@ def test_write_refuses_bad_records_and_leaves_no_file(tmp_path, images):
 
 
 def _manifest(tmp_path, images, solutions, name="m.jsonl"):
-    records = [{"image": str(img), "problem": "How many dots are in the image?", "solution": s, "dataset": "d",
-                "split": "test", "id": f"d/{i}"} for i, (img, s) in enumerate(zip(images, solutions, strict=True))]  # fmt: skip
+    records = [
+        {
+            "image": str(img),
+            "problem": "How many dots are in the image?",
+            "solution": s,
+            "dataset": "d",
+            "split": "test",
+            "id": f"d/{i}",
+        }
+        for i, (img, s) in enumerate(zip(images, solutions, strict=True))
+    ]
     return write_manifest(records, tmp_path / name)
 
 
@@ -115,8 +127,10 @@ def test_manifest_to_dataset_columns_for_trl(tmp_path, images):
     (turn,) = row["prompt"]
     assert turn["role"] == "user"
     assert turn["content"][0]["type"] == "image"
-    assert turn["content"][1] == {"type": "text", "text": build_prompt("How many dots are in the image?", "eval",
-                                                                        "answer-only")}  # fmt: skip
+    assert turn["content"][1] == {
+        "type": "text",
+        "text": build_prompt("How many dots are in the image?", "eval", "answer-only"),
+    }
 
 
 def test_manifest_to_dataset_refuses_missing_ground_truth(tmp_path, images):

@@ -7,18 +7,10 @@ import json
 import pytest
 import yaml
 
+import data_writers as native  # the writers of every native format, shared by the data tests
 from crowdvlm.data.convert import FORMATS, convert
 from crowdvlm.data.manifest import read_manifest, write_manifest
 from crowdvlm.data.ucf_cc_50 import folds
-from data_writers import (
-    write_fsc147,
-    write_image,
-    write_jhu,
-    write_nwpu,
-    write_qnrf,
-    write_shanghaitech,
-    write_ucf_cc_50,
-)
 
 
 def by_id(records):
@@ -29,10 +21,10 @@ def by_id(records):
 def test_shanghaitech_both_layouts(tmp_path, final, hyphen):
     root = tmp_path / "ShanghaiTech"
     pts1 = [[1.5, 2.25], [10.0, 20.0], [63.0, 47.0]]
-    write_shanghaitech(
+    native.write_shanghaitech(
         root, part="A", split="train", final=final, hyphen=hyphen, samples={1: pts1, 2: [], 10: [[5, 5]]}
     )
-    write_shanghaitech(
+    native.write_shanghaitech(
         root, part="B", split="test", final=final, hyphen=hyphen, samples={3: [[4, 4], [6, 6]]}
     )
     result = convert("shanghaitech", root, tmp_path / "m.jsonl", progress=False)
@@ -56,9 +48,9 @@ def test_shanghaitech_both_layouts(tmp_path, final, hyphen):
 
 def test_shanghaitech_split_part_and_part_folder_root(tmp_path):
     root = tmp_path / "sh"
-    write_shanghaitech(root, part="A", split="train", samples={1: [[1, 1]]})
-    write_shanghaitech(root, part="A", split="test", samples={1: [[1, 1], [2, 2]]})
-    write_shanghaitech(root, part="B", split="test", samples={1: []})
+    native.write_shanghaitech(root, part="A", split="train", samples={1: [[1, 1]]})
+    native.write_shanghaitech(root, part="A", split="test", samples={1: [[1, 1], [2, 2]]})
+    native.write_shanghaitech(root, part="B", split="test", samples={1: []})
     only = convert("shanghaitech", root, tmp_path / "a.jsonl", split="test", parts=("A",), progress=False)
     assert [(r["dataset"], r["split"], r["solution"]) for r in read_manifest(only.manifest)] == [
         ("shanghaitech-a", "test", 2)
@@ -73,10 +65,11 @@ def test_shanghaitech_split_part_and_part_folder_root(tmp_path):
 def test_ucf_qnrf_points_outside(tmp_path, keep_outside, expected, dropped):
     # Image 50 x 40: borders count as inside (BL / DM-Count rule); 51, -1 and 41 are outside.
     pts = [[0, 0], [50, 40], [51, 10], [-1, 5], [10, 41]]
-    write_qnrf(tmp_path, "Train", {"img_0001": pts})
-    write_qnrf(tmp_path, "Test", {"img_0001": [[3, 3]]})
-    result = convert("ucf-qnrf", tmp_path, tmp_path / "m.jsonl", split="train", keep_outside=keep_outside,
-                     progress=False)  # fmt: skip
+    native.write_qnrf(tmp_path, "Train", {"img_0001": pts})
+    native.write_qnrf(tmp_path, "Test", {"img_0001": [[3, 3]]})
+    result = convert(
+        "ucf-qnrf", tmp_path, tmp_path / "m.jsonl", split="train", keep_outside=keep_outside, progress=False
+    )
     (rec,) = read_manifest(result.manifest)
     assert rec["solution"] == expected and len(rec["points"]) == expected
     assert result.dropped_outside == dropped
@@ -90,7 +83,7 @@ def test_ucf_cc_50_folds(tmp_path):
     assert all(len(ids) == 10 for ids in folds().values()) and len(folds()) == 5
     fold1, fold2 = folds()["fold1"][:2], folds()["fold2"][:1]
     samples = {fold1[0]: [[1, 1], [2, 2]], fold1[1]: [[3, 3]], fold2[0]: []}
-    write_ucf_cc_50(tmp_path, samples)
+    native.write_ucf_cc_50(tmp_path, samples)
     everything = read_manifest(
         convert("ucf-cc-50", tmp_path, tmp_path / "all.jsonl", progress=False).manifest
     )
@@ -112,8 +105,8 @@ def test_ucf_cc_50_folds(tmp_path):
 def test_jhu_crowd_with_empty_and_one_line_gt(tmp_path):
     samples = {"0001": [[1, 2], [3, 4], [5, 6]], "0002": [], "0003": [[7, 8]]}
     labels = {"0001": (3, "stadium", 0, 0), "0002": (0, "cocnert", 2, 1), "0003": (1, "marathon", 1, 0)}
-    write_jhu(tmp_path, "val", samples, labels)
-    write_jhu(tmp_path, "train", {"0100": [[1, 1]]})  # no image_labels.txt: no metadata
+    native.write_jhu(tmp_path, "val", samples, labels)
+    native.write_jhu(tmp_path, "train", {"0100": [[1, 1]]})  # no image_labels.txt: no metadata
     recs = by_id(read_manifest(convert("jhu-crowd", tmp_path, tmp_path / "m.jsonl", progress=False).manifest))
     assert recs["jhu-crowd/val/0001"]["points"] == [[1, 2], [3, 4], [5, 6]]
     assert recs["jhu-crowd/val/0002"]["solution"] == 0
@@ -123,7 +116,9 @@ def test_jhu_crowd_with_empty_and_one_line_gt(tmp_path):
 
 
 def test_nwpu_test_split_has_no_ground_truth(tmp_path):
-    write_nwpu(tmp_path, train={"0001": [[1, 1], [2, 2]], "0002": []}, val={"3110": [[4, 4]]}, test=["3610"])
+    native.write_nwpu(
+        tmp_path, train={"0001": [[1, 1], [2, 2]], "0002": []}, val={"3110": [[4, 4]]}, test=["3610"]
+    )
     recs = by_id(read_manifest(convert("nwpu", tmp_path, tmp_path / "m.jsonl", progress=False).manifest))
     assert {k: r["solution"] for k, r in recs.items()} == {
         "nwpu/0001": 2, "nwpu/0002": 0, "nwpu/3110": 1, "nwpu/3610": None
@@ -133,7 +128,7 @@ def test_nwpu_test_split_has_no_ground_truth(tmp_path):
 
 
 def test_fsc147_class_in_question_and_384_space_points(tmp_path):
-    write_fsc147(tmp_path, {
+    native.write_fsc147(tmp_path, {
         "train": {"2.jpg": ("sea shells", [[10.5, 300.0], [90, 380]])},
         "val": {"7.jpg": ("apples", [[1, 1]])},
         "test": {"9.jpg": ("cars", [])},
@@ -153,9 +148,11 @@ def test_fsc147_class_in_question_and_384_space_points(tmp_path):
 
 def _paper_records(tmp_path, n=5):
     for i in range(n):
-        write_image(tmp_path / "imgs" / f"{i}.png")
-    return [{"image": f"imgs/{i}.png", "problem": "Please count the number of sheep in the image.", "solution": i}
-            for i in range(n)]  # fmt: skip
+        native.write_image(tmp_path / "imgs" / f"{i}.png")
+    return [
+        {"image": f"imgs/{i}.png", "problem": "Please count the number of sheep in the image.", "solution": i}
+        for i in range(n)
+    ]
 
 
 def test_crowdvlm_json_list_and_string_solution(tmp_path):
@@ -182,8 +179,9 @@ def test_crowdvlm_json_list_and_string_solution(tmp_path):
 def test_crowdvlm_yaml_sampling(tmp_path, strategy, expected):
     recs = _paper_records(tmp_path)
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    (tmp_path / "list.yaml").write_text(yaml.safe_dump({"datasets": [{"json_path": "a.jsonl",
-                                                                       "sampling_strategy": strategy}]}))  # fmt: skip
+    (tmp_path / "list.yaml").write_text(
+        yaml.safe_dump({"datasets": [{"json_path": "a.jsonl", "sampling_strategy": strategy}]})
+    )
     out = read_manifest(
         convert("crowdvlm", tmp_path / "list.yaml", tmp_path / "m.jsonl", progress=False).manifest
     )
@@ -201,7 +199,7 @@ def test_crowdvlm_yaml_random_is_seeded_and_bare_percent_refused(tmp_path):
             for r in read_manifest(
                 convert("crowdvlm", spec, tmp_path / f"m{s}.jsonl", seed=s, progress=False).manifest
             )
-        ]  # fmt: skip
+        ]
         for s in (1, 1, 2)
     ]
     assert runs[0] == runs[1] and len(set(runs[0])) == 4 and runs[0] != runs[2]
@@ -211,7 +209,7 @@ def test_crowdvlm_yaml_random_is_seeded_and_bare_percent_refused(tmp_path):
 
 
 def test_crowdvlm_vlm_r1_conversations(tmp_path):
-    write_image(tmp_path / "a.jpg")
+    native.write_image(tmp_path / "a.jpg")
     rows = [
         {"id": 1, "image": "a.jpg", "conversations": [{"from": "human", "value": "<image>How many cars?"},
                                                       {"from": "gpt", "value": "<answer>12</answer>"}]},
@@ -228,8 +226,10 @@ def test_crowdvlm_vlm_r1_conversations(tmp_path):
 def test_crowdvlm_reads_our_own_manifest(tmp_path):
     recs = _paper_records(tmp_path, n=2)
     recs[1]["points"] = [[1, 1]]
-    write_manifest([{**r, "image": str(tmp_path / r["image"]), "dataset": "d", "split": "val"} for r in recs],
-                   tmp_path / "ours.jsonl")  # fmt: skip
+    write_manifest(
+        [{**r, "image": str(tmp_path / r["image"]), "dataset": "d", "split": "val"} for r in recs],
+        tmp_path / "ours.jsonl",
+    )
     out = read_manifest(
         convert("crowdvlm", tmp_path / "ours.jsonl", tmp_path / "m.jsonl", progress=False).manifest
     )
@@ -241,10 +241,11 @@ def test_crowdvlm_reads_our_own_manifest(tmp_path):
 
 def test_folder_with_and_without_csv(tmp_path):
     for name in ("a.jpg", "b.png", "c.jpg"):
-        write_image(tmp_path / "imgs" / name)
+        native.write_image(tmp_path / "imgs" / name)
     (tmp_path / "imgs" / "counts.csv").write_text("image,count\na.jpg,4\nb.png,\n")
-    out = read_manifest(convert("folder", tmp_path / "imgs", tmp_path / "m.jsonl", objects="birds",
-                                progress=False).manifest)  # fmt: skip
+    out = read_manifest(
+        convert("folder", tmp_path / "imgs", tmp_path / "m.jsonl", objects="birds", progress=False).manifest
+    )
     assert [(r["id"], r["solution"]) for r in out] == [("imgs/a.jpg", 4), ("imgs/b.png", None)]
     assert out[0]["problem"] == "How many birds are in the image?"
     (tmp_path / "imgs" / "counts.csv").unlink()

@@ -52,8 +52,17 @@ def test_generate_manifest_ranges_and_prefix_stability(tmp_path):
     small = generate(
         tmp_path / "a", n=4, style="dots", min_count=2, max_count=9, size=(64, 48), seed=7, progress=False
     )
-    large = generate(tmp_path / "b", n=12, style="dots", min_count=2, max_count=9, size=(64, 48), seed=7,
-                     split="val", progress=False)  # fmt: skip
+    large = generate(
+        tmp_path / "b",
+        n=12,
+        style="dots",
+        min_count=2,
+        max_count=9,
+        size=(64, 48),
+        seed=7,
+        split="val",
+        progress=False,
+    )
     recs_small, recs_large = read_manifest(small), read_manifest(large)
     assert [r["solution"] for r in recs_small] == [r["solution"] for r in recs_large[:4]]
     assert Image.open(recs_small[3]["image"]).tobytes() == Image.open(recs_large[3]["image"]).tobytes()
@@ -69,16 +78,33 @@ def test_generate_manifest_ranges_and_prefix_stability(tmp_path):
 
 
 def test_generate_lossless_png(tmp_path):
-    path = generate(tmp_path, n=2, style="shapes", min_count=3, max_count=3, size=(40, 40), seed=2,
-                    image_format="png", progress=False)  # fmt: skip
+    path = generate(
+        tmp_path,
+        n=2,
+        style="shapes",
+        min_count=3,
+        max_count=3,
+        size=(40, 40),
+        seed=2,
+        image_format="png",
+        progress=False,
+    )
     rec = read_manifest(path)[1]
     expected, _ = render("shapes", 3, (40, 40), np.random.default_rng([2, 1]))
     assert rec["image"].endswith(".png") and Image.open(rec["image"]).tobytes() == expected.tobytes()
 
 
 def test_generate_several_styles(tmp_path):
-    path = generate(tmp_path, n=30, style=["people", "animals", "vehicles"], min_count=0, max_count=5,
-                    size=(64, 64), seed=1, progress=False)  # fmt: skip
+    path = generate(
+        tmp_path,
+        n=30,
+        style=["people", "animals", "vehicles"],
+        min_count=0,
+        max_count=5,
+        size=(64, 64),
+        seed=1,
+        progress=False,
+    )
     recs = read_manifest(path)
     assert {r["dataset"] for r in recs} == {"synth-people", "synth-animals", "synth-vehicles"}
     questions = {r["dataset"]: r["problem"] for r in recs}
@@ -103,8 +129,29 @@ def test_generate_refuses_bad_arguments(tmp_path, kwargs, message):
 
 def test_cli_synth_stats_show(tmp_path, capsys):
     out = tmp_path / "synth"
-    assert data_main(["synth", "--out", str(out), "--n", "6", "--style", "dots,rings", "--min-count", "1",
-                      "--max-count", "4", "--size", "48x40", "--seed", "3", "--no-progress"]) == 0  # fmt: skip
+    assert (
+        data_main(
+            [
+                "synth",
+                "--out",
+                str(out),
+                "--n",
+                "6",
+                "--style",
+                "dots,rings",
+                "--min-count",
+                "1",
+                "--max-count",
+                "4",
+                "--size",
+                "48x40",
+                "--seed",
+                "3",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     manifest = out / "manifest.jsonl"
     recs = read_manifest(manifest)
     assert len(recs) == 6 and all(1 <= r["solution"] <= 4 for r in recs)

@@ -12,10 +12,11 @@ import shutil
 import pytest
 from PIL import Image
 
+from crowdvlm.errors import UsageError
 from crowdvlm.evaluate.cli import eval_main, predict_main
 from crowdvlm.evaluate.predictions import read_predictions
 from crowdvlm.evaluate.report import PLOTS
-from crowdvlm.evaluate.run import evaluate, items_from_manifests
+from crowdvlm.evaluate.run import ImageEvaluationError, evaluate, items_from_manifests
 from crowdvlm.metrics import count_metrics
 from crowdvlm.parsing import parse_count
 
@@ -124,8 +125,8 @@ def test_eval_cli_writes_every_file(tiny_model_dir, manifests, tmp_path, capsys)
     assert "## Per dataset" in report and "missing: cannot load image" in report
 
     # a second run into the same folder must not silently mix runs
-    assert eval_main(argv) == 1
-    assert "--resume" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="--resume"):
+        eval_main(argv)
 
 
 def test_batching_and_left_padding_do_not_change_answers(backend, manifests, tmp_path):
@@ -174,15 +175,15 @@ def test_interrupted_run_resumes_without_redoing_images(backend, manifests, tmp_
 def test_resume_refuses_other_settings(backend, manifests, tmp_path):
     items = items_from_manifests(manifests[:1])[:2]
     evaluate(backend, items, tmp_path, batch_size=2, report=False, progress=False)
-    with pytest.raises(ValueError, match="parse: 'lenient' -> 'strict'"):
+    with pytest.raises(UsageError, match='--strict-parse "lenient" -> "strict"'):
         evaluate(backend, items, tmp_path, resume=True, parse_strict=True, progress=False)
 
 
 def test_strict_stops_at_a_missing_image(tiny_model_dir, manifests, tmp_path, capsys):
     argv = ["--model", str(tiny_model_dir), "--data", str(manifests[2]), "--out", str(tmp_path / "s"), "--strict",
             "--max-new-tokens", "2", "--device", "cpu", "--no-progress"]  # fmt: skip
-    assert eval_main(argv) == 1
-    assert "missing: cannot load image" in capsys.readouterr().err
+    with pytest.raises(ImageEvaluationError, match="missing: cannot load image"):
+        eval_main(argv)
 
 
 def test_predict_prints_counts(tiny_model_dir, manifests, tmp_path, capsys):

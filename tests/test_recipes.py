@@ -11,12 +11,13 @@ import yaml
 from crowdvlm.train.config import parse_job
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-TRAIN_RECIPES = sorted(p for p in RECIPES.glob("*/*.yaml") if p.parent.name != "accelerate")
+NOT_TRAIN = ("accelerate", "experiments")  # launch configs; experiment files (tests/test_experiments_spec.py)
+TRAIN_RECIPES = sorted(p for p in RECIPES.glob("*/*.yaml") if p.parent.name not in NOT_TRAIN)
 ACCELERATE = sorted((RECIPES / "accelerate").glob("*.yaml"))
 
 
 def kind_of(recipe: Path) -> str:
-    return "sft" if recipe.stem == "sft" else "grpo"
+    return "sft" if "sft" in recipe.stem.split("_") else "grpo"
 
 
 def header(path: Path) -> str:

@@ -5,13 +5,13 @@ import pickle
 import pytest
 
 from crowdvlm.rewards import (
+    POINT_REWARDS,
     REWARDS,
     binary_count_reward,
     build_reward,
     count_format_reward,
     fgrpr_precision,
     fgrpr_precision_reward,
-    parse_solution,
 )
 
 T = "<think>x</think>"
@@ -81,9 +81,8 @@ def test_solution_forms_agree(solution):
 
 @pytest.mark.parametrize("bad", [None, "many", -3, "-3", 2.5, "2.5", float("nan"), True, [22]])
 def test_unreadable_solution_is_a_data_error(bad):
+    # the rule itself is tested in test_counts.py; here: the rewards apply it
     with pytest.raises(ValueError, match="solution"):
-        parse_solution(bad)
-    with pytest.raises(ValueError):
         fgrpr_precision_reward(["<answer>1</answer>"], solution=[bad])
 
 
@@ -115,8 +114,10 @@ def test_registry_names_picklable_and_logged_by_name():
         assert reward.__name__ == name
         clone = pickle.loads(pickle.dumps(reward))
         assert clone.__name__ == name
+        if name in POINT_REWARDS:  # they also need point columns: tests/test_pointing.py
+            continue
         assert clone(["<answer>3</answer>"], [3]) == reward(["<answer>3</answer>"], [3])
-    with pytest.raises(KeyError, match="valid rewards: answer_format, binary, fgrpr, format"):
+    with pytest.raises(KeyError, match="valid rewards: answer_format, binary, fgrpr, "):
         build_reward("accuracy")
 
 

@@ -167,7 +167,7 @@ def test_cli_reports_config_errors_with_status_2(tmp_path, capsys, manifest):
                  "--output_dir", str(tmp_path / "o"), "--use_cpu", "true", "--bf16", "false"])  # fmt: skip
     assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith("crowdvlm train grpo: error:") and "missing" in err
+    assert err.startswith("crowdvlm train: error:") and "missing" in err and len(err.splitlines()) == 1
 
 
 def test_train_help_and_unknown_kind(capsys):

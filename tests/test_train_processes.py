@@ -1,7 +1,6 @@
 """Training as users launch it, in subprocesses: two CPU processes through accelerate, and SIGKILL + --resume.
 
-Run the suite under `flock /tmp/crowdvlm-cpu.lock ...` as usual; these tests do not take the lock themselves
-(a child waiting on a lock its parent holds would never start).
+Each test runs exactly 2 processes: on a 2-core machine more would only slow every one of them.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("crowdvlm.evaluate.cli:eval_main", "evaluate a model on manifests: metrics, report, plots"),
     "compare": ("crowdvlm.evaluate.cli:compare_main", "side-by-side tables of several eval runs"),
     "predict": ("crowdvlm.evaluate.cli:predict_main", "count the objects in a few images"),
+    "experiment": ("crowdvlm.experiments.cli:main", "run an experiment file: arms, seeds, verdicts"),
     "demo": ("crowdvlm.demo.cli:main", "the CrowdVLM-R1 experiment in miniature, on a CPU"),
     "app": ("crowdvlm.app.cli:main", "a web page (Gradio) to try a counting model on images"),
 }
@@ -55,6 +56,32 @@ def resolve(command: str):
     target, _ = COMMANDS[command]
     module_name, func_name = target.split(":")
     return getattr(importlib.import_module(module_name), func_name)
+
+
+# Commands parsed by Hugging Face's parser take keys as written in recipes (``--max_steps``) and accept the
+# dashed spelling too; the others are argparse commands with dashed options (``--batch-size``).
+_HF_PARSED = {"train"}
+
+
+def normalize_option_spelling(command: str, args: list[str]) -> list[str]:
+    """Let every command accept ``--min_pixels`` and ``--min-pixels`` alike (one CLI style).
+
+    Only option names change (``--a_b=v`` -> ``--a-b=v``); values and everything after ``--`` are kept.
+
+    >>> normalize_option_spelling("eval", ["--min_pixels", "3136", "--data=a_b.jsonl", "--", "--x_y"])
+    ['--min-pixels', '3136', '--data=a_b.jsonl', '--', '--x_y']
+    """
+    if command in _HF_PARSED:
+        return list(args)
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return out + args[i:]
+        if arg.startswith("--"):
+            name, sep, value = arg.partition("=")
+            arg = name.replace("_", "-") + sep + value
+        out.append(arg)
+    return out
 
 
 def _exit_code(err: BaseException) -> int:
@@ -95,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     if verbose:
         logging.basicConfig(level=logging.DEBUG)
     try:
-        return int(resolve(ns.command)(ns.args) or 0)
+        return int(resolve(ns.command)(normalize_option_spelling(ns.command, ns.args)) or 0)
     except (Exception, KeyboardInterrupt) as err:  # the one place errors become exit codes
         if verbose:
             raise

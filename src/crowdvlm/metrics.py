@@ -56,8 +56,14 @@ def count_metrics(
     n = len(truths)
     if n == 0:
         keys = ("mae", "mae_parsed", "rmse", "nae", "accuracy", f"acc_within_{within_k}", pct_key)
-        return {"n": 0, **dict.fromkeys(keys), "parse_failures": 0, "parse_failure_rate": None,
-                "mean_truth": None, "mean_pred": None}  # fmt: skip
+        return {
+            "n": 0,
+            **dict.fromkeys(keys),
+            "parse_failures": 0,
+            "parse_failure_rate": None,
+            "mean_truth": None,
+            "mean_pred": None,
+        }
 
     y = np.asarray(truths, dtype=np.float64)
     parsed = np.array([p is not None for p in preds])

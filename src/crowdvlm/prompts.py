@@ -1,6 +1,6 @@
 """The paper's prompts and the counting question asked for each dataset.
 
-CrowdVLM-R1 uses two different prompts (reference: ``method.md`` §3):
+CrowdVLM-R1 uses two different prompts (in its released code, which builds on VLM-R1):
 
 - training (``grpo_rec.py``)::
 
@@ -14,7 +14,9 @@ CrowdVLM-R1 uses two different prompts (reference: ``method.md`` §3):
 
 Both are kept verbatim in :data:`PAPER_TEMPLATES`. :func:`build_prompt` picks one by name
 (``template="train" | "eval"``) and an output instruction by name (``output="think"`` is the paper's,
-``output="answer-only"`` asks for just ``<answer>N</answer>``, which is what a tiny model learns best).
+``output="answer-only"`` asks for just ``<answer>N</answer>``, which is what a tiny model learns best;
+``output="points"`` asks for one Qwen-style ``point_2d`` per object, then ``<answer>N</answer>``, see
+``docs/pointing.md``).
 
 **The "." quirk.** The paper's training template inserts "." after the question blindly, so a question that
 already ends with "?" or "." becomes "...image?. First ..." or "...image.. First ...". By default
@@ -35,6 +37,14 @@ EVAL_PROMPT_TEMPLATE = (
 )
 PAPER_TEMPLATES: dict[str, str] = {"train": TRAIN_PROMPT_TEMPLATE, "eval": EVAL_PROMPT_TEMPLATE}
 
+# "points" (ours, counting by pointing): Qwen's grounding JSON, one point per object, then the count. The
+# coordinates are in the frame the model family points in (crowdvlm.pointing.frame); the label is fixed.
+POINT_LABEL = "object"
+POINTS_INSTRUCTION = (
+    f'Point to each one as JSON, [{{"point_2d": [x, y], "label": "{POINT_LABEL}"}}, ...], then output the '
+    "number of points in <answer> </answer> tags"
+)
+
 # Output instructions: (template, output) -> the sentence that follows the question.
 # "think" is the paper's (its train and eval wordings differ); "answer-only" is ours.
 INSTRUCTIONS: dict[tuple[str, str], str] = {
@@ -48,9 +58,11 @@ INSTRUCTIONS: dict[tuple[str, str], str] = {
         "eval",
         "answer-only",
     ): "Output only the final answer in <answer> </answer> tags, for example <answer>3</answer>.",
+    ("train", "points"): POINTS_INSTRUCTION + " and the answer should be a number only.",
+    ("eval", "points"): POINTS_INSTRUCTION + ".",
 }
 TEMPLATES = ("train", "eval")
-OUTPUTS = ("think", "answer-only")
+OUTPUTS = ("think", "answer-only", "points")
 
 # What each dataset counts; the question is "How many <objects> are in the image?".
 DATASET_OBJECTS: dict[str, str] = {
@@ -108,7 +120,8 @@ def build_prompt(
     Args:
         problem: the question, e.g. "How many people are in the image?".
         template: "train" (the paper's training wording) or "eval" (its evaluation wording).
-        output: "think" (the paper's <think>...</think><answer>N</answer>) or "answer-only" (<answer>N</answer>).
+        output: "think" (the paper's <think>...</think><answer>N</answer>), "answer-only" (<answer>N</answer>)
+            or "points" (one ``{"point_2d": [x, y], ...}`` per object, then <answer>N</answer>).
         verbatim: with template="train", insert "." after the question even when it already ends with
             punctuation, exactly as the paper's code does.
 

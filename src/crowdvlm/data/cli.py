@@ -8,16 +8,8 @@ import logging
 import sys
 
 from crowdvlm.data.convert import FORMATS
-
-SYNTH_STYLES = (
-    "dots",
-    "shapes",
-    "people",
-    "animals",
-    "vehicles",
-    "plants",
-    "rings",
-)  # see synth_styles.STYLES
+from crowdvlm.data.synth_styles import STYLES
+from crowdvlm.errors import UsageError
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -66,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     syn.add_argument(
         "--style",
         default="dots",
-        help=f"style, or several joined by commas (one drawn per image): {', '.join(SYNTH_STYLES)}",
+        help=f"style, or several joined by commas (one drawn per image): {', '.join(STYLES)}",
     )
     syn.add_argument("--min-count", type=int, default=0, help="smallest count (default 0)")
     syn.add_argument("--max-count", type=int, default=20, help="largest count (default 20)")
@@ -92,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("--out", required=True, help="grid image to write (.png)")
     sh.add_argument("--seed", type=int, default=0, help="which images (random sample; default 0)")
     sh.add_argument("--first", action="store_true", help="show the first N images instead of a random sample")
-    return parser  # fmt: skip
+    return parser
 
 
 def _convert(args) -> int:
@@ -109,53 +101,73 @@ def _convert(args) -> int:
             "dataset": args.dataset,
         },
     }.get(args.format, {})
-    result = convert(args.format, args.root, args.out, split=args.split, skip_bad=args.skip_bad,
-                     progress=not args.no_progress, **options)  # fmt: skip
+    result = convert(
+        args.format,
+        args.root,
+        args.out,
+        split=args.split,
+        skip_bad=args.skip_bad,
+        progress=not args.no_progress,
+        **options,
+    )
     print(f"wrote {result.n_records} records to {result.manifest}")
     if result.dropped_outside:
-        print(f"dropped {result.dropped_outside} annotated points outside their image (--keep-outside keeps them)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"dropped {result.dropped_outside} annotated points outside their image (--keep-outside keeps them)",
+            file=sys.stderr,
+        )
     if result.report:
         print(f"{result.skips.summary()}; the list is in {result.report}", file=sys.stderr)
     return 0
 
 
 def main(argv: list[str]) -> int:
+    """Run one ``crowdvlm data`` action; bad input raises ``UsageError`` (exit 2), printed by ``crowdvlm.cli``."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from crowdvlm.data.errors import DataError
-
     try:
-        if args.action == "convert":
-            return _convert(args)
-        if args.action == "synth":
-            from crowdvlm.data.synth import generate
+        return _run(args)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, ValueError) as err:
+        if isinstance(err, UsageError):
+            raise
+        raise UsageError(str(err)) from err  # a missing file, a folder for a file, a bad option value
 
-            styles = [s.strip() for s in args.style.split(",") if s.strip()]
-            path = generate(args.out, args.n, styles if len(styles) > 1 else styles[0], args.min_count,
-                            args.max_count, args.size, args.seed, split=args.split, image_format=args.image_format,
-                            progress=not args.no_progress)  # fmt: skip
-            print(f"wrote {args.n} images and {path}")
-            return 0
-        if args.action == "stats":
-            from crowdvlm.data.stats import format_stats, plot_count_histogram, stats_of
 
-            records, stats = stats_of(args.manifests)
-            print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
-            if args.plot:
-                print(f"histogram: {plot_count_histogram(records, args.plot)}")
-            return 0
-        from crowdvlm.data.manifest import read_manifest
-        from crowdvlm.data.show import show_grid
+def _run(args) -> int:
+    if args.action == "convert":
+        return _convert(args)
+    if args.action == "synth":
+        from crowdvlm.data.synth import generate
 
-        out = show_grid(
-            read_manifest(args.manifest), args.out, n=args.n, seed=None if args.first else args.seed
+        styles = [s.strip() for s in args.style.split(",") if s.strip()]
+        path = generate(
+            args.out,
+            args.n,
+            styles if len(styles) > 1 else styles[0],
+            args.min_count,
+            args.max_count,
+            args.size,
+            args.seed,
+            split=args.split,
+            image_format=args.image_format,
+            progress=not args.no_progress,
         )
-        print(f"grid: {out}")
+        print(f"wrote {args.n} images and {path}")
         return 0
-    except (DataError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    if args.action == "stats":
+        from crowdvlm.data.stats import format_stats, plot_count_histogram, stats_of
+
+        records, stats = stats_of(args.manifests)
+        print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+        if args.plot:
+            print(f"histogram: {plot_count_histogram(records, args.plot)}")
+        return 0
+    from crowdvlm.data.manifest import read_manifest
+    from crowdvlm.data.show import show_grid
+
+    out = show_grid(read_manifest(args.manifest), args.out, n=args.n, seed=None if args.first else args.seed)
+    print(f"grid: {out}")
+    return 0
 
 
 if __name__ == "__main__":

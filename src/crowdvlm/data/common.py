@@ -1,4 +1,4 @@
-"""Helpers every dataset reader shares: checked images, checked .mat files, checked point arrays, records.
+"""Helpers every dataset reader shares: checked images, .mat files, point arrays and counts; records.
 
 Each helper raises :class:`~crowdvlm.data.errors.DataError` with a ``kind`` the skip report groups by:
 ``missing-image``, ``bad-image``, ``bad-annotation`` (unreadable file, malformed line), ``missing-key``,
@@ -13,33 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from crowdvlm.counts import read_count, read_whole_number
 from crowdvlm.data.errors import DataError
+from crowdvlm.data.images import check_image, check_image_and_points  # noqa: F401  (the readers import them here)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _DIGITS = re.compile(r"(\d+)")
-
-
-def check_image(path: str | Path, *, record: str | None = None) -> tuple[int, int]:
-    """Decode an image fully (a truncated file fails here, not during training) and return (width, height).
-
-    JPEGs are decoded in draft mode (at 1/8 scale), which reads the whole stream at a fraction of the cost.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "image not found", record=record, kind="missing-image")
-    try:
-        with Image.open(path) as img:
-            size = img.size
-            if img.format == "JPEG":
-                img.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
-            img.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(
-            path, f"unreadable or truncated image ({err})", record=record, kind="bad-image"
-        ) from None
-    return size
 
 
 def load_mat(path: str | Path, key: str, *, record: str | None = None) -> Any:
@@ -52,43 +32,139 @@ def load_mat(path: str | Path, key: str, *, record: str | None = None) -> Any:
     try:
         mat = loadmat(path)
     except Exception as err:  # scipy raises ValueError, TypeError, MatReadError... for a corrupt file
-        raise DataError(path, f"not a readable .mat file ({type(err).__name__}: {err})", record=record,
-                        kind="bad-annotation") from None  # fmt: skip
+        raise DataError(
+            path,
+            f"not a readable .mat file ({type(err).__name__}: {err})",
+            record=record,
+            kind="bad-annotation",
+        ) from None
     if key not in mat:
         keys = sorted(k for k in mat if not k.startswith("__"))
         raise DataError(path, f"expected the key {key!r}, found {keys}", record=record, kind="missing-key")
     return mat[key]
 
 
+def count_field(
+    value: Any,
+    file: str | Path,
+    record: str | None,
+    *,
+    name: str = "solution",
+    allow_none: bool = False,
+    numbers_only: bool = False,
+) -> int | None:
+    """A count read by the one rule of :mod:`crowdvlm.counts`, its refusal a ``bad-field`` DataError.
+
+    Args:
+        value: the stored value.
+        file: the file that holds it, and ``record`` the record, for the message.
+        name: the field, for the message.
+        allow_none: a missing value (``None``) is allowed and returned as is.
+        numbers_only: accept numbers only (no strings), for fields such as ``width``.
+    """
+    try:
+        if value is None and allow_none:
+            return None
+        return read_whole_number(value, name) if numbers_only else read_count(value, name)
+    except ValueError as err:
+        raise DataError(file, str(err), record=record, kind="bad-field") from None
+
+
+def _first_bad_point(raw: Any) -> str:
+    """Where a list of points stops being ``[x, y]`` numbers (only called to word an error)."""
+    for i, pair in enumerate(raw if isinstance(raw, list | tuple) else []):
+        if not isinstance(pair, list | tuple) or len(pair) < 2:
+            return f"point {i} must be [x, y], got {pair!r}"[:200]
+        for v in pair[:2]:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                return f"point {i} has a non-numeric coordinate {v!r}"[:200]
+    return f"coordinates are not numeric, got {type(raw).__name__}"
+
+
 def points_from_array(
     raw: Any, file: str | Path, *, record: str | None = None, allow_negative: bool = False
 ) -> np.ndarray:
-    """An (N, 2) float64 array of ``[x, y]`` from anything array-like; checks numbers, finiteness and sign.
+    """The one point validator: an (N, 2) float64 array of ``[x, y]`` from a list of pairs or an array.
 
-    Extra columns (JHU's ``w h o b``) are dropped. An empty input gives shape (0, 2).
+    Checks that every coordinate is a number (never a string or a bool), finite and (unless
+    ``allow_negative``) non-negative. Extra columns (JHU's ``w h o b``) are dropped. An empty input gives
+    shape (0, 2).
+
+    Raises:
+        DataError: ``bad-coordinates``, naming ``file``, ``record`` and the first bad point.
     """
     try:
-        arr = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(file, "coordinates are not numeric", record=record, kind="bad-coordinates") from None
+        arr = np.asarray(raw)
+    except ValueError:  # rows of different lengths
+        raise DataError(file, _first_bad_point(raw), record=record, kind="bad-coordinates") from None
     if arr.size == 0:
         return np.zeros((0, 2))
-    if arr.ndim == 1 and arr.shape[0] >= 2 and arr.shape[0] <= 6:
-        arr = arr[None, :]  # one point (np.loadtxt of a one-line file)
+    has_bool = isinstance(raw, list | tuple) and any(
+        isinstance(v, bool) for pair in raw if isinstance(pair, list | tuple) for v in pair[:2]
+    )  # numpy turns True into 1 silently
+    if arr.dtype.kind not in "iuf" or has_bool:
+        raise DataError(file, _first_bad_point(raw), record=record, kind="bad-coordinates")
     if arr.ndim != 2 or arr.shape[1] < 2:
-        raise DataError(file, f"expected an N x 2 array of [x, y], got shape {arr.shape}", record=record,
-                        kind="bad-coordinates")  # fmt: skip
-    arr = arr[:, :2]
+        raise DataError(
+            file,
+            f"expected an N x 2 array of [x, y], got shape {arr.shape}",
+            record=record,
+            kind="bad-coordinates",
+        )
+    arr = arr[:, :2].astype(np.float64)
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         i = int(np.argmax(bad))
-        raise DataError(file, f"point {i} has a NaN or infinite coordinate {arr[i].tolist()}", record=record,
-                        kind="bad-coordinates")  # fmt: skip
+        raise DataError(
+            file,
+            f"point {i} has a NaN or infinite coordinate {arr[i].tolist()}",
+            record=record,
+            kind="bad-coordinates",
+        )
     if not allow_negative and (arr < 0).any():
         i = int(np.argmax((arr < 0).any(axis=1)))
-        raise DataError(file, f"point {i} has a negative coordinate {arr[i].tolist()}", record=record,
-                        kind="bad-coordinates")  # fmt: skip
+        raise DataError(
+            file,
+            f"point {i} has a negative coordinate {arr[i].tolist()}",
+            record=record,
+            kind="bad-coordinates",
+        )
     return arr
+
+
+def record_fields(raw: Any, file: str | Path, record: str, *, hint: str = "") -> dict:
+    """``raw`` if it is a JSON object with ``image``, ``problem`` and ``solution``; else a ``malformed`` DataError.
+
+    The first check of a manifest record and of a CrowdVLM-R1 record; ``hint`` adds what else is accepted.
+    """
+    if not isinstance(raw, dict):
+        raise DataError(
+            file, f"expected a JSON object, got {type(raw).__name__}", record=record, kind="malformed"
+        )
+    missing = [key for key in ("image", "problem", "solution") if key not in raw]
+    if missing:
+        raise DataError(
+            file,
+            f"missing field(s) {missing}; a record needs image, problem, solution{hint}",
+            record=record,
+            kind="malformed",
+        )
+    return raw
+
+
+def record_points(
+    raw: Any, solution: int | None, file: str | Path, record: str, *, allow_negative: bool = False
+) -> list[list[float]]:
+    """A record's ``points`` checked by :func:`points_from_array`, and as many as its ``solution`` (if any)."""
+    points = points_from_array(raw, file, record=record, allow_negative=allow_negative).tolist()
+    if solution is not None and len(points) != solution:
+        raise DataError(
+            file,
+            f"solution is {solution} but there are {len(points)} points",
+            record=record,
+            kind="count-mismatch",
+        )
+    return points
 
 
 def check_count(
@@ -102,8 +178,12 @@ def check_count(
             file, f"{what} is not a number: {expected!r}", record=record, kind="bad-annotation"
         ) from None
     if stated != len(points):
-        raise DataError(file, f"{what} says {stated} but there are {len(points)} points", record=record,
-                        kind="count-mismatch")  # fmt: skip
+        raise DataError(
+            file,
+            f"{what} says {stated} but there are {len(points)} points",
+            record=record,
+            kind="count-mismatch",
+        )
 
 
 def make_record(
@@ -182,13 +262,38 @@ def pair_by_stem(
     return [(s, by_image.get(s), by_ann.get(s)) for s in stems]
 
 
-def require_pair(
-    stem: str, image: Path | None, annotation: Path | None, expected_ann: Path
-) -> tuple[Path, Path]:
-    """Both files of a pair, or the error for the missing one."""
+def read_pair(
+    pair: tuple[str, Path | None, Path | None],
+    expected_ann: Path,
+    read_points: Callable[[Path], np.ndarray],
+) -> tuple[Path, Path, tuple[int, int], np.ndarray]:
+    """``(image, annotation, upright size, upright points)`` of one pair from :func:`pair_by_stem`.
+
+    The shared step of the readers whose images come with one annotation file each: refuse a missing side
+    (``expected_ann`` names the annotation that should be there), read the points with
+    ``read_points(annotation)``, decode the image and turn the points into its upright frame (EXIF).
+    """
+    stem, image, annotation = pair
     if annotation is None:
-        raise DataError(expected_ann, f"annotation file not found for image {image}", record=stem,
-                        kind="missing-annotation")  # fmt: skip
+        raise DataError(
+            expected_ann,
+            f"annotation file not found for image {image}",
+            record=stem,
+            kind="missing-annotation",
+        )
     if image is None:
         raise DataError(annotation, "image not found for this annotation", record=stem, kind="missing-image")
-    return image, annotation
+    size, points = check_image_and_points(image, read_points(annotation), record=stem)
+    return image, annotation, size, points
+
+
+def read_ann_points(mat: Path, *, record: str | None = None, allow_negative: bool = False) -> np.ndarray:
+    """The checked ``annPoints`` (N x 2 ``[x, y]``) of a UCF-style .mat (UCF-QNRF, UCF_CC_50, NWPU)."""
+    return points_from_array(
+        load_mat(mat, "annPoints", record=record), mat, record=record, allow_negative=allow_negative
+    )
+
+
+def ann_mat_stem(mat: Path) -> str | None:
+    """The image stem of a ``<stem>_ann.mat`` (UCF-QNRF, UCF_CC_50); None for another file."""
+    return mat.stem.removesuffix("_ann") if mat.stem.endswith("_ann") else None

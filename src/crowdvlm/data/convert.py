@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crowdvlm.data.errors import SkipLog
-from crowdvlm.data.manifest import write_manifest
+from crowdvlm.data.manifest import check_unique_ids, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +73,16 @@ def convert(
     """
     skips = SkipLog(skip_bad=skip_bad)
     records = reader(fmt)(root, split, skips=skips, progress=progress, **options)
+    records = check_unique_ids(
+        ((f"record {i} ({r['image']})", r) for i, r in enumerate(records)), root, skips
+    )
     report = skips.write_report(out)
     if not records:
-        raise ValueError(f"{fmt}: no records found under {root}" + (f" for split {split!r}" if split else "")
-                         + (f" ({skips.summary()}, see {report})" if report else ""))  # fmt: skip
+        raise ValueError(
+            f"{fmt}: no records found under {root}"
+            + (f" for split {split!r}" if split else "")
+            + (f" ({skips.summary()}, see {report})" if report else "")
+        )
     manifest = write_manifest(records, out)
     dropped = sum(r.get("meta", {}).get("dropped_outside", 0) for r in records)
     logger.info("%s: wrote %d records to %s (%s)", fmt, len(records), manifest, skips.summary())

@@ -1,4 +1,4 @@
-"""The CrowdVLM-R1 / VLM-R1 record files (``method.md`` §3.3).
+"""The CrowdVLM-R1 / VLM-R1 record files (the inputs of their ``grpo_rec.py``).
 
 Three inputs, detected by extension and content:
 
@@ -18,7 +18,8 @@ Three inputs, detected by extension and content:
 
 Image paths are joined to ``image_root`` (default: the folder of the file that lists them; a YAML entry's
 ``image_folder`` or ``data_folder`` overrides it). The paper stores ``solution`` sometimes as a string of
-digits; it becomes an int here (a string would silently zero the paper's reward).
+digits or ``<answer>12</answer>``; it becomes an int here by the rule of :mod:`crowdvlm.counts` (a string
+would silently zero the paper's reward).
 """
 
 from __future__ import annotations
@@ -29,24 +30,11 @@ import random
 import re
 from pathlib import Path
 
-from crowdvlm.data.common import check_image, points_from_array
+from crowdvlm.data.common import check_image, count_field, record_fields, record_points
 from crowdvlm.data.errors import DataError, SkipLog, collect
+from crowdvlm.data.text import read_lines, read_text
 
-_ANSWER = re.compile(r"^\s*(?:<answer>\s*)?(\d+)\s*(?:</answer>)?\s*$")
 _STRATEGY = re.compile(r"^(first|end|random):(\d+)(%?)$")
-
-
-def parse_solution(value, file: Path, record: str) -> int:
-    """An int from ``12``, ``"12"`` or ``"<answer>12</answer>"``."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
-    match = _ANSWER.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise DataError(file, f"solution must be a non-negative integer, got {value!r}", record=record,
-                        kind="bad-field")  # fmt: skip
-    return int(match.group(1))
 
 
 def sample(records: list, strategy: str, *, seed: int, file: Path) -> list:
@@ -56,8 +44,10 @@ def sample(records: list, strategy: str, *, seed: int, file: Path) -> list:
         return records
     match = _STRATEGY.match(strategy)
     if match is None:
-        raise ValueError(f"{file}: sampling_strategy {strategy!r} not understood; use all, first:N, end:N, "
-                         "random:N (N an integer or a percentage like 10%)")  # fmt: skip
+        raise ValueError(
+            f"{file}: sampling_strategy {strategy!r} not understood; use all, first:N, end:N, "
+            "random:N (N an integer or a percentage like 10%)"
+        )
     how, number, percent = match.groups()
     n = math.ceil(int(number) * len(records) / 100) if percent else int(number)
     if how == "first":
@@ -70,9 +60,14 @@ def sample(records: list, strategy: str, *, seed: int, file: Path) -> list:
 
 
 def read_record_file(path: Path, skips: SkipLog) -> list[tuple[str, object]]:
-    """``[(where, raw record)]`` from a JSON list or JSONL file; a malformed JSONL line goes through ``skips``."""
-    text = path.read_text(encoding="utf-8")
+    """``[(where, raw record)]`` from a JSON list or JSONL file.
+
+    A malformed or non-UTF-8 JSONL line goes through ``skips``; a JSON list that is not UTF-8 names the file.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: record file not found")
     if path.suffix != ".jsonl":
+        text = read_text(path)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
@@ -85,7 +80,7 @@ def read_record_file(path: Path, skips: SkipLog) -> list[tuple[str, object]]:
                 )
             return [(f"record {i}", rec) for i, rec in enumerate(data)]
     out = []
-    for line_no, line in enumerate(text.splitlines(), 1):
+    for line_no, line in read_lines(path, skips):
         if not line.strip():
             continue
         try:
@@ -102,8 +97,12 @@ def _from_conversations(raw: dict, file: Path, where: str) -> dict:
     human = next((t.get("value") for t in turns if isinstance(t, dict) and t.get("from") == "human"), None)
     gpt = next((t.get("value") for t in turns if isinstance(t, dict) and t.get("from") == "gpt"), None)
     if not isinstance(human, str) or gpt is None:
-        raise DataError(file, "conversations need a 'human' turn (the question) and a 'gpt' turn (the count)",
-                        record=where, kind="malformed")  # fmt: skip
+        raise DataError(
+            file,
+            "conversations need a 'human' turn (the question) and a 'gpt' turn (the count)",
+            record=where,
+            kind="malformed",
+        )
     out = {k: v for k, v in raw.items() if k != "conversations"}
     out["problem"] = human.replace("<image>", "").strip()
     out["solution"] = gpt
@@ -112,38 +111,38 @@ def _from_conversations(raw: dict, file: Path, where: str) -> dict:
 
 def to_record(raw, file: Path, where: str, *, image_root: Path, dataset: str, split: str | None) -> dict:
     """One manifest record from a paper or VLM-R1 record (image checked, solution an int)."""
-    if not isinstance(raw, dict):
-        raise DataError(
-            file, f"expected a JSON object, got {type(raw).__name__}", record=where, kind="malformed"
-        )
-    if "conversations" in raw:
+    if isinstance(raw, dict) and "conversations" in raw:
         raw = _from_conversations(raw, file, where)
-    missing = [k for k in ("image", "problem", "solution") if k not in raw]
-    if missing:
-        raise DataError(file, f"missing field(s) {missing}; expected image, problem, solution (or conversations)",
-                        record=where, kind="malformed")  # fmt: skip
+    record_fields(raw, file, where, hint=" (or conversations)")
     image = raw["image"]
     if isinstance(image, list) and len(image) == 1:
         image = image[0]
     if not isinstance(image, str):
-        raise DataError(file, f"image must be one path, got {image!r} (multi-image records are not supported)",
-                        record=where, kind="malformed")  # fmt: skip
+        raise DataError(
+            file,
+            f"image must be one path, got {image!r} (multi-image records are not supported)",
+            record=where,
+            kind="malformed",
+        )
+    if not isinstance(raw["problem"], str) or not raw["problem"].strip():
+        raise DataError(
+            file,
+            f"problem must be a non-empty question, got {raw['problem']!r}",
+            record=where,
+            kind="malformed",
+        )
     image_path = Path(image) if Path(image).is_absolute() else image_root / image
     rec = {k: v for k, v in raw.items() if k not in ("image", "problem", "solution")}
     rec.update(
         image=str(image_path.resolve()),
-        problem=str(raw["problem"]).strip(),
-        solution=parse_solution(raw["solution"], file, where),
+        problem=raw["problem"].strip(),
+        solution=count_field(raw["solution"], file, where),
         dataset=raw.get("dataset") or dataset,
         split=split or raw.get("split") or "all",
     )
     rec["id"] = str(raw["id"]) if raw.get("id") is not None else f"{rec['dataset']}/{image}"
     if raw.get("points") is not None:
-        points = points_from_array(raw["points"], file, record=where)
-        if len(points) != rec["solution"]:
-            raise DataError(file, f"solution is {rec['solution']} but there are {len(points)} points",
-                            record=where, kind="count-mismatch")  # fmt: skip
-        rec["points"] = points.tolist()
+        rec["points"] = record_points(raw["points"], rec["solution"], file, where)
     rec["width"], rec["height"] = check_image(image_path, record=f"{file.name} {where}")
     return rec
 
@@ -173,7 +172,10 @@ def load_crowdvlm(
     if root.suffix in (".yaml", ".yml"):
         import yaml
 
-        spec = yaml.safe_load(root.read_text()) or {}
+        try:
+            spec = yaml.safe_load(read_text(root)) or {}
+        except yaml.YAMLError as err:
+            raise DataError(root, f"not valid YAML ({str(err).splitlines()[0]})", kind="malformed") from None
         entries = spec.get("datasets") if isinstance(spec, dict) else None
         if not isinstance(entries, list) or not all(
             isinstance(e, dict) and "json_path" in e for e in entries

@@ -17,13 +17,15 @@ from typing import TypeVar
 
 from tqdm.auto import tqdm
 
+from crowdvlm.errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class DataError(ValueError):
-    """A bad input record.
+class DataError(UsageError):
+    """A bad input record (a ``UsageError``: ``crowdvlm`` exits with status 2).
 
     Args:
         file: the file that holds the problem (annotation, image or list file).
@@ -71,7 +73,11 @@ class SkipLog:
         if not self.skipped:
             return None
         manifest_path = Path(manifest_path)
-        report = manifest_path.with_name(manifest_path.stem + ".skipped.tsv")
+        return self.write_tsv(manifest_path.with_name(manifest_path.stem + ".skipped.tsv"))
+
+    def write_tsv(self, report: str | Path) -> Path:
+        """Write the skipped records to ``report`` (kind, file, record, problem; one line each)."""
+        report = Path(report)
         with report.open("w", encoding="utf-8") as f:
             f.write("kind\tfile\trecord\tproblem\n")
             for err in self.skipped:

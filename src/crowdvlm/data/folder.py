@@ -14,8 +14,10 @@ import csv
 import logging
 from pathlib import Path
 
+from crowdvlm.counts import read_count
 from crowdvlm.data.common import check_image, list_images, make_record
 from crowdvlm.data.errors import DataError, SkipLog, collect
+from crowdvlm.data.text import read_lines
 from crowdvlm.prompts import question_for
 
 logger = logging.getLogger(__name__)
@@ -26,8 +28,10 @@ DEFAULT_CSV = "counts.csv"
 def read_counts(path: Path, skips: SkipLog) -> list[tuple[str, str, int | None]]:
     """``[(where, image, count or None)]`` from an ``image,count`` CSV."""
     rows = []
-    with path.open(newline="", encoding="utf-8") as f:
-        for line_no, row in enumerate(csv.reader(f), 1):
+    # One CSV row per line (image paths hold no newlines); read_lines drops a BOM and routes a non-UTF-8
+    # line through ``skips``.
+    for line_no, text in read_lines(path, skips):
+        for row in csv.reader([text]):
             if not row or not any(cell.strip() for cell in row):
                 continue
             if line_no == 1 and [c.strip().lower() for c in row[:2]] == ["image", "count"]:
@@ -37,9 +41,7 @@ def read_counts(path: Path, skips: SkipLog) -> list[tuple[str, str, int | None]]
                 if len(row) < 2:
                     raise ValueError("expected 'image,count'")
                 image, count = row[0].strip(), row[1].strip()
-                value = None if count == "" else int(count)
-                if value is not None and value < 0:
-                    raise ValueError(f"negative count {value}")
+                value = read_count(count or None, "count", allow_none=True)  # the one rule (crowdvlm.counts)
             except ValueError as err:
                 skips.add(DataError(path, f"{err}: {','.join(row)!r}", record=where, kind="bad-field"))
                 continue
@@ -94,7 +96,15 @@ def load_folder(
         where, image, count = row
         path = base / image
         size = check_image(path, record=f"{csv_file.name} {where}")
-        return make_record(path, dataset=name, split=sp, problem=problem, points=None, size=size, solution=count,
-                           record_id=f"{name}/{image}")  # fmt: skip
+        return make_record(
+            path,
+            dataset=name,
+            split=sp,
+            problem=problem,
+            points=None,
+            size=size,
+            solution=count,
+            record_id=f"{name}/{image}",
+        )
 
     return collect(rows, build, skips, desc=f"folder {root.name}", progress=progress)

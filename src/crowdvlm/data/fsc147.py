@@ -1,4 +1,4 @@
-"""FSC-147, class-agnostic counting (``datasets.md`` §1.8)::
+"""FSC-147, class-agnostic counting, as released::
 
     <root>/images_384_VarV2/<id>.jpg
     <root>/annotation_FSC147_384.json     {"<id>.jpg": {"points": [[x, y], ...], "box_examples_coordinates": ...}}
@@ -16,8 +16,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from crowdvlm.data.common import check_image, make_record, points_from_array
+import numpy as np
+
+from crowdvlm.data.common import check_image_and_points, make_record, points_from_array
 from crowdvlm.data.errors import DataError, SkipLog, collect
+from crowdvlm.data.text import read_lines, read_text
 from crowdvlm.prompts import question_for
 
 SPLITS = ("train", "val", "test", "val_coco", "test_coco")
@@ -31,7 +34,7 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (FSC-147 needs {ANNOTATIONS}, {SPLIT_FILE}, {IMAGES}/)")
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise DataError(path, f"not valid JSON ({err})", kind="bad-annotation") from None
 
@@ -39,13 +42,19 @@ def _read_json(path: Path) -> dict:
 def read_classes(path: Path, skips: SkipLog) -> dict[str, str]:
     """``{"<id>.jpg": class name}``."""
     classes = {}
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    for line_no, line in read_lines(path, skips):
         if not line.strip():
             continue
         name, sep, cls = line.partition("\t")
         if not sep or not cls.strip():
-            skips.add(DataError(path, f"expected '<id>.jpg<TAB><class>', got {line!r}", record=f"line {line_no}",
-                                kind="bad-annotation"))  # fmt: skip
+            skips.add(
+                DataError(
+                    path,
+                    f"expected '<id>.jpg<TAB><class>', got {line!r}",
+                    record=f"line {line_no}",
+                    kind="bad-annotation",
+                )
+            )
             continue
         classes[name.strip()] = cls.strip()
     return classes
@@ -81,18 +90,38 @@ def load_fsc147(
         def build(name: str, sp=sp) -> dict:
             ann = annotations.get(name)
             if not isinstance(ann, dict) or "points" not in ann:
-                raise DataError(root / ANNOTATIONS, "no entry with 'points' for this image", record=name,
-                                kind="missing-annotation")  # fmt: skip
+                raise DataError(
+                    root / ANNOTATIONS,
+                    "no entry with 'points' for this image",
+                    record=name,
+                    kind="missing-annotation",
+                )
             points = points_from_array(ann["points"], root / ANNOTATIONS, record=name)
             cls = classes.get(name)
             if cls is None:
-                raise DataError(root / CLASSES, "no class name for this image", record=name,
-                                kind="missing-annotation")  # fmt: skip
+                raise DataError(
+                    root / CLASSES, "no class name for this image", record=name, kind="missing-annotation"
+                )
             image = root / IMAGES / name
-            size = check_image(image, record=name)
-            meta = {"class": cls, "exemplars": _exemplars(ann)}
-            return make_record(image, dataset="fsc147", split=sp, problem=question_for(cls), points=points,
-                               size=size, record_id=f"fsc147/{Path(name).stem}", meta=meta)  # fmt: skip
+            corners = np.asarray(_exemplars(ann), dtype=np.float64).reshape(-1, 2)  # (2B, 2): x1 y1, x2 y2
+            size, both = check_image_and_points(
+                image, np.vstack([points, corners]), record=name
+            )  # raw -> upright
+            points, corners = both[: len(points)], both[len(points) :].reshape(-1, 2, 2)
+            exemplars = np.concatenate(
+                [corners.min(axis=1), corners.max(axis=1)], axis=1
+            )  # (B, 4) x1 y1 x2 y2
+            meta = {"class": cls, "exemplars": exemplars.tolist()}
+            return make_record(
+                image,
+                dataset="fsc147",
+                split=sp,
+                problem=question_for(cls),
+                points=points,
+                size=size,
+                record_id=f"fsc147/{Path(name).stem}",
+                meta=meta,
+            )
 
         records += collect(split_lists[sp], build, skips, desc=f"fsc147 {sp}", progress=progress)
     return records

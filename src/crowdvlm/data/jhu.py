@@ -1,4 +1,4 @@
-"""JHU-Crowd++ v2.0 (``datasets.md`` §1.4)::
+"""JHU-Crowd++ v2.0, as released (``jhu_crowd_v2.0``)::
 
     <root>/[jhu_crowd_v2.0/]{train,val,test}/images/<id>.jpg
     <root>/[jhu_crowd_v2.0/]{train,val,test}/gt/<id>.txt          # one head per line: x y w h o b
@@ -17,16 +17,16 @@ import numpy as np
 
 from crowdvlm.data.common import (
     check_count,
-    check_image,
     find_dir,
     list_images,
     make_record,
     pair_by_stem,
     points_from_array,
-    require_pair,
+    read_pair,
     splits_to_read,
 )
 from crowdvlm.data.errors import DataError, SkipLog, collect
+from crowdvlm.data.text import read_lines
 from crowdvlm.prompts import dataset_question
 
 SPLITS = ("train", "val", "test")
@@ -35,18 +35,26 @@ SPLITS = ("train", "val", "test")
 def read_gt(path: Path, *, record: str | None = None) -> np.ndarray:
     """The (N, 2) head centres of one gt file (empty file: no heads)."""
     rows = []
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    for line_no, line in read_lines(path):  # a non-UTF-8 line: DataError naming the file and line
         fields = line.replace(",", " ").split()
         if not fields:
             continue
         if len(fields) < 2:
-            raise DataError(path, f"line {line_no}: expected 'x y w h o b', got {line!r}", record=record,
-                            kind="bad-annotation")  # fmt: skip
+            raise DataError(
+                path,
+                f"line {line_no}: expected 'x y w h o b', got {line!r}",
+                record=record,
+                kind="bad-annotation",
+            )
         try:
             rows.append([float(v) for v in fields[:2]])
         except ValueError:
-            raise DataError(path, f"line {line_no}: non-numeric coordinates {line!r}", record=record,
-                            kind="bad-coordinates") from None  # fmt: skip
+            raise DataError(
+                path,
+                f"line {line_no}: non-numeric coordinates {line!r}",
+                record=record,
+                kind="bad-coordinates",
+            ) from None
     return points_from_array(rows, path, record=record)
 
 
@@ -55,18 +63,28 @@ def read_image_labels(path: Path, skips: SkipLog) -> dict[str, dict]:
     labels: dict[str, dict] = {}
     if not path.is_file():
         return labels
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    for line_no, line in read_lines(path, skips):
         if not line.strip():
             continue
         cells = [c.strip() for c in line.split(",")]
         try:
             if len(cells) != 5:
                 raise ValueError(f"expected 5 comma-separated fields, got {len(cells)}")
-            labels[cells[0]] = {"total_count": int(cells[1]), "scene": cells[2], "weather": int(cells[3]),
-                                "distractor": int(cells[4])}  # fmt: skip
+            labels[cells[0]] = {
+                "total_count": int(cells[1]),
+                "scene": cells[2],
+                "weather": int(cells[3]),
+                "distractor": int(cells[4]),
+            }
         except ValueError as err:
-            skips.add(DataError(path, f"{err}: {line!r} (expected id,total_count,scene_type,weather,distractor)",
-                                record=f"line {line_no}", kind="bad-annotation"))  # fmt: skip
+            skips.add(
+                DataError(
+                    path,
+                    f"{err}: {line!r} (expected id,total_count,scene_type,weather,distractor)",
+                    record=f"line {line_no}",
+                    kind="bad-annotation",
+                )
+            )
     return labels
 
 
@@ -89,18 +107,25 @@ def load_jhu(
         labels = read_image_labels(folder / "image_labels.txt", skips)
 
         def build(pair, sp=sp, gt=gt, labels=labels) -> dict:
-            stem, image, txt = pair
-            image, txt = require_pair(stem, image, txt, gt / f"{stem}.txt")
-            points = read_gt(txt, record=stem)
+            stem = pair[0]
+            image, txt, size, points = read_pair(
+                pair, gt / f"{stem}.txt", lambda txt: read_gt(txt, record=stem)
+            )
             meta = labels.get(stem)
             if meta is not None:
                 check_count(
                     meta["total_count"], points, txt, record=stem, what="image_labels.txt total_count"
                 )
                 meta = {k: v for k, v in meta.items() if k != "total_count"}
-            size = check_image(image, record=stem)
-            return make_record(image, dataset="jhu-crowd", split=sp, problem=dataset_question("jhu-crowd"),
-                               points=points, size=size, meta=meta)  # fmt: skip
+            return make_record(
+                image,
+                dataset="jhu-crowd",
+                split=sp,
+                problem=dataset_question("jhu-crowd"),
+                points=points,
+                size=size,
+                meta=meta,
+            )
 
         pairs = pair_by_stem(list_images(images), sorted(gt.glob("*.txt")), lambda p: p.stem)
         records += collect(pairs, build, skips, desc=f"jhu-crowd {sp}", progress=progress)

@@ -20,58 +20,18 @@ turn is an image placeholder followed by the built prompt text, a lazily decoded
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from crowdvlm.data.errors import DataError
+from crowdvlm.data.common import count_field, record_fields, record_points
+from crowdvlm.data.errors import DataError, SkipLog, collect
+from crowdvlm.data.text import read_lines
+from crowdvlm.errors import RunError
 
 FIELD_ORDER = ("id", "image", "problem", "solution", "dataset", "split", "width", "height", "points", "meta")
 POINT_DECIMALS = 2  # sub-pixel precision kept when writing points
-
-
-def _as_int(value: Any, name: str, file: str, record: str, *, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise DataError(file, f"{name} must be an integer, got {value!r}", record=record, kind="bad-field")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise DataError(
-                file, f"{name} must be an integer, got {value!r}", record=record, kind="bad-field"
-            )
-        value = int(value)
-    if value < 0:
-        raise DataError(file, f"{name} must be >= 0, got {value}", record=record, kind="bad-field")
-    return value
-
-
-def validate_points(raw: Any, file: str, record: str, *, allow_negative: bool = False) -> list[list[float]]:
-    """Check a list of ``[x, y]`` pairs: numeric, finite, and (unless allowed) non-negative."""
-    if not isinstance(raw, list | tuple):
-        raise DataError(file, f"points must be a list of [x, y], got {type(raw).__name__}", record=record,
-                        kind="bad-coordinates")  # fmt: skip
-    points = []
-    for i, pair in enumerate(raw):
-        if not isinstance(pair, list | tuple) or len(pair) < 2:
-            raise DataError(
-                file, f"point {i} must be [x, y], got {pair!r}", record=record, kind="bad-coordinates"
-            )
-        x, y = pair[0], pair[1]
-        for v in (x, y):
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                raise DataError(file, f"point {i} has a non-numeric coordinate {v!r}", record=record,
-                                kind="bad-coordinates")  # fmt: skip
-            if not math.isfinite(v):
-                raise DataError(file, f"point {i} has a non-finite coordinate {v!r}", record=record,
-                                kind="bad-coordinates")  # fmt: skip
-            if v < 0 and not allow_negative:
-                raise DataError(file, f"point {i} has a negative coordinate ({x}, {y})", record=record,
-                                kind="bad-coordinates")  # fmt: skip
-        points.append([float(x), float(y)])
-    return points
 
 
 def validate_record(raw: Any, file: str, record: str) -> dict:
@@ -80,28 +40,19 @@ def validate_record(raw: Any, file: str, record: str) -> dict:
     Raises:
         DataError: naming ``file`` and ``record`` and what was expected.
     """
-    if not isinstance(raw, dict):
-        raise DataError(
-            file, f"expected a JSON object, got {type(raw).__name__}", record=record, kind="malformed"
-        )
-    missing = [key for key in ("image", "problem", "solution") if key not in raw]
-    if missing:
-        raise DataError(file, f"missing field(s) {missing}; a record needs image, problem, solution",
-                        record=record, kind="malformed")  # fmt: skip
+    record_fields(raw, file, record)
     out = dict(raw)
     for key in ("image", "problem"):
         if not isinstance(raw[key], str) or not raw[key].strip():
-            raise DataError(file, f"{key} must be a non-empty string, got {raw[key]!r}", record=record,
-                            kind="malformed")  # fmt: skip
-    out["solution"] = _as_int(raw["solution"], "solution", file, record, allow_none=True)
+            raise DataError(
+                file, f"{key} must be a non-empty string, got {raw[key]!r}", record=record, kind="malformed"
+            )
+    out["solution"] = count_field(raw["solution"], file, record, allow_none=True)
     for key in ("width", "height"):
         if raw.get(key) is not None:
-            out[key] = _as_int(raw[key], key, file, record)
+            out[key] = count_field(raw[key], file, record, name=key, numbers_only=True)
     if raw.get("points") is not None:
-        out["points"] = validate_points(raw["points"], file, record, allow_negative=True)
-        if out["solution"] is not None and len(out["points"]) != out["solution"]:
-            raise DataError(file, f"solution is {out['solution']} but there are {len(out['points'])} points",
-                            record=record, kind="count-mismatch")  # fmt: skip
+        out["points"] = record_points(raw["points"], out["solution"], file, record, allow_negative=True)
     for key in ("dataset", "split", "id"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise DataError(
@@ -110,6 +61,34 @@ def validate_record(raw: Any, file: str, record: str) -> dict:
     ordered = {key: out[key] for key in FIELD_ORDER if out.get(key) is not None or key == "solution"}
     ordered.update({k: v for k, v in out.items() if k not in ordered and v is not None})
     return ordered
+
+
+def check_unique_ids(
+    records: Iterable[tuple[str, dict]], file: str | Path, skips: SkipLog | None = None
+) -> list[dict]:
+    """The records of ``(where, record)`` pairs, refusing an ``id`` already used in the same manifest.
+
+    The one rule for ids, shared with evaluation (which refuses a manifest that repeats one): unique within a
+    manifest. A duplicate is a DataError naming the file and both records; with a skipping ``skips`` the
+    later record is left out and counted.
+    """
+    seen: dict[str, str] = {}
+    kept = []
+    for where, rec in records:
+        record_id = rec.get("id") or rec.get("image")
+        if record_id in seen:
+            err = DataError(
+                file,
+                f"id {record_id!r} appears twice (first at {seen[record_id]}); ids must be "
+                "unique within a manifest",
+                record=where,
+                kind="duplicate-id",
+            )
+            (skips or SkipLog()).add(err)
+            continue
+        seen[record_id] = where
+        kept.append(rec)
+    return kept
 
 
 def read_manifest(path: str | Path, *, check_images: bool = True) -> list[dict]:
@@ -128,26 +107,27 @@ def read_manifest(path: str | Path, *, check_images: bool = True) -> list[dict]:
     """
     path = Path(path)
     base = path.resolve().parent
+    if path.is_dir():
+        raise DataError(path, "is a folder: expected a manifest file (JSONL)", kind="malformed")
     records = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"line {line_no}"
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(path, f"not valid JSON ({err.msg})", record=where, kind="malformed") from None
-            rec = validate_record(raw, str(path), where)
-            rec.setdefault("id", rec["image"])
-            rec.setdefault("dataset", path.stem)
-            rec.setdefault("split", "all")
-            image = Path(os.path.expanduser(rec["image"]))
-            rec["image"] = str(image if image.is_absolute() else base / image)
-            if check_images and not os.path.exists(rec["image"]):
-                raise DataError(path, f"image not found: {rec['image']}", record=where, kind="missing-image")
-            records.append(rec)
-    return records
+    for line_no, line in read_lines(path):
+        if not line.strip():
+            continue
+        where = f"line {line_no}"
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(path, f"not valid JSON ({err.msg})", record=where, kind="malformed") from None
+        rec = validate_record(raw, str(path), where)
+        rec.setdefault("id", rec["image"])
+        rec.setdefault("dataset", path.stem)
+        rec.setdefault("split", "all")
+        image = Path(os.path.expanduser(rec["image"]))
+        rec["image"] = str(image if image.is_absolute() else base / image)
+        if check_images and not os.path.exists(rec["image"]):
+            raise DataError(path, f"image not found: {rec['image']}", record=where, kind="missing-image")
+        records.append((where, rec))
+    return check_unique_ids(records, path)
 
 
 def _portable_image_path(image: str, base: Path) -> str:
@@ -170,16 +150,23 @@ def write_manifest(records: Iterable[dict], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.resolve().parent
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for i, raw in enumerate(records):
-            rec = validate_record(raw, str(path), f"record {i}")
-            rec["image"] = _portable_image_path(rec["image"], base)
-            if "points" in rec:
-                rec["points"] = [
-                    [round(x, POINT_DECIMALS), round(y, POINT_DECIMALS)] for x, y in rec["points"]
-                ]
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    checked = check_unique_ids(
+        ((f"record {i}", validate_record(raw, str(path), f"record {i}")) for i, raw in enumerate(records)),
+        path,
+    )  # every record checked before the file is opened
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            for rec in checked:
+                rec["image"] = _portable_image_path(rec["image"], base)
+                if "points" in rec:
+                    rec["points"] = [
+                        [round(x, POINT_DECIMALS), round(y, POINT_DECIMALS)] for x, y in rec["points"]
+                    ]
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        tmp.replace(path)
+    except OSError as err:  # a full disk, a read-only folder: no half manifest left behind
+        tmp.unlink(missing_ok=True)
+        raise RunError(f"{path}: could not write the manifest ({err.strerror or err})") from err
     return path
 
 
@@ -189,6 +176,10 @@ def manifest_to_dataset(
     template: str = "train",
     output: str = "think",
     require_solution: bool = True,
+    with_points: bool = False,
+    image_check: Callable[..., Any] | None = None,
+    skips: SkipLog | None = None,
+    progress: bool = True,
 ):
     """Load one or more manifests as a ``datasets.Dataset`` for TRL.
 
@@ -201,9 +192,16 @@ def manifest_to_dataset(
         template: "train" or "eval" prompt wording (see :mod:`crowdvlm.prompts`).
         output: "think" or "answer-only".
         require_solution: refuse records whose solution is null (training needs ground truth).
+        with_points: also add ``points`` (original image pixels) and ``image_size`` (``[width, height]``),
+            for counting by pointing (see :mod:`crowdvlm.pointing.targets`).
+        image_check: called as ``image_check(path, record=...)`` on every image first (a progress bar shows
+            it), e.g. :class:`crowdvlm.data.images.ImageCheck`; a DataError it raises goes through ``skips``.
+        skips: what to do with a bad image (default: raise the first).
+        progress: show the progress bar of ``image_check``.
 
     Raises:
-        ValueError: no paths, no usable rows, or (with ``require_solution``) a record without ground truth.
+        ValueError: no paths, no usable rows, (with ``require_solution``) a record without ground truth, or
+            (with ``with_points``) a record with a positive count but no points.
     """
     import datasets
 
@@ -214,10 +212,11 @@ def manifest_to_dataset(
     if not paths:
         raise ValueError("manifest_to_dataset: no manifest given")
     rows: dict[str, list] = {
-        k: [] for k in ("prompt", "image", "solution", "dataset", "split", "id", "problem")
+        k: []
+        for k in ("prompt", "image", "solution", "dataset", "split", "id", "problem", "points", "image_size")
     }
     for path in paths:
-        records = read_manifest(path)
+        records = read_manifest(path, check_images=image_check is None)  # else the check names missing ones
         if require_solution:
             unlabeled = [i for i, rec in enumerate(records) if rec["solution"] is None]
             if unlabeled:
@@ -225,15 +224,42 @@ def manifest_to_dataset(
                     f"{path}: {len(unlabeled)} of {len(records)} records have no ground truth (solution null, "
                     f"first: {records[unlabeled[0]]['id']}); they can be predicted but not trained or scored"
                 )
-        for rec in records:
+        if image_check is not None:
+            name = Path(path).name
+
+            def checked(rec: dict, name=name) -> dict:
+                image_check(rec["image"], record=f"{name} id {rec['id']}")
+                return rec
+
+            records = collect(
+                records,
+                checked,
+                skips or SkipLog(),
+                desc=f"checking images of {name}",
+                total=len(records),
+                progress=progress,
+            )
+        for i, rec in enumerate(records):
+            if with_points:
+                _add_point_row(rows, rec, str(path), f"record {i + 1} ({rec['id']})")
             rows["prompt"].append(conversational_prompt(build_prompt(rec["problem"], template, output)))
             rows["image"].append(rec["image"])
             for key in ("solution", "dataset", "split", "id", "problem"):
                 rows[key].append(rec[key])
     if not rows["image"]:
         raise ValueError(f"no usable records in {[str(p) for p in paths]}")
+    point_features = {}
+    if with_points:
+        point_features = {
+            "points": datasets.Sequence(datasets.Sequence(datasets.Value("float64"))),
+            "image_size": datasets.Sequence(datasets.Value("int64")),
+        }
+    else:
+        for key in ("points", "image_size"):
+            del rows[key]
     features = datasets.Features(
         {
+            **point_features,
             "prompt": [
                 {
                     "role": datasets.Value("string"),
@@ -249,3 +275,21 @@ def manifest_to_dataset(
         }
     )
     return datasets.Dataset.from_dict(rows, features=features)
+
+
+def _add_point_row(rows: dict[str, list], rec: dict, file: str, record: str) -> None:
+    """Append a record's points and decoded image size (a count of 0 may come without points)."""
+    from crowdvlm.pointing.targets import image_size
+
+    points = rec.get("points")
+    if points is None:
+        if rec["solution"]:
+            raise DataError(
+                file,
+                f"has count {rec['solution']} but no points; pointing needs one point per object",
+                record=record,
+                kind="malformed",
+            )
+        points = []
+    rows["points"].append(points)
+    rows["image_size"].append(list(image_size(rec["image"], rec.get("width"), rec.get("height"))))

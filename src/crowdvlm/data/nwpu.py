@@ -1,4 +1,4 @@
-"""NWPU-Crowd (``datasets.md`` §1.5)::
+"""NWPU-Crowd, as released::
 
     <root>/images/<id>.jpg   (or images_part1..5/<id>.jpg, as the zips unpack)
     <root>/jsons/<id>.json   {"img_id", "human_num", "points": [[x, y], ...], "boxes": [...]}
@@ -18,13 +18,14 @@ from pathlib import Path
 from crowdvlm.data.common import (
     IMAGE_EXTENSIONS,
     check_count,
-    check_image,
-    load_mat,
+    check_image_and_points,
     make_record,
     points_from_array,
+    read_ann_points,
     splits_to_read,
 )
 from crowdvlm.data.errors import DataError, SkipLog, collect
+from crowdvlm.data.text import read_lines, read_text
 from crowdvlm.prompts import dataset_question
 
 SPLITS = ("train", "val", "test")
@@ -34,7 +35,7 @@ WITHHELD = ("test",)
 def read_split_list(path: Path, skips: SkipLog) -> list[tuple[str, dict]]:
     """``[(id, meta)]`` from a split list; ``meta`` has ``illumination`` and ``scene_level`` when given."""
     entries = []
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    for line_no, line in read_lines(path, skips):
         fields = line.split()
         if not fields:
             continue
@@ -44,8 +45,14 @@ def read_split_list(path: Path, skips: SkipLog) -> list[tuple[str, dict]]:
                 raise ValueError(f"the image id {image_id!r} is not a number")
             meta = {"illumination": int(fields[1]), "scene_level": int(fields[2])} if len(fields) >= 3 else {}
         except ValueError as err:
-            skips.add(DataError(path, f"{err}: {line!r} (expected '<id> <illumination> <scene_level>')",
-                                record=f"line {line_no}", kind="bad-annotation"))  # fmt: skip
+            skips.add(
+                DataError(
+                    path,
+                    f"{err}: {line!r} (expected '<id> <illumination> <scene_level>')",
+                    record=f"line {line_no}",
+                    kind="bad-annotation",
+                )
+            )
             continue
         entries.append((image_id.zfill(4), meta))
     return entries
@@ -55,19 +62,24 @@ def read_points(root: Path, image_id: str):
     """Points of one image from ``jsons/<id>.json`` (or ``mats/<id>.mat``), checked against ``human_num``."""
     json_path, mat_path = root / "jsons" / f"{image_id}.json", root / "mats" / f"{image_id}.mat"
     if not json_path.is_file() and mat_path.is_file():
-        return points_from_array(load_mat(mat_path, "annPoints", record=image_id), mat_path, record=image_id)
+        return read_ann_points(mat_path, record=image_id)
     if not json_path.is_file():
-        raise DataError(json_path, "annotation file not found (nor mats/<id>.mat)", record=image_id,
-                        kind="missing-annotation")  # fmt: skip
+        raise DataError(
+            json_path,
+            "annotation file not found (nor mats/<id>.mat)",
+            record=image_id,
+            kind="missing-annotation",
+        )
     try:
-        ann = json.loads(json_path.read_text())
+        ann = json.loads(read_text(json_path))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(
             json_path, f"not valid JSON ({err})", record=image_id, kind="bad-annotation"
         ) from None
     if not isinstance(ann, dict) or "points" not in ann:
-        raise DataError(json_path, "expected a JSON object with the key 'points'", record=image_id,
-                        kind="missing-key")  # fmt: skip
+        raise DataError(
+            json_path, "expected a JSON object with the key 'points'", record=image_id, kind="missing-key"
+        )
     points = points_from_array(ann["points"], json_path, record=image_id)
     if "human_num" in ann:
         check_count(ann["human_num"], points, json_path, record=image_id, what="human_num")
@@ -95,12 +107,26 @@ def load_nwpu(
             image_id, meta = entry
             image = images.get(image_id)
             if image is None:
-                raise DataError(root / "images" / f"{image_id}.jpg", f"image not found (listed in {sp}.txt)",
-                                record=image_id, kind="missing-image")  # fmt: skip
+                raise DataError(
+                    root / "images" / f"{image_id}.jpg",
+                    f"image not found (listed in {sp}.txt)",
+                    record=image_id,
+                    kind="missing-image",
+                )
             points = None if sp in WITHHELD else read_points(root, image_id)
-            size = check_image(image, record=image_id)
-            return make_record(image, dataset="nwpu", split=sp, problem=dataset_question("nwpu"), points=points,
-                               size=size, record_id=f"nwpu/{image_id}", meta=meta or None)  # fmt: skip
+            size, points = check_image_and_points(
+                image, points, record=image_id
+            )  # points: raw -> upright frame
+            return make_record(
+                image,
+                dataset="nwpu",
+                split=sp,
+                problem=dataset_question("nwpu"),
+                points=points,
+                size=size,
+                record_id=f"nwpu/{image_id}",
+                meta=meta or None,
+            )
 
         records += collect(
             read_split_list(list_file, skips), build, skips, desc=f"nwpu {sp}", progress=progress

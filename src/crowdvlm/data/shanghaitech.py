@@ -1,6 +1,6 @@
 """ShanghaiTech Part A and Part B.
 
-Both release layouts are accepted (``datasets.md`` §1.1)::
+Both release layouts are accepted::
 
     <root>/part_A[_final]/{train,test}_data/images/IMG_<k>.jpg
     <root>/part_A[_final]/{train,test}_data/ground[-_]truth/GT_IMG_<k>.mat
@@ -19,14 +19,13 @@ import numpy as np
 
 from crowdvlm.data.common import (
     check_count,
-    check_image,
     find_dir,
     list_images,
     load_mat,
     make_record,
     pair_by_stem,
     points_from_array,
-    require_pair,
+    read_pair,
     splits_to_read,
 )
 from crowdvlm.data.errors import DataError, SkipLog, collect
@@ -43,8 +42,13 @@ def _part_dirs(root: Path, parts: tuple[str, ...]) -> dict[str, Path]:
         return {part: root}
     found = {}
     for part in parts:
-        folder = find_dir(root, f"part_{part}_final", f"part_{part}", f"ShanghaiTech/part_{part}_final",
-                          f"ShanghaiTech/part_{part}")  # fmt: skip
+        folder = find_dir(
+            root,
+            f"part_{part}_final",
+            f"part_{part}",
+            f"ShanghaiTech/part_{part}_final",
+            f"ShanghaiTech/part_{part}",
+        )
         if folder is not None:
             found[part] = folder
     if not found:
@@ -61,8 +65,12 @@ def read_points(mat_path: Path, *, record: str | None = None) -> np.ndarray:
         struct = cell[0, 0][0, 0]  # cell{1} -> 1x1 struct -> its record
         location, number = struct["location"], struct["number"]
     except (IndexError, KeyError, ValueError, TypeError):
-        raise DataError(mat_path, "image_info is not a 1x1 cell of a struct with fields location and number",
-                        record=record, kind="missing-key") from None  # fmt: skip
+        raise DataError(
+            mat_path,
+            "image_info is not a 1x1 cell of a struct with fields location and number",
+            record=record,
+            kind="missing-key",
+        ) from None
     points = points_from_array(location, mat_path, record=record)
     check_count(number, points, mat_path, record=record, what="image_info.number")
     return points
@@ -91,12 +99,18 @@ def load_shanghaitech(
                 raise FileNotFoundError(f"{split_dir}: expected images/ and ground-truth/ (or ground_truth/)")
 
             def build(pair, sp=sp, dataset=dataset, gt_dir=gt_dir) -> dict:
-                stem, image, mat = pair
-                image, mat = require_pair(stem, image, mat, gt_dir / f"GT_{stem}.mat")
-                points = read_points(mat, record=stem)
-                size = check_image(image, record=stem)
-                return make_record(image, dataset=dataset, split=sp, problem=dataset_question("shanghaitech"),
-                                   points=points, size=size)  # fmt: skip
+                stem = pair[0]
+                image, _, size, points = read_pair(
+                    pair, gt_dir / f"GT_{stem}.mat", lambda mat: read_points(mat, record=stem)
+                )
+                return make_record(
+                    image,
+                    dataset=dataset,
+                    split=sp,
+                    problem=dataset_question("shanghaitech"),
+                    points=points,
+                    size=size,
+                )
 
             pairs = pair_by_stem(list_images(images), sorted(gt_dir.glob("GT_*.mat")), _image_stem)
             records += collect(pairs, build, skips, desc=f"{dataset} {sp}", progress=progress)

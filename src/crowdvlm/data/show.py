@@ -7,12 +7,13 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from crowdvlm.data.images import open_image
+
 TILE = 256  # pixels per grid cell (images are fitted inside)
 
 
 def _tile(record: dict, tile: int) -> Image.Image:
-    with Image.open(record["image"]) as img:
-        img = img.convert("RGB")
+    img = open_image(record["image"])  # upright, like the manifest's points
     scale = tile / max(img.size)
     img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
     draw = ImageDraw.Draw(img)

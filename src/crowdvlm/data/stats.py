@@ -27,8 +27,13 @@ def manifest_stats(records: list[dict]) -> dict:
         if not counts:
             return {"min": None, "max": None, "mean": None, "median": None, "total": 0}
         arr = np.asarray(counts)
-        return {"min": int(arr.min()), "max": int(arr.max()), "mean": float(arr.mean()),
-                "median": float(np.median(arr)), "total": int(arr.sum())}  # fmt: skip
+        return {
+            "min": int(arr.min()),
+            "max": int(arr.max()),
+            "mean": float(arr.mean()),
+            "median": float(np.median(arr)),
+            "total": int(arr.sum()),
+        }
 
     groups: dict[str, list[dict]] = defaultdict(list)
     for rec in records:
@@ -38,8 +43,14 @@ def manifest_stats(records: list[dict]) -> dict:
     heights = [r["height"] for r in records if r.get("height")]
     sizes = {"unknown": len(records) - len(widths)}
     if widths:
-        sizes.update(min_w=min(widths), max_w=max(widths), mean_w=float(np.mean(widths)),
-                     min_h=min(heights), max_h=max(heights), mean_h=float(np.mean(heights)))  # fmt: skip
+        sizes.update(
+            min_w=min(widths),
+            max_w=max(widths),
+            mean_w=float(np.mean(widths)),
+            min_h=min(heights),
+            max_h=max(heights),
+            mean_h=float(np.mean(heights)),
+        )
     return {
         "n": len(records),
         "unlabeled": len(records) - len(labelled),
@@ -63,15 +74,19 @@ def format_stats(stats: dict) -> str:
     ]
     rows = [*stats["groups"].items(), ("all", {"n": stats["n"], **stats["counts"]})]
     for key, g in rows:
-        lines.append(f"{key:<32} {g['n']:>7} {num(g['min']):>6} {num(g['median']):>7} {num(g['mean'], '{:.2f}'):>8} "
-                     f"{num(g['max']):>7} {g['total']:>9}")  # fmt: skip
+        lines.append(
+            f"{key:<32} {g['n']:>7} {num(g['min']):>6} {num(g['median']):>7} {num(g['mean'], '{:.2f}'):>8} "
+            f"{num(g['max']):>7} {g['total']:>9}"
+        )
     if stats["unlabeled"]:
         lines.append(f"{stats['unlabeled']} records without ground truth (solution null)")
     s = stats["sizes"]
     if "min_w" in s:
-        lines.append(f"image sizes: width {s['min_w']}-{s['max_w']} (mean {s['mean_w']:.0f}), "
-                     f"height {s['min_h']}-{s['max_h']} (mean {s['mean_h']:.0f})"
-                     + (f", {s['unknown']} unknown" if s["unknown"] else ""))  # fmt: skip
+        lines.append(
+            f"image sizes: width {s['min_w']}-{s['max_w']} (mean {s['mean_w']:.0f}), "
+            f"height {s['min_h']}-{s['max_h']} (mean {s['mean_h']:.0f})"
+            + (f", {s['unknown']} unknown" if s["unknown"] else "")
+        )
     return "\n".join(lines)
 
 

@@ -120,8 +120,14 @@ def generate(
         image, record = synth_record(i, styles[chosen[i]], int(counts[i]), (width, height), seed)
         name = f"images/{i:0{digits}d}.{image_format}"
         image.save(out_dir / name, **SAVE_OPTIONS[image_format])
-        records.append({"id": f"{record['dataset']}/{out_dir.name}/{i:0{digits}d}", "image": name, "split": split,
-                        **record})  # fmt: skip
+        records.append(
+            {
+                "id": f"{record['dataset']}/{out_dir.name}/{i:0{digits}d}",
+                "image": name,
+                "split": split,
+                **record,
+            }
+        )
     manifest = write_manifest(
         ({**r, "image": str((out_dir / r["image"]).resolve())} for r in records), out_dir / MANIFEST_NAME
     )

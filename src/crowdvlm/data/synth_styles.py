@@ -200,8 +200,11 @@ def paint_plants(rng, count, size):
     objs, _ = place(rng, count, _in_box(_radius(size, 0.02, 0.03), size, reach=2.2), _apart(2, stretch=2.1))
     for x, y, r in objs:
         angle = float(rng.uniform(0, np.pi))
-        color = (int(rng.integers(190, 240)), int(rng.integers(160, 210)), 40) if rng.random() < 0.6 else (
-            60, int(rng.integers(140, 190)), 50)  # fmt: skip
+        color = (
+            (int(rng.integers(190, 240)), int(rng.integers(160, 210)), 40)
+            if rng.random() < 0.6
+            else (60, int(rng.integers(140, 190)), 50)
+        )
         draw.polygon(_ellipse_polygon(x, y, 2.1 * r, 0.8 * r, angle), fill=color, outline=(60, 45, 20))
     return img, objs[:, :2]
 

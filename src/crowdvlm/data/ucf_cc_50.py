@@ -1,4 +1,4 @@
-"""UCF_CC_50 (``datasets.md`` §1.3): 50 grayscale images, evaluated by 5-fold cross-validation::
+"""UCF_CC_50 (Idrees et al., CVPR 2013): 50 grayscale images, evaluated by 5-fold cross-validation::
 
     <root>/[UCF_CC_50/]<k>.jpg        <root>/[UCF_CC_50/]<k>_ann.mat      # annPoints: N x 2 [x, y]
 
@@ -14,14 +14,13 @@ from functools import cache
 from pathlib import Path
 
 from crowdvlm.data.common import (
-    check_image,
+    ann_mat_stem,
     find_dir,
     list_images,
-    load_mat,
     make_record,
     pair_by_stem,
-    points_from_array,
-    require_pair,
+    read_ann_points,
+    read_pair,
 )
 from crowdvlm.data.errors import DataError, SkipLog, collect
 from crowdvlm.prompts import dataset_question
@@ -61,8 +60,12 @@ def load_ucf_cc_50(
     def wanted(stem: str) -> str | None:
         """The record's split, or None when the image is not in the requested split."""
         if not stem.isdigit() or int(stem) not in fold_ids:
-            raise DataError(folder / stem, f"not an image of UCF_CC_50: its id is in no fold of {FOLDS_FILE.name}",
-                            record=stem, kind="bad-record")  # fmt: skip
+            raise DataError(
+                folder / stem,
+                f"not an image of UCF_CC_50: its id is in no fold of {FOLDS_FILE.name}",
+                record=stem,
+                kind="bad-record",
+            )
         fold = fold_of(int(stem))
         if split is None or split == fold:
             return fold
@@ -71,18 +74,22 @@ def load_ucf_cc_50(
         return None
 
     def build(pair) -> dict | None:
-        stem, image, mat = pair
+        stem = pair[0]
         sp = wanted(stem)
         if sp is None:
             return None
-        image, mat = require_pair(stem, image, mat, folder / f"{stem}_ann.mat")
-        points = points_from_array(load_mat(mat, "annPoints", record=stem), mat, record=stem)
-        size = check_image(image, record=stem)
-        return make_record(image, dataset="ucf-cc-50", split=sp, problem=dataset_question("ucf-cc-50"),
-                           points=points, size=size, record_id=f"ucf-cc-50/{stem}")  # fmt: skip
+        image, _, size, points = read_pair(
+            pair, folder / f"{stem}_ann.mat", lambda mat: read_ann_points(mat, record=stem)
+        )
+        return make_record(
+            image,
+            dataset="ucf-cc-50",
+            split=sp,
+            problem=dataset_question("ucf-cc-50"),
+            points=points,
+            size=size,
+            record_id=f"ucf-cc-50/{stem}",
+        )
 
-    def image_stem(mat: Path) -> str | None:
-        return mat.stem.removesuffix("_ann") if mat.stem.endswith("_ann") else None
-
-    pairs = pair_by_stem(list_images(folder), sorted(folder.glob("*_ann.mat")), image_stem)
+    pairs = pair_by_stem(list_images(folder), sorted(folder.glob("*_ann.mat")), ann_mat_stem)
     return collect(pairs, build, skips, desc=f"ucf-cc-50 {split or 'all'}", progress=progress)

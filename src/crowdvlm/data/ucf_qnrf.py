@@ -1,4 +1,4 @@
-"""UCF-QNRF (``datasets.md`` §1.2)::
+"""UCF-QNRF, as released (``UCF-QNRF_ECCV18``)::
 
     <root>/[UCF-QNRF_ECCV18/]{Train,Test}/img_0001.jpg
     <root>/[UCF-QNRF_ECCV18/]{Train,Test}/img_0001_ann.mat      # annPoints: N x 2 [x, y]
@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from crowdvlm.data.common import (
-    check_image,
+    ann_mat_stem,
     find_dir,
     list_images,
-    load_mat,
     make_record,
     pair_by_stem,
-    points_from_array,
-    require_pair,
+    read_ann_points,
+    read_pair,
     splits_to_read,
 )
 from crowdvlm.data.errors import SkipLog, collect
@@ -61,24 +60,29 @@ def load_ucf_qnrf(
             continue
 
         def build(pair, sp=sp, folder=folder) -> dict:
-            stem, image, mat = pair
-            image, mat = require_pair(stem, image, mat, folder / f"{stem}_ann.mat")
-            points = points_from_array(load_mat(mat, "annPoints", record=stem), mat, record=stem,
-                                       allow_negative=True)  # fmt: skip
-            size = check_image(image, record=stem)
+            stem = pair[0]
+            image, _, size, points = read_pair(  # negative points: outside the image, dropped below
+                pair,
+                folder / f"{stem}_ann.mat",
+                lambda mat: read_ann_points(mat, record=stem, allow_negative=True),
+            )
             meta = None
             if not keep_outside:
                 keep = inside(points, size)
                 if not keep.all():
                     meta = {"dropped_outside": int((~keep).sum())}
                 points = points[keep]
-            return make_record(image, dataset="ucf-qnrf", split=sp, problem=dataset_question("ucf-qnrf"),
-                               points=points, size=size, meta=meta)  # fmt: skip
+            return make_record(
+                image,
+                dataset="ucf-qnrf",
+                split=sp,
+                problem=dataset_question("ucf-qnrf"),
+                points=points,
+                size=size,
+                meta=meta,
+            )
 
-        def image_stem(mat: Path) -> str | None:
-            return mat.stem.removesuffix("_ann") if mat.stem.endswith("_ann") else None
-
-        pairs = pair_by_stem(list_images(folder), sorted(folder.glob("*_ann.mat")), image_stem)
+        pairs = pair_by_stem(list_images(folder), sorted(folder.glob("*_ann.mat")), ann_mat_stem)
         records += collect(pairs, build, skips, desc=f"ucf-qnrf {sp}", progress=progress)
     dropped = sum(r.get("meta", {}).get("dropped_outside", 0) for r in records)
     if dropped:

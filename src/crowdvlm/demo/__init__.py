@@ -1,9 +1,14 @@
 """The CrowdVLM-R1 experiment in miniature (``crowdvlm demo``): SFT vs GRPO 0/1 vs GRPO FGRPR on a CPU.
 
-The flow, one module per step: :mod:`~crowdvlm.demo.plan` (every size and seed, fixed up front) →
-:mod:`~crowdvlm.demo.pipeline` (resumable stages, run by :mod:`~crowdvlm.demo.stages`) calling
-:mod:`~crowdvlm.demo.jobs` (data, training, evaluation through crowdvlm's public APIs) →
-:mod:`~crowdvlm.demo.summary` (aligned results, :mod:`~crowdvlm.demo.claims` tested with
-:mod:`~crowdvlm.demo.stats`) → :mod:`~crowdvlm.demo.report` and :mod:`~crowdvlm.demo.plots`.
-The base checkpoint it starts from is shipped in ``base/`` and rebuilt by :mod:`~crowdvlm.demo.base_model`.
+The demo is one experiment file, ``recipes/experiments/demo.yaml`` (``--quick``: ``demo_quick.yaml``), run by
+:mod:`crowdvlm.experiments`; its arms' training settings are the recipes ``recipes/demo/sft.yaml`` and
+``recipes/demo/grpo.yaml``. What stays here is the command and the base checkpoint it starts from, shipped in
+``base/`` and rebuilt by :mod:`~crowdvlm.demo.base_model` from ``recipes/demo/base_sft.yaml``.
 """
+
+from pathlib import Path
+
+_EXPERIMENTS = Path(__file__).resolve().parents[3] / "recipes" / "experiments"
+#: The demo's experiment files (in a source checkout: recipes live beside ``src/``).
+DEMO_FILE = _EXPERIMENTS / "demo.yaml"
+QUICK_FILE = _EXPERIMENTS / "demo_quick.yaml"

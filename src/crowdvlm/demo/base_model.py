@@ -2,10 +2,10 @@
 
 It stands in for Qwen2.5-VL-Instruct, which counts roughly before any fine-tuning. It is built by
 :func:`rebuild_base` (``crowdvlm demo --rebuild-base``): the tiny random-weight model of
-:func:`crowdvlm.modeling.tiny.build_tiny_model`, then a short SFT on the in-domain styles with images that
-none of the demo's sets contain. It is stopped early on purpose: it must answer in the ``<answer>N</answer>``
-format yet miss the exact count most of the time, the regime in which the 0/1 reward is sparse.
-``BASE_RECIPE`` is the whole recipe; ``base/base_recipe.json`` records it with what the build measured.
+:func:`crowdvlm.modeling.tiny.build_tiny_model`, then a short SFT (``recipes/demo/base_sft.yaml``) on the
+demo's in-domain styles with images that none of the demo's sets contain. It is stopped early on purpose: it
+must answer in the ``<answer>N</answer>`` format yet miss the exact count most of the time, the regime in
+which the 0/1 reward is sparse. ``base/base_recipe.json`` records how it was built and what the build measured.
 """
 
 from __future__ import annotations
@@ -18,25 +18,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from crowdvlm.demo.plan import DemoPlan
-
-__all__ = ["BASE_DIR", "BASE_RECIPE", "check_base", "rebuild_base"]
+__all__ = ["BASE_DATA", "BASE_DIR", "BASE_RECIPE", "check_base", "rebuild_base"]
 
 logger = logging.getLogger(__name__)
 
 BASE_DIR = Path(__file__).resolve().parent / "base"
 RECIPE_FILE = "base_recipe.json"
+BASE_RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "demo" / "base_sft.yaml"
 
-#: How the shipped base is made (the model seed, the SFT data and schedule). The data seed is far from the
-#: demo's own (``DemoPlan.data_seed``), so the base never sees a demo image.
-BASE_RECIPE: dict[str, Any] = {
-    "model_seed": 0,
-    "data_seed": 7,
-    "n_images": 8000,
-    "steps": 2500,
-    "batch_size": 16,
-    "learning_rate": 3e-4,
-}
+#: The base's model seed and data (not training settings: those are the recipe's). The data seed is far
+#: from the demo's own (recipes/experiments/demo.yaml), so the base never sees a demo image.
+BASE_DATA: dict[str, Any] = {"model_seed": 0, "data_seed": 7, "n_images": 8000}
 
 # What a Hugging Face model folder needs; training leftovers (logs, optimizer state) are not shipped.
 _MODEL_FILES = (
@@ -82,52 +74,43 @@ def check_base(path: str | Path) -> dict[str, Any]:
 
 
 def rebuild_base(
-    out: str | Path, plan: DemoPlan, *, recipe: dict[str, Any] | None = None, progress: bool = True
-) -> Path:
+    out: str | Path, *, data: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> Path:  # fmt: skip
     """Build the base from scratch into ``out`` (replacing what is there) and return ``out``.
 
     Args:
         out: destination folder (the shipped one is :data:`BASE_DIR`).
-        plan: gives the in-domain styles, image size and count range (the base never sees the OOD style).
-        recipe: overrides of :data:`BASE_RECIPE` (tests use a few steps).
+        data: overrides of :data:`BASE_DATA` (tests use a few images).
+        overrides: recipe keys to change (tests use ``max_steps=3``).
         progress: show progress bars.
+
+    The styles, count range, image size and question are the demo's training set's
+    (``recipes/experiments/demo.yaml``); the base never sees the out-of-domain styles.
     """
+    from crowdvlm.data.manifest import read_manifest, write_manifest
     from crowdvlm.data.synth import generate
-    from crowdvlm.demo.jobs import OUTPUT_FORMAT, PROMPT_TEMPLATE, set_question
+    from crowdvlm.demo import DEMO_FILE
+    from crowdvlm.experiments.spec import load_experiment
     from crowdvlm.modeling.tiny import build_tiny_model
     from crowdvlm.train.config import parse_job
     from crowdvlm.train.sft import run_sft
 
-    r = {**BASE_RECIPE, **(recipe or {})}
+    demo = load_experiment(DEMO_FILE)
+    train = demo.sets[demo.train_set]
+    d = {**BASE_DATA, **(data or {})}
     out = Path(out)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="crowdvlm-base-") as tmp:
         tmp = Path(tmp)
-        init = build_tiny_model(tmp / "init", seed=r["model_seed"])
-        size = (plan.image_size, plan.image_size)
-        manifest = generate(tmp / "data", r["n_images"], list(plan.styles), plan.train_counts[0],
-                            plan.train_counts[1], size, r["data_seed"], progress=progress)  # fmt: skip
-        set_question(manifest, plan.question)
-        job = parse_job(
-            "sft",
-            model_name_or_path=str(init),
-            dataset=[str(manifest)],
-            output_dir=str(tmp / "sft"),
-            prompt_template=PROMPT_TEMPLATE,
-            output_format=OUTPUT_FORMAT,
-            learning_rate=r["learning_rate"],
-            lr_scheduler_type="constant",
-            max_steps=r["steps"],
-            per_device_train_batch_size=r["batch_size"],
-            seed=r["model_seed"],
-            logging_steps=50,
-            save_strategy="no",
-            report_to="none",
-            use_cpu=True,
-            bf16=False,
-            max_length=None,
-            disable_tqdm=not progress,
-        )
+        init = build_tiny_model(tmp / "init", seed=d["model_seed"])
+        size = (demo.image_size, demo.image_size)
+        manifest = generate(tmp / "data", d["n_images"], list(train.styles), train.counts[0], train.counts[1],
+                            size, d["data_seed"], progress=progress)  # fmt: skip
+        records = read_manifest(manifest, check_images=False)
+        write_manifest([{**rec, "problem": demo.question} for rec in records], manifest)
+        job = parse_job("sft", recipe=BASE_RECIPE, **{**(overrides or {}), "model_name_or_path": str(init),
+                        "dataset": [str(manifest)], "output_dir": str(tmp / "sft"), "disable_tqdm": not progress})  # fmt: skip
         result = run_sft(job)
         if out.exists():
             shutil.rmtree(out)
@@ -136,11 +119,17 @@ def rebuild_base(
             if (tmp / "sft" / name).is_file():
                 shutil.copy2(tmp / "sft" / name, out / name)
     record = {
-        "recipe": r,
-        "styles": list(plan.styles),
-        "counts": list(plan.train_counts),
-        "image_size": plan.image_size,
-        "prompt": {"question": plan.question, "template": PROMPT_TEMPLATE, "output": OUTPUT_FORMAT},
+        "recipe": "recipes/demo/base_sft.yaml",
+        "overrides": overrides or {},
+        "data": d,
+        "styles": list(train.styles),
+        "counts": list(train.counts),
+        "image_size": demo.image_size,
+        "prompt": {
+            "question": demo.question,
+            "template": job.script.prompt_template,
+            "output": job.script.output_format,
+        },  # fmt: skip
         "steps_done": result.global_step,
         "train_loss": result.metrics.get("train_loss"),
         "build_s": round(time.perf_counter() - start, 1),

@@ -1,24 +1,25 @@
 """``crowdvlm demo``: the CrowdVLM-R1 experiment in miniature, on a CPU, resumable.
 
     crowdvlm demo                      # the full experiment (3 seeds, lr grid), report in runs/demo/report/
-    crowdvlm demo --quick              # every stage in a few minutes (one seed, no grid)
-    crowdvlm demo --seeds 5            # more seeds
-    crowdvlm demo --set n_train=1000   # change any plan field (see plan.json of a run)
+    crowdvlm demo --quick              # every stage in a few minutes (one seed, no lr grid)
+    crowdvlm demo --report-only        # rebuild the report from a finished --out folder
     crowdvlm demo --rebuild-base       # rebuild the shipped base checkpoint from scratch, then stop
 
+It is `crowdvlm experiment run recipes/experiments/demo.yaml` (or demo_quick.yaml): to change a size, a
+seed or an lr grid, write an experiment file that starts with `extends: demo.yaml` and run that.
 Re-running the same command continues an interrupted demo: finished stages are skipped.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
-import time
 from pathlib import Path
 
-__all__ = ["main"]
+from crowdvlm.demo import DEMO_FILE, QUICK_FILE
+from crowdvlm.errors import UsageError
+
+__all__ = ["DEMO_FILE", "QUICK_FILE", "main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,18 +31,19 @@ def _parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("\n\n", 1)[1],
     )
     p.add_argument("--quick", action="store_true", help="a few-minute run: one seed, no lr grid, small sets")
-    p.add_argument("--seeds", type=int, default=None, help="number of training seeds (default: 3; quick: 1)")
+    p.add_argument(
+        "--experiment",
+        type=Path,
+        default=None,
+        help="run this experiment file instead (e.g. one that extends demo.yaml with other sizes)",
+    )
     p.add_argument(
         "--out", type=Path, default=None, help="output folder (default runs/demo, or runs/demo-quick)"
     )
     p.add_argument(
-        "--base", type=Path, default=None, help="base model folder (default: the shipped demo base)"
-    )
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a plan field, e.g. --set n_train=1000 --set grpo_lrs=1e-5,3e-5")  # fmt: skip
-    p.add_argument(
         "--rebuild-base", action="store_true", help="rebuild the base checkpoint (into --base) and stop"
     )
+    p.add_argument("--base", type=Path, default=None, help="with --rebuild-base: where to write the base")
     p.add_argument(
         "--report-only", action="store_true", help="rebuild the report from a finished --out folder"
     )
@@ -49,92 +51,30 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _plan(args: argparse.Namespace):
-    from crowdvlm.demo.plan import default_plan, quick_plan
-
-    plan = quick_plan() if args.quick else default_plan()
-    overrides = {}
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key.strip()] = value.strip()
-    if args.seeds is not None:
-        if args.seeds < 1:
-            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-        overrides["seeds"] = tuple(range(args.seeds))
-    plan = plan.with_overrides(overrides)
-    plan.validate()
-    return plan
-
-
-class _DemoLogFilter(logging.Filter):
-    """The demo's own INFO lines pass; other libraries' (trainers, evaluation) only from WARNING up."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or record.name.startswith("crowdvlm.demo")
-
-
-def _setup_output() -> None:
-    """Keep the terminal to the demo's progress: stage lines, progress bars, warnings and errors."""
-    import warnings
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-    handler.addFilter(_DemoLogFilter())
-    root = logging.getLogger()
-    if not any(isinstance(f, _DemoLogFilter) for h in root.handlers for f in h.filters):
-        root.addHandler(handler)  # the trainers' logging.basicConfig then finds a handler and adds none
-    root.setLevel(logging.INFO)
-    # transformers' deprecation notices about its own defaults say nothing to a demo user.
-    warnings.filterwarnings("ignore", category=FutureWarning)
-
-
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _setup_output()
-    try:
-        plan = _plan(args)
-    except ValueError as err:
-        print(f"crowdvlm demo: {err}", file=sys.stderr)
-        return 2
+    from crowdvlm.experiments.cli import run_experiment, setup_output
 
-    import torch
-
-    from crowdvlm.demo.base_model import BASE_DIR, check_base, rebuild_base
-    from crowdvlm.demo.pipeline import DemoLayout, build_stages, check_plan_matches
-    from crowdvlm.demo.report import terminal_table, write_report
-    from crowdvlm.demo.stages import run_stages
-    from crowdvlm.demo.summary import collect
-
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    progress = not args.no_progress
-    base = args.base or BASE_DIR
-
+    setup_output()
+    path = args.experiment or (QUICK_FILE if args.quick else DEMO_FILE)
+    if not path.is_file():
+        raise UsageError(f"{path} not found: crowdvlm demo runs the experiment files of a source checkout")
     if args.rebuild_base:
+        from crowdvlm.demo.base_model import BASE_DIR, rebuild_base
+
+        base = args.base or BASE_DIR
         print(f"rebuilding the demo base into {base} ...")
-        rebuild_base(base, plan, progress=progress)
+        rebuild_base(base, progress=not args.no_progress)
         print(f"base rebuilt: {base}")
         return 0
+    from crowdvlm.demo.base_model import check_base
+    from crowdvlm.experiments.report import terminal_table
+    from crowdvlm.experiments.spec import load_experiment
 
+    info = check_base(load_experiment(path).base)
+    print(f"crowdvlm demo: {path.name}, base {info['parameters']['total']:,} parameters")
     out = args.out or Path("runs/demo-quick" if args.quick else "runs/demo")
-    try:
-        info = check_base(base)
-        check_plan_matches(out, plan)
-    except (FileNotFoundError, RuntimeError, ValueError) as err:
-        print(f"crowdvlm demo: {err}", file=sys.stderr)
-        return 2
-    print(f"crowdvlm demo: plan {plan.name!r}, seeds {list(plan.seeds)}, base {base} "
-          f"({info['parameters']['total']:,} parameters), output {out}")  # fmt: skip
-
-    layout = DemoLayout(out, plan, base)
-    start = time.perf_counter()
-    if not args.report_only:
-        run_stages(build_stages(layout, progress=progress), progress=progress)
-    results = collect(layout, wall_s=None if args.report_only else round(time.perf_counter() - start, 1))
-    report = write_report(results, layout.report)
+    report, results = run_experiment(path, out, progress=not args.no_progress, report_only=args.report_only)
     print()
     print(terminal_table(results))
     print(f"\nreport: {report}")

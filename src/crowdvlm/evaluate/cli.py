@@ -9,10 +9,19 @@ import argparse
 import json
 import logging
 import re
-import sys
 from pathlib import Path
 
+from crowdvlm.errors import RunError, UsageError
 from crowdvlm.evaluate.backends.base import EvalItem
+from crowdvlm.evaluate.cli_checks import (
+    Parser,
+    check_input_file,
+    check_output_dir,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from crowdvlm.evaluate.point_options import add_point_options, point_frame_rule, predicted_points
 from crowdvlm.prompts import OUTPUTS, TEMPLATES
 
 logger = logging.getLogger(__name__)
@@ -26,8 +35,10 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
         "--model", required=True, help="model folder or Hub id (hf, vllm), or API model name (openai)"
     )
     parser.add_argument("--backend", choices=BACKENDS, default="hf", help="inference engine (default: hf)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per batch (default: 8)")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="answer length budget (default: 256)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="images per batch (default: 8)")
+    parser.add_argument(
+        "--max-new-tokens", type=positive_int, default=256, help="answer length budget (default: 256)"
+    )
     parser.add_argument(
         "--prompt",
         choices=TEMPLATES,
@@ -45,20 +56,31 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
     hf.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32 (default: auto)")
     hf.add_argument("--attn-implementation", default=None, help="hf: sdpa, eager, flash_attention_2, ...")
     hf.add_argument(
-        "--min-pixels", type=int, default=None, help="smallest image area after resizing (Qwen-VL)"
+        "--min-pixels", type=positive_int, default=None, help="smallest image area after resizing (Qwen-VL)"
     )
     hf.add_argument(
-        "--max-pixels", type=int, default=None, help="largest image area after resizing (Qwen-VL)"
+        "--max-pixels", type=positive_int, default=None, help="largest image area after resizing (Qwen-VL)"
     )
-    hf.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model (default: 1)")
+    hf.add_argument(
+        "--tensor-parallel-size", type=positive_int, default=1, help="vllm: GPUs per model (default: 1)"
+    )
     api = parser.add_argument_group("openai backend")
     api.add_argument(
         "--base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)"
     )
     api.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY; never logged)")
-    api.add_argument("--concurrency", type=int, default=8, help="requests in flight at most (default: 8)")
-    api.add_argument("--request-timeout", type=float, default=60.0, help="seconds per request (default: 60)")
-    api.add_argument("--max-retries", type=int, default=5, help="retries on 429/5xx/timeouts (default: 5)")
+    api.add_argument(
+        "--concurrency", type=positive_int, default=8, help="requests in flight at most (default: 8)"
+    )
+    api.add_argument(
+        "--request-timeout",
+        type=positive_float,
+        default=60.0,
+        help="seconds one attempt may take in total, trickling responses included (default: 60)",
+    )
+    api.add_argument(
+        "--max-retries", type=non_negative_int, default=5, help="retries on 429/5xx/timeouts (default: 5)"
+    )
 
 
 def make_backend(args: argparse.Namespace):
@@ -111,27 +133,29 @@ def _close(backend) -> None:
         close()
 
 
-def _setup_logging(verbose: bool = False) -> None:
+def _setup_logging(verbose: bool = False, level: int = logging.INFO) -> None:
+    """Log to stderr; the HTTP stack's records (URLs, headers: credentials) are dropped even with -v."""
+    from crowdvlm.evaluate.backends.credentials import install_http_log_filter
+
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in (
-        "httpx",
-        "httpx2",
-        "openai",
-        "urllib3",
-        "matplotlib",
-    ):  # one line per HTTP request otherwise
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    install_http_log_filter()
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # chatty at debug level
 
 
 # -- crowdvlm eval ---------------------------------------------------------------------------------------
 
 
 def eval_main(argv: list[str]) -> int:
-    """`crowdvlm eval`: evaluate a model on manifests; writes predictions, metrics, report and plots."""
-    parser = argparse.ArgumentParser(
+    """`crowdvlm eval`: evaluate a model on manifests; writes predictions, metrics, report and plots.
+
+    Raises:
+        UsageError: bad options or input (exit 2), found before the model is loaded where possible.
+        RunError: the evaluation failed (exit 1).
+    """
+    parser = Parser(
         prog="crowdvlm eval",
         description="Evaluate a model on one or more manifests: predictions.jsonl, metrics.json, report.md, plots.",
     )
@@ -140,7 +164,11 @@ def eval_main(argv: list[str]) -> int:
         "--data", required=True, action="append", help="manifest(s), comma-separated or repeated"
     )
     parser.add_argument("--out", required=True, type=Path, help="run directory to write")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in --out (refused if the data or settings differ)",
+    )
     parser.add_argument(
         "--strict", action="store_true", help="stop at the first image that cannot be evaluated"
     )
@@ -148,26 +176,33 @@ def eval_main(argv: list[str]) -> int:
         "--strict-parse", action="store_true", help="read answers with the paper's strict rule"
     )
     parser.add_argument(
-        "--limit", type=int, default=None, help="evaluate only the first N images of each manifest"
+        "--limit", type=positive_int, default=None, help="evaluate only the first N images of each manifest"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true")
+    add_point_options(parser, evaluation=True)
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
 
-    from crowdvlm.evaluate.run import ImageEvaluationError, evaluate, items_from_manifests
+    from crowdvlm.evaluate.run import evaluate, items_from_manifests
 
     manifests = [Path(m) for group in args.data for m in group.split(",") if m]
+    for manifest in manifests:
+        check_input_file(manifest, "--data", "manifest file")
+    check_output_dir(args.out)
     items = items_from_manifests(manifests, template=args.prompt, output=args.output, limit=args.limit)
     if not items:
-        parser.error(f"no images in {', '.join(map(str, manifests))}")
+        raise UsageError(f"--data: no images in {', '.join(map(str, manifests))}")
+    # What identifies the evaluation, checked on --resume (with the backend's and the items' fingerprint).
+    settings = {
+        "template": args.prompt,
+        "output": args.output,
+        "data": [str(m.resolve()) for m in manifests],
+        "limit": args.limit,
+    }
+    backend = _open_backend(args)
     try:
-        backend = make_backend(args)
-    except (ImportError, FileNotFoundError, ValueError) as err:
-        print(f"crowdvlm eval: {err}", file=sys.stderr)
-        return 2
-    settings = {"template": args.prompt, "output": args.output, "data": [str(m) for m in manifests]}
-    try:
+        rule = point_frame_rule(args, backend) if args.output == "points" else None
         metrics = evaluate(
             backend,
             items,
@@ -179,18 +214,52 @@ def eval_main(argv: list[str]) -> int:
             settings=settings,
             progress=not args.no_progress,
         )
-    except (FileExistsError, ImageEvaluationError) as err:
-        print(f"crowdvlm eval: {err}", file=sys.stderr)
-        return 1
     finally:
         _close(backend)
+    if args.output == "points":
+        from crowdvlm.evaluate.localisation import write_localisation
+
+        summary = write_localisation(
+            args.out, manifests, args.point_frame, rule, radii=args.radii, overlays=args.overlays
+        )
+        located = summary["overall"][f"r{args.radii[-1]:g}"]
+        print(
+            f"localisation: F1 @{args.radii[-1]:g}px {_num(located['f1'])} over {summary['overall']['n']} images"
+        )
     overall = metrics["overall"]
+    if overall["errors"] and not overall["n"] + overall["unlabelled"]:
+        raise RunError(f"none of the images could be evaluated: {_first_error(args.out)}")
     print(
         f"{overall['n']} images scored ({overall['errors']} errors): MAE {_num(overall['mae'])}, "
         f"RMSE {_num(overall['rmse'])}, accuracy {_num(overall['accuracy'], pct=True)}, "
         f"unparsed {_num(overall['parse_failure_rate'], pct=True)} -> {args.out / 'report.md'}"
     )
     return 0
+
+
+def _first_error(out: Path) -> str:
+    from crowdvlm.evaluate.predictions import PREDICTIONS_FILE, latest_by_id, read_predictions
+
+    latest = list(latest_by_id(read_predictions(out / PREDICTIONS_FILE)).values())
+    errors = [p for p in latest if p.error]
+    first = f"{errors[0].id}: {errors[0].error}"
+    return f"{len(errors)} of {len(latest)} failed, the first {first} (all in {out / PREDICTIONS_FILE})"
+
+
+def _open_backend(args: argparse.Namespace):
+    """:func:`make_backend`, its failures to start turned into one-line :class:`UsageError`s."""
+    if args.backend != "openai" and Path(args.model).is_file():
+        raise UsageError(
+            f"--model {args.model} is a file; expected a model folder (config.json, weights) or Hub id"
+        )
+    try:
+        return make_backend(args)
+    except ImportError as err:
+        raise UsageError(f"--backend {args.backend}: {err}") from err
+    except UsageError:
+        raise
+    except (FileNotFoundError, ValueError) as err:  # no such model folder, no API key, ...
+        raise UsageError(str(err)) from err
 
 
 def _num(value, pct: bool = False) -> str:
@@ -204,15 +273,22 @@ def _num(value, pct: bool = False) -> str:
 
 def compare_main(argv: list[str]) -> int:
     """`crowdvlm compare`: side-by-side tables of several eval runs, with bootstrap CIs of MAE differences."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="crowdvlm compare",
         description="Compare eval runs: MAE / RMSE / accuracy per dataset and per count bucket; MAE differences "
         "against the first run with paired bootstrap 95%% confidence intervals.",
     )
-    parser.add_argument("runs", nargs="+", type=Path, help="eval run directories (the first is the baseline)")
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        help="eval run directories (the first is the baseline); DIR1,DIR2,... is one model's group of runs, "
+        "one per seed (cells: means over seeds; intervals resample seeds and images)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="where to write compare.md/.json/.png")
     parser.add_argument("--names", default=None, help="comma-separated display names, one per run")
-    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default: 2000)")
+    parser.add_argument(
+        "--bootstrap", type=positive_int, default=2000, help="bootstrap resamples (default: 2000)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     args = parser.parse_args(argv)
     _setup_logging()
@@ -220,11 +296,11 @@ def compare_main(argv: list[str]) -> int:
     from crowdvlm.evaluate.compare import write_comparison
 
     names = args.names.split(",") if args.names else None
-    try:
-        write_comparison(args.runs, args.out, names=names, n_bootstrap=args.bootstrap, seed=args.seed)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"crowdvlm compare: {err}", file=sys.stderr)
-        return 1
+    groups = [[Path(d) for d in arg.split(",") if d] for arg in args.runs]
+    if names is not None and len(names) != len(groups):
+        raise UsageError(f"--names: {len(names)} names for {len(groups)} runs")
+    check_output_dir(args.out)
+    write_comparison(groups, args.out, names=names, n_bootstrap=args.bootstrap, seed=args.seed)
     print(f"wrote {args.out / 'compare.md'}, compare.json, compare.png")
     return 0
 
@@ -246,7 +322,7 @@ def thinking_of(text: str) -> str | None:
 
 def predict_main(argv: list[str]) -> int:
     """`crowdvlm predict`: count the objects in a few images."""
-    parser = argparse.ArgumentParser(prog="crowdvlm predict", description="Count the objects in images.")
+    parser = Parser(prog="crowdvlm predict", description="Count the objects in images.")
     _add_backend_options(parser)
     parser.add_argument("images", nargs="+", type=Path, help="image files")
     parser.add_argument(
@@ -257,43 +333,61 @@ def predict_main(argv: list[str]) -> int:
     parser.add_argument(
         "--strict-parse", action="store_true", help="read answers with the paper's strict rule"
     )
+    add_point_options(parser)
+    parser.add_argument(
+        "--points",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="ask for point answers (--output points) and write each image with its points drawn to DIR",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    _setup_logging(level=logging.WARNING)
+    if args.points is not None:
+        args.output = "points"
 
+    from crowdvlm.evaluate.predictions import storable_text
     from crowdvlm.evaluate.prefetch import prefetch
     from crowdvlm.parsing import parse_count
     from crowdvlm.prompts import build_prompt
 
     prompt = build_prompt(args.question, template=args.prompt, output=args.output)
     items = [EvalItem(str(path), "predict", path, prompt) for path in args.images]
-    try:
-        backend = make_backend(args)
-    except (ImportError, FileNotFoundError, ValueError) as err:
-        print(f"crowdvlm predict: {err}", file=sys.stderr)
-        return 2
+    backend = _open_backend(args)
     failed = 0
     try:
+        rule = point_frame_rule(args, backend) if args.output == "points" else None
         batches = [items[i : i + args.batch_size] for i in range(0, len(items), args.batch_size)]
         for prepared in prefetch(batches, backend.prepare):
             answers = iter(backend.generate(prepared) if prepared.loaded else [])
             for item, load_error in zip(prepared.items, prepared.errors, strict=True):
                 answer = None if load_error else next(answers)
                 error = load_error or answer.error
-                text = "" if error else answer.text
+                text = "" if error else storable_text(answer.text)
                 count = None if error else parse_count(text, strict=args.strict_parse)
                 failed += error is not None
-                _print_prediction(item.id, count, text, error, args)
+                points = None
+                if args.output == "points" and not error:
+                    points = predicted_points(item.image, text, args, rule)
+                _print_prediction(item.id, count, text, error, args, points)
     finally:
         _close(backend)
     return 1 if failed else 0
 
 
 def _print_prediction(
-    image: str, count: int | None, text: str, error: str | None, args: argparse.Namespace
+    image: str,
+    count: int | None,
+    text: str,
+    error: str | None,
+    args: argparse.Namespace,
+    points: list[list[float]] | None = None,
 ) -> None:
     thinking = thinking_of(text) if args.show_thinking else None
     if args.json:
         row = {"image": image, "count": count, "text": text, "error": error}
+        if points is not None:
+            row["points"] = points
         if args.show_thinking:
             row["thinking"] = thinking
         print(json.dumps(row, ensure_ascii=False))
@@ -302,5 +396,7 @@ def _print_prediction(
         print(f"{image}\terror: {error}")
         return
     print(f"{image}\t{count if count is not None else 'unparsed: ' + repr(text[:200])}")
+    if points is not None:
+        print(f"  {len(points)} points" + (f" -> {args.points}" if args.points is not None else ""))
     if args.show_thinking:
         print(f"  thinking: {thinking if thinking is not None else '(none)'}")

@@ -5,6 +5,10 @@
 * the difference in MAE of each run against the first one, on the images both runs scored (matched by id),
   with a paired bootstrap 95 % confidence interval: a difference whose interval excludes 0 is marked.
 
+A model may be a *group* of runs, one per training seed: its cells are means over the seeds, and its
+difference against the baseline pairs seed k with seed k (a single run pairs with every seed) and resamples
+seeds and images (:func:`crowdvlm.evaluate.bootstrap.paired_bootstrap`).
+
 Written as ``compare.md``, ``compare.json`` and ``compare.png``.
 """
 
@@ -19,13 +23,22 @@ from typing import Any
 
 import numpy as np
 
+from crowdvlm.errors import RunError, UsageError
 from crowdvlm.evaluate.bootstrap import paired_bootstrap
-from crowdvlm.evaluate.predictions import PREDICTIONS_FILE, Prediction, latest_by_id, read_predictions
+from crowdvlm.evaluate.predictions import (
+    PREDICTIONS_FILE,
+    Prediction,
+    latest_by_id,
+    os_reason,
+    read_predictions,
+)
 from crowdvlm.evaluate.report import format_value
 from crowdvlm.evaluate.scoring import absolute_error, compute_metrics, is_scored
 from crowdvlm.metrics import DEFAULT_BUCKET_EDGES, bucket_label, bucket_labels
 
 __all__ = ["Run", "compare_runs", "load_run", "paired_bootstrap_mae_diff", "write_comparison"]
+
+_KEEP = ("n", "mae", "rmse", "accuracy")
 
 logger = logging.getLogger(__name__)
 
@@ -46,20 +59,38 @@ def load_run(run_dir: str | Path, name: str | None = None) -> Run:
     """Load a run written by :func:`crowdvlm.evaluate.run.evaluate` (metrics recomputed if missing).
 
     Raises:
-        FileNotFoundError: the directory has no ``predictions.jsonl``.
+        UsageError: the path is missing or not a run directory, or a file of the run is malformed (the
+            message names the file).
     """
     run_dir = Path(run_dir)
     pred_path = run_dir / PREDICTIONS_FILE
-    if not pred_path.exists():
-        raise FileNotFoundError(f"{run_dir} is not an evaluation run: {PREDICTIONS_FILE} is missing")
-    predictions = read_predictions(pred_path)
+    if not run_dir.exists():
+        raise UsageError(f"{run_dir}: no such run directory")
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir} is a file; expected an eval run directory (holding {PREDICTIONS_FILE})")
+    if not pred_path.is_file():
+        raise UsageError(f"{run_dir} is not an evaluation run: {PREDICTIONS_FILE} is missing")
+    try:
+        predictions = read_predictions(pred_path)
+    except ValueError as err:  # names the file and the line
+        raise UsageError(str(err)) from err
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists():
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        metrics = _read_metrics(metrics_path)
     else:
         logger.warning("%s has no metrics.json; computing it from the predictions", run_dir)
         metrics = compute_metrics(predictions)
     return Run(name or run_dir.resolve().name, run_dir, metrics, latest_by_id(predictions))
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(metrics, dict):
+        raise UsageError(f"{path}: expected the metrics of an eval run (a JSON object)")
+    return metrics
 
 
 def paired_bootstrap_mae_diff(
@@ -105,8 +136,32 @@ def paired_bootstrap_mae_diff(
     }
 
 
+def _mean_cell(cells: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+    """One table cell of a group of runs: ``n`` of the first run, the other keys averaged over the runs."""
+    out: dict[str, Any] = {"n": cells[0].get("n")}
+    for key in keys:
+        if key != "n":
+            values = [c.get(key) for c in cells]
+            out[key] = None if any(v is None for v in values) else float(np.mean(values))
+    return out
+
+
+def _group_diff(base: list[Run], other: list[Run], ids: list[str], *, n: int, seed: int) -> dict[str, Any]:
+    """MAE(other) − MAE(base) on ``ids``: seeds paired in order (a single run pairs with every seed)."""
+    if not ids:
+        return {"diff": None, "low": None, "high": None, "n_images": 0, "n_seeds": 0, "significant": False}
+    seeds = max(len(base), len(other))
+    pick = lambda group, k: group[k if len(group) > 1 else 0]  # noqa: E731
+    err = lambda group: np.asarray(  # noqa: E731
+        [[absolute_error(pick(group, k).predictions[i]) for i in ids] for k in range(seeds)], dtype=np.float64
+    )  # (S, N)
+    ci = paired_bootstrap(err(other), err(base), n_boot=n, seed=seed)
+    return {"diff": ci.diff, "low": ci.low, "high": ci.high, "n_images": ci.n_images, "n_seeds": ci.n_seeds,
+            "significant": bool(ci.low > 0 or ci.high < 0)}  # fmt: skip
+
+
 def compare_runs(
-    runs: Sequence[Run],
+    runs: Sequence[Run | Sequence[Run]],
     *,
     n_bootstrap: int = 2000,
     seed: int = 0,
@@ -114,52 +169,63 @@ def compare_runs(
 ) -> dict[str, Any]:
     """The comparison tables as data (what ``compare.json`` holds).
 
+    Args:
+        runs: one entry per model: a :class:`Run`, or a group of runs of one model (one per seed), named by
+            its first run. Groups compared with each other hold as many runs, or one.
+
     Returns:
         ``models``, ``datasets``, ``buckets`` (the column orders), ``table`` (model → dataset or "overall" →
-        ``{n, mae, rmse, accuracy}``), ``bucket_table`` (model → bucket → ``{n, mae}``), ``baseline`` and
-        ``diffs`` (other model → dataset, "overall" or bucket → :func:`paired_bootstrap_mae_diff`).
+        ``{n, mae, rmse, accuracy}``, means over a group's seeds), ``bucket_table`` (model → bucket →
+        ``{n, mae}``), ``seeds`` (model → runs in its group), ``baseline`` and ``diffs`` (other model →
+        dataset, "overall" or bucket → ``{diff, low, high, n_images, n_seeds, significant}``).
+
+    Raises:
+        UsageError: no run, or two groups with different numbers of runs (neither a single run).
     """
     if not runs:
-        raise ValueError("compare needs at least one run")
-    datasets = list(dict.fromkeys(d for run in runs for d in run.metrics["per_dataset"]))
-    buckets = [b for b in bucket_labels(edges) if any(b in run.metrics["per_bucket"] for run in runs)]
-    keep = ("n", "mae", "rmse", "accuracy")
+        raise UsageError("compare needs at least one run")
+    groups = [[r] if isinstance(r, Run) else list(r) for r in runs]
+    sizes = {len(g) for g in groups} - {1}
+    if len(sizes) > 1 or any(not g for g in groups):
+        raise UsageError(
+            f"groups of runs must hold one run per seed, as many in each (or one): got {sorted(sizes)}"
+        )
+    names = [g[0].name for g in groups]
+    datasets = list(dict.fromkeys(d for g in groups for run in g for d in run.metrics["per_dataset"]))
+    buckets = [
+        b for b in bucket_labels(edges) if any(b in run.metrics["per_bucket"] for g in groups for run in g)
+    ]
+    cell = lambda g, part, key, keys: _mean_cell([r.metrics[part].get(key, {}) for r in g], keys)  # noqa: E731
     table = {
-        run.name: {
-            **{d: {k: run.metrics["per_dataset"].get(d, {}).get(k) for k in keep} for d in datasets},
-            OVERALL: {k: run.metrics["overall"].get(k) for k in keep},
-        }
-        for run in runs
-    }
+        name: {**{d: cell(g, "per_dataset", d, _KEEP) for d in datasets},
+               OVERALL: _mean_cell([r.metrics["overall"] for r in g], _KEEP)}
+        for name, g in zip(names, groups, strict=True)
+    }  # fmt: skip
     bucket_table = {
-        run.name: {b: {k: run.metrics["per_bucket"].get(b, {}).get(k) for k in ("n", "mae")} for b in buckets}
-        for run in runs
+        name: {b: cell(g, "per_bucket", b, ("n", "mae")) for b in buckets}
+        for name, g in zip(names, groups, strict=True)
     }
-    baseline, diffs = runs[0], {}
-    for run in runs[1:]:
-        shared = [i for i, p in baseline.predictions.items() if is_scored(p) and i in run.predictions]
-        shared = [i for i in shared if is_scored(run.predictions[i])]
-        groups: dict[str, list[str]] = {OVERALL: shared}
+    baseline, diffs = groups[0], {}
+    for name, group in zip(names[1:], groups[1:], strict=True):
+        everyone = [*baseline, *group]
+        shared = [i for i, p in baseline[0].predictions.items()
+                  if all(i in r.predictions and is_scored(r.predictions[i]) for r in everyone)]  # fmt: skip
+        by_group: dict[str, list[str]] = {OVERALL: shared}
         for i in shared:
-            p = baseline.predictions[i]
-            groups.setdefault(p.dataset, []).append(i)
-            groups.setdefault(bucket_label(p.truth, edges), []).append(i)
-        diffs[run.name] = {
-            group: paired_bootstrap_mae_diff(
-                [absolute_error(baseline.predictions[i]) for i in ids],
-                [absolute_error(run.predictions[i]) for i in ids],
-                n=n_bootstrap,
-                seed=seed,
-            )
-            for group, ids in groups.items()
+            p = baseline[0].predictions[i]
+            by_group.setdefault(p.dataset, []).append(i)
+            by_group.setdefault(bucket_label(p.truth, edges), []).append(i)
+        diffs[name] = {
+            key: _group_diff(baseline, group, ids, n=n_bootstrap, seed=seed) for key, ids in by_group.items()
         }
     return {
-        "models": [run.name for run in runs],
+        "models": names,
         "datasets": datasets,
         "buckets": buckets,
         "table": table,
         "bucket_table": bucket_table,
-        "baseline": baseline.name,
+        "seeds": {name: len(g) for name, g in zip(names, groups, strict=True)},
+        "baseline": names[0],
         "diffs": diffs,
     }
 
@@ -167,14 +233,17 @@ def compare_runs(
 def _diff_cell(r: dict[str, Any] | None) -> str:
     if not r or r["diff"] is None:
         return "–"
-    cell = f"{r['diff']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}] (n={r['n_images']})"
+    seeds = f" × {r['n_seeds']} seeds" if r.get("n_seeds", 1) > 1 else ""
+    cell = f"{r['diff']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}] (n={r['n_images']}{seeds})"
     return f"**{cell}**" if r["significant"] else cell
 
 
 def comparison_markdown(result: dict[str, Any]) -> str:
     """The tables of :func:`compare_runs` in markdown."""
     columns = [*result["datasets"], OVERALL]
-    lines = ["# Comparison", "", f"Runs: {', '.join(result['models'])}.", "", "## MAE / RMSE / accuracy", ""]
+    runs = [f"{m} ({result['seeds'][m]} runs, means over seeds)" if result["seeds"].get(m, 1) > 1 else m
+            for m in result["models"]]  # fmt: skip
+    lines = ["# Comparison", "", f"Runs: {', '.join(runs)}.", "", "## MAE / RMSE / accuracy", ""]
     lines += ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for model, row in result["table"].items():
         cells = [
@@ -264,7 +333,7 @@ def _plot(result: dict[str, Any], path: Path) -> None:
 
 
 def write_comparison(
-    run_dirs: Sequence[str | Path],
+    run_dirs: Sequence[str | Path | Sequence[str | Path]],
     out_dir: str | Path,
     *,
     names: Sequence[str] | None = None,
@@ -274,26 +343,36 @@ def write_comparison(
     """Load runs, compare them, and write ``compare.md``, ``compare.json`` and ``compare.png`` in ``out_dir``.
 
     Args:
-        run_dirs: evaluation run directories; the first is the baseline of the MAE differences.
+        run_dirs: evaluation run directories, or groups of them (one model, one run per seed); the first
+            entry is the baseline of the MAE differences.
         out_dir: where to write.
-        names: display names (default: the directories' names, made unique).
+        names: display names, one per entry (default: the (first) directory's name, made unique).
         n_bootstrap: bootstrap resamples per confidence interval.
         seed: bootstrap seed.
     """
-    if names is not None and len(names) != len(run_dirs):
-        raise ValueError(f"{len(names)} names for {len(run_dirs)} runs")
-    runs = [load_run(d, names[i] if names else None) for i, d in enumerate(run_dirs)]
+    entries = [[d] if isinstance(d, str | Path) else list(d) for d in run_dirs]
+    if names is not None and len(names) != len(entries):
+        raise ValueError(f"{len(names)} names for {len(entries)} runs")
+    groups = [[load_run(d, names[i] if names else None) for d in dirs] for i, dirs in enumerate(entries)]
     seen: dict[str, int] = {}
-    for run in runs:  # two runs called "eval" in different folders get "eval" and "eval#2"
-        seen[run.name] = seen.get(run.name, 0) + 1
-        if seen[run.name] > 1:
-            run.name = f"{run.name}#{seen[run.name]}"
-    result = compare_runs(runs, n_bootstrap=n_bootstrap, seed=seed)
+    for group in groups:  # two runs called "eval" in different folders get "eval" and "eval#2"
+        name = group[0].name
+        seen[name] = seen.get(name, 0) + 1
+        for run in group:
+            run.name = name if seen[name] == 1 else f"{name}#{seen[name]}"
+    result = compare_runs(groups, n_bootstrap=n_bootstrap, seed=seed)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare.md").write_text(comparison_markdown(result), encoding="utf-8")
-    (out_dir / "compare.json").write_text(
-        json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8"
-    )
-    _plot(result, out_dir / "compare.png")
+    outputs = {
+        "compare.md": lambda path: path.write_text(comparison_markdown(result), encoding="utf-8"),
+        "compare.json": lambda path: path.write_text(
+            json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+        ),
+        "compare.png": lambda path: _plot(result, path),
+    }
+    for name, write in outputs.items():
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write(out_dir / name)
+        except OSError as err:  # a full disk: a failed write() names no file of its own
+            raise RunError(f"cannot write {out_dir / name}: {os_reason(err)}") from err
     return result

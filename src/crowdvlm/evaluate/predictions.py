@@ -13,15 +13,27 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PREDICTIONS_FILE", "Prediction", "PredictionWriter", "latest_by_id", "read_predictions"]
+from crowdvlm.errors import RunError
+
+__all__ = [
+    "PREDICTIONS_FILE",
+    "Prediction",
+    "PredictionWriter",
+    "latest_by_id",
+    "os_reason",
+    "read_predictions",
+    "storable_text",
+]
 
 logger = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "predictions.jsonl"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -53,6 +65,25 @@ class Prediction:
         return cls(**{name: row.get(name) for name in cls.__dataclass_fields__})
 
 
+def os_reason(err: OSError) -> str:
+    """An OSError's reason without the file name (which the caller names): "No space left on device"."""
+    return err.strerror or str(err) or type(err).__name__
+
+
+def storable_text(text: object) -> str:
+    """A model's answer as text that UTF-8 files and terminals accept: lone surrogates become U+FFFD.
+
+    A JSON body can carry ``"\\ud800"``, which decodes to a str that no UTF-8 file can hold; written as is
+    it would abort the run (``UnicodeEncodeError``) in the middle of a batch.
+
+    >>> storable_text("ok \\ud800 !")
+    'ok \\ufffd !'
+    """
+    text = text if isinstance(text, str) else str(text)
+    # In a Python str every surrogate code point is unpaired (a valid pair is already one code point).
+    return _SURROGATE.sub("\ufffd", text)
+
+
 class PredictionWriter:
     """Appends predictions to a JSONL file, durably, one batch at a time."""
 
@@ -60,15 +91,34 @@ class PredictionWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a", encoding="utf-8")
+        self._failed = False
 
     def write_batch(self, predictions: list[Prediction]) -> None:
-        """Append ``predictions`` and make them durable before returning."""
-        self._file.write("".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in predictions))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        """Append ``predictions`` and make them durable before returning.
+
+        Raises:
+            RunError: the write failed (a full disk, ...); the lines of earlier batches are intact, and a
+                half-written last line is dropped when the run is resumed (see :func:`read_predictions`).
+        """
+        try:
+            self._file.write("".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in predictions))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as err:
+            self._failed = True
+            raise RunError(
+                f"cannot write {self.path}: {os_reason(err)} (the predictions before this batch are intact; "
+                "resume the run once fixed)"
+            ) from err
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as err:
+            if not self._failed:
+                raise RunError(f"cannot write {self.path}: {os_reason(err)}") from err
+            # closing retries the flush that just failed; that failure is the one already raised
+            logger.debug("%s: closing after a failed write: %s", self.path, os_reason(err))
 
     def __enter__(self) -> PredictionWriter:
         return self

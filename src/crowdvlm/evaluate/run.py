@@ -19,15 +19,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.errors import RunError, UsageError
 from crowdvlm.evaluate.backends.base import Backend, EvalItem
 from crowdvlm.evaluate.predictions import (
     PREDICTIONS_FILE,
     Prediction,
     PredictionWriter,
     latest_by_id,
+    os_reason,
     read_predictions,
+    storable_text,
 )
 from crowdvlm.evaluate.prefetch import prefetch
+from crowdvlm.evaluate.resume import ITEMS_DIGEST, check_resumable, items_digest
 from crowdvlm.evaluate.scoring import compute_metrics
 from crowdvlm.parsing import parse_count
 
@@ -37,11 +41,9 @@ logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
-# Settings that must not change between the sessions of one resumed run.
-_RESUME_KEYS = ("backend", "model", "template", "output", "max_new_tokens", "parse")
 
 
-class ImageEvaluationError(RuntimeError):
+class ImageEvaluationError(RunError):
     """An image could not be evaluated and the run is strict."""
 
 
@@ -85,20 +87,6 @@ def items_from_manifests(
     return items
 
 
-def _check_resumable(run_file: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    if not run_file.exists():
-        raise FileNotFoundError(f"{run_file} is missing: cannot tell which run the predictions belong to")
-    previous = json.loads(run_file.read_text(encoding="utf-8"))
-    changed = [
-        f"{key}: {previous.get(key)!r} -> {settings.get(key)!r}"
-        for key in _RESUME_KEYS
-        if previous.get(key) != settings.get(key)
-    ]
-    if changed:
-        raise ValueError(f"cannot resume {run_file.parent}: the settings differ ({'; '.join(changed)})")
-    return previous
-
-
 def evaluate(
     backend: Backend,
     items: Sequence[EvalItem],
@@ -124,7 +112,8 @@ def evaluate(
             error are tried again.
         strict: stop at the first image that cannot be evaluated (after recording it).
         parse_strict: read answers with the paper's strict rule instead of the lenient default.
-        settings: extra settings recorded in ``run.json`` (prompt template, data, ...).
+        settings: extra settings recorded in ``run.json`` and checked on resume (prompt template, data,
+            limit, ...).
         report: write ``report.md`` and the plots.
         progress: show a progress bar.
         prefetch_depth: batches loaded ahead of generation.
@@ -133,26 +122,33 @@ def evaluate(
         The metrics (also written to ``metrics.json``).
 
     Raises:
-        FileExistsError: ``out_dir`` already holds predictions and ``resume`` is False.
-        ValueError: resuming with different settings.
+        UsageError: ``out_dir`` already holds predictions and ``resume`` is False; resuming a run with
+            different settings (see :mod:`crowdvlm.evaluate.resume`); a corrupt ``predictions.jsonl``.
         ImageEvaluationError: ``strict`` and an image could not be evaluated.
+        RunError: a file of the run could not be written (a full disk: the message names the file).
     """
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pred_path, run_file = out_dir / PREDICTIONS_FILE, out_dir / RUN_FILE
-    settings = {**(settings or {}), **backend.describe(), "parse": "strict" if parse_strict else "lenient"}
+    settings = {
+        **(settings or {}),
+        **backend.describe(),
+        "parse": "strict" if parse_strict else "lenient",
+        ITEMS_DIGEST: items_digest(items),
+    }
 
     answered: set[str] = set()
     sessions: list[dict] = []
     if pred_path.exists() and pred_path.stat().st_size > 0:
         if not resume:
-            raise FileExistsError(
-                f"{pred_path} already holds predictions: pass --resume or choose another --out"
-            )
-        sessions = _check_resumable(run_file, settings).get("sessions", [])
-        previous = latest_by_id(read_predictions(pred_path, repair=True))
+            raise UsageError(f"{pred_path} already holds predictions: pass --resume or choose another --out")
+        sessions = check_resumable(run_file, settings).get("sessions", [])
+        try:
+            previous = latest_by_id(read_predictions(pred_path, repair=True))
+        except ValueError as err:  # a line in the middle is not a prediction: not ours to repair
+            raise UsageError(str(err)) from err
         answered = {item_id for item_id, p in previous.items() if p.error is None}
     todo = [item for item in items if item.id not in answered]
     logger.info("%d images: %d already answered, %d to do", len(items), len(items) - len(todo), len(todo))
@@ -170,7 +166,7 @@ def evaluate(
             for item, load_error in zip(prepared.items, prepared.errors, strict=True):
                 answer = None if load_error else next(answers)
                 error = load_error or answer.error
-                text = "" if error else answer.text
+                text = "" if error else storable_text(answer.text)
                 pred = None if error else parse_count(text, strict=parse_strict)
                 batch.append(
                     Prediction(
@@ -211,11 +207,18 @@ def evaluate(
     if report:
         from crowdvlm.evaluate.report import write_report
 
-        write_report(out_dir, predictions, metrics, settings)
+        try:
+            write_report(out_dir, predictions, metrics, settings)
+        except OSError as err:
+            raise RunError(f"cannot write the report into {out_dir}: {os_reason(err)}") from err
     return metrics
 
 
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(path)  # atomic: a crash never leaves half a JSON file
+    text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)  # atomic: a crash never leaves half a JSON file
+    except OSError as err:  # e.g. a full disk: write() errors carry no file name of their own
+        raise RunError(f"cannot write {path}: {os_reason(err)}") from err

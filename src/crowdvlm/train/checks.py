@@ -1,28 +1,73 @@
-"""Checks of a parsed training job that need no model: paths, choices, rewards, checkpoints.
+"""Checks of a parsed training job that need no model: paths, values, choices, rewards, checkpoints.
 
-Each failure raises :class:`~crowdvlm.train.config.ConfigError` naming the recipe, the key to change and how.
-The data itself (a manifest with no usable rows or no ground truth) is checked when it is loaded, which the
-runners also do before loading any model.
+Each failure raises :class:`~crowdvlm.train.errors.ConfigError` naming the recipe, the key to change and how.
+The data itself (a manifest with no usable rows, no ground truth, images the processor would reject) is
+checked when it is loaded, which the runners also do before loading any model.
+
+This module imports nothing from :mod:`crowdvlm.train.config` (which calls :func:`validate_job`), so the two
+never import each other.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
+from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from crowdvlm.train.config import (
-    OUTPUT_FORMATS,
-    PROMPT_TEMPLATES,
-    ConfigError,
-    GRPOScriptArguments,
-    SFTScriptArguments,
-    TrainJob,
-)
+from crowdvlm.pointing.frame import CONVENTIONS as POINT_FRAMES
+from crowdvlm.prompts import OUTPUTS, TEMPLATES
+from crowdvlm.train.errors import ConfigError
+
+if TYPE_CHECKING:
+    from crowdvlm.train.config import TrainJob
+
+
+# TRL's GRPO needs two completions per prompt for a group advantage (a smaller value fails inside TRL's
+# config with a ZeroDivisionError or a ValueError, so it is checked before TRL parses the recipe).
+MIN_GENERATIONS = 2
+
+# Reward parameter -> (what it must be, the test). Any parameter a reward accepts that is not listed here
+# is still type-checked by the reward's own constructor.
+_REAL = (int, float)
+_REWARD_PARAMETERS: dict[str, tuple[str, Any]] = {
+    "band": ("a number > 0", lambda v, kw: _is_real(v) and v > 0),
+    "ceiling": (
+        "a number >= band (so that a count inside the band never scores below 0)",
+        lambda v, kw: _is_real(v) and v >= kw.get("band", 0.5),
+    ),
+    "value": ("a number >= 0", lambda v, kw: _is_real(v) and v >= 0),
+    "strict": ("true or false", lambda v, kw: isinstance(v, bool)),
+    "require_think": ("true or false", lambda v, kw: isinstance(v, bool)),
+    "name": ("a non-empty string", lambda v, kw: isinstance(v, str) and bool(v.strip())),
+}
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, _REAL) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_num_generations(value: Any, where: str = "") -> None:
+    """Refuse a ``num_generations`` TRL cannot group (checked on the raw recipe value, before TRL sees it)."""
+    if value is None:
+        return
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{where}num_generations must be an integer >= {MIN_GENERATIONS}, got {value!r}"
+        ) from None
+    if not number.is_integer() or number < MIN_GENERATIONS:
+        raise ConfigError(
+            f"{where}num_generations must be an integer >= {MIN_GENERATIONS} (GRPO compares completions "
+            f"within a group), got {value!r}"
+        )
 
 
 def validate_job(job: TrainJob) -> None:
-    """Check everything that does not need the model: paths, choices, rewards, checkpoints.
+    """Check everything that does not need the model: paths, values, choices, rewards, checkpoints.
 
     Raises:
         ConfigError: naming the key to change.
@@ -39,19 +84,23 @@ def validate_job(job: TrainJob) -> None:
         check_model_path(m.model_name_or_path)
     except FileNotFoundError as err:
         raise ConfigError(f"{where}{err}") from None
+    _validate_output_dir(job, where)
     if not s.dataset:
         raise ConfigError(
             f"{where}no training data: set dataset in the recipe or pass --dataset MANIFEST [...]"
         )
     for path in s.dataset:
+        if Path(path).is_dir():
+            raise ConfigError(f"{where}dataset {path} is a folder: --dataset takes manifest files (JSONL)")
         if not Path(path).is_file():
             raise ConfigError(f"{where}dataset {path} not found: --dataset takes manifest files (JSONL)")
-    if s.prompt_template not in PROMPT_TEMPLATES:
-        raise ConfigError(
-            f"{where}prompt_template must be one of {PROMPT_TEMPLATES}, got {s.prompt_template!r}"
-        )
-    if s.output_format not in OUTPUT_FORMATS:
-        raise ConfigError(f"{where}output_format must be one of {OUTPUT_FORMATS}, got {s.output_format!r}")
+    if s.prompt_template not in TEMPLATES:
+        raise ConfigError(f"{where}prompt_template must be one of {TEMPLATES}, got {s.prompt_template!r}")
+    if s.output_format not in OUTPUTS:
+        raise ConfigError(f"{where}output_format must be one of {OUTPUTS}, got {s.output_format!r}")
+    if s.point_frame not in POINT_FRAMES:
+        raise ConfigError(f"{where}point_frame must be one of {POINT_FRAMES}, got {s.point_frame!r}")
+    _validate_values(job, where)
     if m.save_merged and not m.use_peft:
         raise ConfigError(
             f"{where}save_merged applies to LoRA runs: set use_peft: true or remove save_merged"
@@ -67,17 +116,66 @@ def validate_job(job: TrainJob) -> None:
                 f"{where}report_to includes {backend} but it is not installed: pip install {backend} "
                 "(`pip install -e '.[cluster]'` brings wandb), or remove it from report_to"
             )
-    if isinstance(s, SFTScriptArguments) and "{count}" not in s.sft_reasoning and s.output_format == "think":
+    if job.kind == "sft" and "{count}" not in s.sft_reasoning and s.output_format == "think":
         raise ConfigError(f"{where}sft_reasoning must contain {{count}} (the count the answer repeats)")
-    if isinstance(s, GRPOScriptArguments):
+    if job.kind == "grpo":
         _validate_rewards(job, where)
         if s.sample_completions_steps < 0 or s.num_sample_completions < 0:
             raise ConfigError(f"{where}sample_completions_steps and num_sample_completions must be >= 0")
     _validate_checkpoints(job, where)
 
 
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, str):
+        return annotation.replace("Optional[int]", "int | None").replace("Optional[float]", "float | None")
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
+
+
+def _validate_values(job: TrainJob, where: str) -> None:
+    """Numbers of the right kind (a YAML ``max_steps: 2.7`` reaches the dataclass unconverted) and range."""
+    for config in (job.model, job.script, job.training):
+        for f in fields(config):
+            kind, value = _type_name(f.type), getattr(config, f.name, None)
+            if value is None or isinstance(value, bool):
+                continue
+            if kind in ("int", "int | None"):
+                if isinstance(value, float) and value.is_integer():
+                    setattr(config, f.name, int(value))  # `max_steps: 10.0` means 10
+                elif not isinstance(value, int):
+                    raise ConfigError(f"{where}{f.name} must be an integer, got {value!r}")
+            elif kind in ("float", "float | None") and not _is_real(value):
+                raise ConfigError(f"{where}{f.name} must be a finite number, got {value!r}")
+    t = job.training
+    if not t.learning_rate > 0:
+        raise ConfigError(f"{where}learning_rate must be > 0, got {t.learning_rate}")
+    if t.per_device_train_batch_size < 1 or t.gradient_accumulation_steps < 1:
+        raise ConfigError(
+            f"{where}per_device_train_batch_size and gradient_accumulation_steps must be >= 1, got "
+            f"{t.per_device_train_batch_size} and {t.gradient_accumulation_steps}"
+        )
+    if t.max_steps == 0 or t.max_steps < -1:
+        raise ConfigError(f"{where}max_steps must be > 0 (or -1: train num_train_epochs), got {t.max_steps}")
+    if job.kind == "grpo":
+        check_num_generations(t.num_generations, where)
+        if t.beta < 0:
+            raise ConfigError(f"{where}beta (the KL weight) must be >= 0, got {t.beta}")
+
+
+def _validate_output_dir(job: TrainJob, where: str) -> None:
+    """Refuse an ``output_dir`` that is, or lies inside, the base model's folder (saving would overwrite it)."""
+    model = Path(job.model.model_name_or_path).expanduser()
+    if not model.is_dir():
+        return  # a Hub id: nothing local to overwrite
+    out, base = job.output_dir.expanduser().resolve(), model.resolve()
+    if out == base or base in out.parents:
+        raise ConfigError(
+            f"{where}output_dir {job.output_dir} is inside the base model's folder {model}: the final save "
+            "would overwrite or mix with the base model; choose another --output_dir"
+        )
+
+
 def _validate_rewards(job: TrainJob, where: str) -> None:
-    from crowdvlm.rewards import REWARDS, build_reward
+    from crowdvlm.rewards import POINT_REWARDS, REWARDS, build_reward
 
     s, t = job.script, job.training
     if not s.rewards:
@@ -91,36 +189,54 @@ def _validate_rewards(job: TrainJob, where: str) -> None:
     if stray:
         raise ConfigError(f"{where}reward_kwargs names reward(s) {stray} that are not in rewards {s.rewards}")
     for name in s.rewards:
+        params = s.reward_kwargs.get(name, {})
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}reward_kwargs for {name!r} must be a mapping of parameter: value")
+        for key, value in params.items():
+            expected, ok = _REWARD_PARAMETERS.get(key, (None, None))
+            if ok is not None and not ok(value, params):
+                raise ConfigError(
+                    f"{where}reward_kwargs for {name!r}: {key} must be {expected}, got {value!r}"
+                )
         try:
-            build_reward(name, **s.reward_kwargs.get(name, {}))
-        except TypeError as err:
+            build_reward(name, **params)
+        except (TypeError, ValueError) as err:
             raise ConfigError(f"{where}reward_kwargs for {name!r}: {err}") from None
     if t.reward_weights is not None and len(t.reward_weights) != len(s.rewards):
         raise ConfigError(
             f"{where}reward_weights has {len(t.reward_weights)} value(s) but rewards has {len(s.rewards)} "
             f"({s.rewards}): give one weight per reward"
         )
-    if s.output_format == "answer-only" and "format" in s.rewards:
+    pointing = sorted(set(s.rewards) & POINT_REWARDS)
+    if pointing and s.output_format != "points":
         raise ConfigError(
-            f"{where}reward 'format' requires a <think> block, which output_format answer-only never asks for: "
-            "use 'answer_format' instead"
+            f"{where}reward(s) {pointing} score point answers: set output_format: points (manifests with points)"
+        )
+    if s.output_format in ("answer-only", "points") and "format" in s.rewards:
+        raise ConfigError(
+            f"{where}reward 'format' requires a <think> block, which output_format {s.output_format} never asks "
+            "for: use 'answer_format' (answer-only) or 'point_consistency' (points) instead"
         )
 
 
-def last_checkpoint(output_dir: str | Path) -> Path | None:
-    """The highest-numbered ``checkpoint-N`` folder in ``output_dir`` that holds a trainer state, or None."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return None
-    done = [p for p in output_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    done = [p for p in done if p.name.split("-")[-1].isdigit()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
-
-
 def _validate_checkpoints(job: TrainJob, where: str) -> None:
-    existing = last_checkpoint(job.output_dir)
-    if existing is not None and not job.script.resume and not job.training.resume_from_checkpoint:
+    from crowdvlm.train.resume import checkpoint_dirs, checkpoint_problem, read_state
+
+    chosen = job.training.resume_from_checkpoint
+    if isinstance(chosen, str) and chosen.lower() not in ("true", "false"):  # a folder named explicitly
+        problem = checkpoint_problem(chosen, need_optimizer=not job.training.save_only_model)
+        if problem:
+            raise ConfigError(f"{where}resume_from_checkpoint {chosen} cannot be resumed from: {problem}")
+    if job.script.resume or chosen:
+        return
+    existing = checkpoint_dirs(job.output_dir)
+    if existing:
         raise ConfigError(
-            f"{where}{job.output_dir} already holds {existing.name}: pass --resume to continue it, or choose "
-            "another --output_dir"
+            f"{where}{job.output_dir} already holds {existing[-1].name}: pass --resume to continue it, or "
+            "choose another --output_dir"
+        )
+    if read_state(job.output_dir) is not None:
+        raise ConfigError(
+            f"{where}{job.output_dir} already holds a finished run: pass --resume (it will say the run is "
+            "complete), or choose another --output_dir"
         )

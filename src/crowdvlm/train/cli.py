@@ -1,13 +1,11 @@
 """`crowdvlm train sft|grpo --config RECIPE.yaml [--key value ...]`: parse, check, train.
 
 Configuration errors (unknown keys, missing model or data, a batch that ``num_generations`` does not divide,
-a manifest without usable rows or ground truth) are reported as one line before any model is loaded, and the
-command exits with status 2.
+a manifest without usable rows or ground truth, images the processor would reject) are raised before any
+model is loaded; ``crowdvlm.cli.main`` prints them as one line and exits with status 2.
 """
 
 from __future__ import annotations
-
-import sys
 
 USAGE = """usage: crowdvlm train {sft,grpo} --config RECIPE.yaml [--key value ...]
 
@@ -28,26 +26,32 @@ def _runner(kind: str):
 
 
 def run_command(kind: str, argv: list[str]) -> int:
-    """Parse ``argv`` into a job of ``kind`` and run it; configuration errors print one line and return 2."""
-    from crowdvlm.train.common import setup_logging
-    from crowdvlm.train.config import ConfigError, parse_job
+    """Parse ``argv`` into a job of ``kind`` and run it.
 
-    try:
-        job = parse_job(kind, argv)
-        setup_logging(job)  # the CLI owns logging; run_sft/run_grpo called from Python leave it alone
-        _runner(kind)(job)  # data is checked (ConfigError) before the model is loaded
-    except ConfigError as err:
-        print(f"crowdvlm train {kind}: error: {err}", file=sys.stderr)
-        return 2
+    Configuration errors raise :class:`~crowdvlm.train.errors.ConfigError` (a ``UsageError``: exit 2), which
+    ``crowdvlm.cli.main`` prints as one line. ``--resume`` of a finished run says so and trains nothing.
+    """
+    from crowdvlm.train.common import finished_run, setup_logging
+    from crowdvlm.train.config import parse_job
+
+    job = parse_job(kind, argv)
+    setup_logging(job)  # the CLI owns logging; run_sft/run_grpo called from Python leave it alone
+    done = finished_run(job)
+    if done is not None:
+        print(f"crowdvlm train {kind}: {job.output_dir} is complete ({done.global_step} steps, final model "
+              "saved): nothing to resume; raise --max_steps to train further")  # fmt: skip
+        return 0
+    _runner(kind)(job)  # data is checked (ConfigError) before the model is loaded
     return 0
 
 
 def main(argv: list[str]) -> int:
+    from crowdvlm.errors import UsageError
+
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
     kind, rest = argv[0], argv[1:]
     if kind not in ("sft", "grpo"):
-        print(f"crowdvlm train: unknown kind {kind!r}\n\n{USAGE}", file=sys.stderr)
-        return 2
+        raise UsageError(f"unknown kind {kind!r}: expected sft or grpo (`crowdvlm train --help`)")
     return run_command(kind, rest)

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from crowdvlm.train.callbacks import JsonlLogCallback, JsonlWriter, RewardRecorder, SampleCompletionsCallback
-from crowdvlm.train.checks import last_checkpoint
-from crowdvlm.train.config import ConfigError, TrainJob, job_summary
+from crowdvlm.train.config import TrainJob, job_summary
+from crowdvlm.train.errors import ConfigError
+from crowdvlm.train.resume import finished_state, last_checkpoint
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "crowdvlm_config.json"  # the resolved configuration, written next to the checkpoints
+BAD_IMAGES_FILE = "bad_images.tsv"  # the images the check before training found unusable
 
 
 @dataclass
@@ -51,20 +53,91 @@ def setup_logging(job: TrainJob) -> None:
 def load_train_dataset(job: TrainJob):
     """The manifests of ``--dataset`` as one ``datasets.Dataset`` (columns: prompt, image, solution, ...).
 
+    Every image is checked first (full decode and the processor's own size rules, loading the processor but
+    not the model). Bad images are listed in ``OUTPUT_DIR/bad_images.tsv``; the run is then refused, or with
+    ``skip_bad_images`` they are left out and counted.
+
     Raises:
-        ConfigError: a manifest with no usable rows, a record without ground truth or a malformed record.
+        ConfigError: bad images (without ``skip_bad_images``), a manifest with no usable rows, a record
+            without ground truth or a malformed record.
     """
+    from crowdvlm.data.errors import SkipLog
+    from crowdvlm.data.images import ImageCheck
     from crowdvlm.data.manifest import manifest_to_dataset
 
     s = job.script
+    skips = SkipLog(skip_bad=True)  # collect every bad image, then refuse or go on as the job says
     try:
         dataset = manifest_to_dataset(
-            s.dataset, template=s.prompt_template, output=s.output_format, require_solution=True
+            s.dataset,
+            template=s.prompt_template,
+            output=s.output_format,
+            require_solution=True,
+            with_points=s.output_format == "points",
+            image_check=ImageCheck(_size_rule(job)),
+            skips=skips,
+            progress=not job.training.disable_tqdm and job.training.process_index == 0,
         )
-    except (ValueError, FileNotFoundError) as err:  # DataError is a ValueError
-        raise ConfigError(f"dataset: {err}") from err
+    except (ValueError, FileNotFoundError, IsADirectoryError) as err:  # DataError is a ValueError
+        report = _write_bad_images(job, skips)
+        raise ConfigError(
+            f"dataset: {err}" + (f" ({skips.summary()}: see {report})" if report else "")
+        ) from err
+    report = _write_bad_images(job, skips)
+    if report is not None and not s.skip_bad_images:
+        first = "; ".join(str(err) for err in skips.skipped[:3])
+        raise ConfigError(
+            f"dataset: {len(skips.skipped)} image(s) cannot be trained on, listed in {report} (first: {first}); "
+            "fix or remove them, or set skip_bad_images: true to leave them out"
+        )
+    if report is not None:
+        logger.warning("training without %d bad image(s) (%s), listed in %s", len(skips.skipped),
+                       skips.summary(), report)  # fmt: skip
     logger.info("training data: %d rows from %s", len(dataset), ", ".join(s.dataset))
     return dataset
+
+
+def add_point_frames(dataset, job: TrainJob, processor):
+    """Point runs (``output_format: points``): add each image's ``frame_size`` as the model's processor sees it.
+
+    Raises:
+        ConfigError: ``point_frame: resized`` with a processor that has no Qwen-VL resize settings.
+    """
+    if job.script.output_format != "points":
+        return dataset
+    from crowdvlm.pointing.targets import add_frame_sizes, point_frame_for
+
+    try:
+        rule = point_frame_for(processor, job.script.point_frame)
+    except ValueError as err:
+        raise ConfigError(f"point_frame: {err}") from None
+    return add_frame_sizes(dataset, job.script.point_frame, rule)
+
+
+def _size_rule(job: TrainJob):
+    """The size rules of the processor the run will use (its min/max pixels applied); no model is loaded."""
+    from transformers import AutoProcessor
+
+    from crowdvlm.data.images import processor_size_rule
+    from crowdvlm.modeling import set_image_pixels
+
+    processor = AutoProcessor.from_pretrained(job.model.model_name_or_path)
+    try:
+        set_image_pixels(processor, job.model.min_pixels, job.model.max_pixels)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return processor_size_rule(processor)
+
+
+def _write_bad_images(job: TrainJob, skips) -> Path | None:
+    """``OUTPUT_DIR/bad_images.tsv`` (main process), when an image was found unusable."""
+    if not skips.skipped:
+        return None
+    report = job.output_dir / BAD_IMAGES_FILE
+    if job.training.process_index == 0:
+        job.output_dir.mkdir(parents=True, exist_ok=True)
+        skips.write_tsv(report)
+    return report
 
 
 def load_model(job: TrainJob):
@@ -113,17 +186,35 @@ def build_callbacks(job: TrainJob, recorder: RewardRecorder | None = None) -> li
 
 
 def resume_checkpoint(job: TrainJob) -> str | None:
-    """The checkpoint to resume from: ``resume_from_checkpoint`` if set, else with ``--resume`` the last one."""
+    """The checkpoint to resume from: ``resume_from_checkpoint`` if set, else with ``--resume`` the last one.
+
+    An incomplete newest checkpoint (a crash while saving) is skipped with a logged line, in favour of the
+    newest complete one.
+    """
     if job.training.resume_from_checkpoint:
         return job.training.resume_from_checkpoint
     if not job.script.resume:
         return None
-    checkpoint = last_checkpoint(job.output_dir)
+    checkpoint = last_checkpoint(job.output_dir, need_optimizer=not job.training.save_only_model)
     if checkpoint is None:
-        logger.warning("--resume: no checkpoint in %s yet, starting from step 0", job.output_dir)
+        logger.warning("--resume: no complete checkpoint in %s yet, starting from step 0", job.output_dir)
         return None
     logger.info("resuming from %s", checkpoint)
     return str(checkpoint)
+
+
+def finished_run(job: TrainJob) -> TrainResult | None:
+    """With ``--resume``, the result of a run in ``output_dir`` that already finished (else None).
+
+    Training it again would add a step past ``max_steps`` and overwrite the final model.
+    """
+    if not job.script.resume:
+        return None
+    state = finished_state(job.output_dir, job.training.max_steps)
+    if state is None:
+        return None
+    logger.info("%s is complete at step %d: nothing to resume", job.output_dir, state["global_step"])
+    return TrainResult(output_dir=job.output_dir, global_step=state["global_step"], metrics={})
 
 
 def write_config(job: TrainJob) -> None:
@@ -134,7 +225,13 @@ def write_config(job: TrainJob) -> None:
 
 
 def train_and_save(trainer, job: TrainJob, processor) -> TrainResult:
-    """Train (resuming if asked), then save the final model with its processor (and merged LoRA weights)."""
+    """Train (resuming if asked), then save the final model with its processor (and merged LoRA weights).
+
+    A finished run given ``--resume`` is returned as it is: nothing trained, nothing overwritten.
+    """
+    done = finished_run(job)
+    if done is not None:
+        return done
     checkpoint = resume_checkpoint(job)
     output = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(job.output_dir))  # weights (or adapter) + processor, Hugging Face format

@@ -16,18 +16,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-PROMPT_TEMPLATES = ("train", "eval")
-OUTPUT_FORMATS = ("think", "answer-only")
+from crowdvlm.train.checks import check_num_generations, validate_job
+from crowdvlm.train.errors import ConfigError
 
 # The SFT target's reasoning for the `think` output format: short, templated, and ending in the count, so a
 # model learns the paper's `<think>...</think><answer>N</answer>` shape without inventing reasoning we do not have.
 DEFAULT_SFT_REASONING = (
     "I count each object in the image once, from the top left to the bottom right: {count} in total."
 )
-
-
-class ConfigError(ValueError):
-    """A training configuration that cannot run; the message says which key to change and how."""
 
 
 @dataclass
@@ -90,7 +86,15 @@ class _ScriptArguments:
     output_format: str = field(
         default="think",
         metadata={
-            "help": "Answer shape: think (<think>..</think><answer>N</answer>) or answer-only (<answer>N</answer>)."
+            "help": "Answer shape: think (<think>..</think><answer>N</answer>), answer-only (<answer>N</answer>) "
+            'or points ([{"point_2d": [x, y], ...}, ...]<answer>N</answer>, needs manifests with points).'
+        },
+    )
+    point_frame: str = field(
+        default="resized",
+        metadata={
+            "help": "output_format points: the frame points are given in: resized (Qwen2.5-VL, pixels of the "
+            "processor-resized image), relative-1000 (Qwen3-VL, 0-1000 per side) or original (image pixels)."
         },
     )
     resume: bool = field(
@@ -101,6 +105,13 @@ class _ScriptArguments:
     )
     log_file: str = field(
         default="log.jsonl", metadata={"help": "JSONL log of metrics and samples, relative to output_dir."}
+    )
+    skip_bad_images: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave out images that fail to decode or that the processor would reject, listed in "
+            "output_dir/bad_images.tsv (default: refuse the run before loading the model)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -153,6 +164,10 @@ class GRPOScriptArguments(_ScriptArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if isinstance(self.rewards, str):  # `rewards: fgrpr` or `rewards: fgrpr,format` in YAML
+            self.rewards = [name for name in self.rewards.replace(",", " ").split() if name]
+        if not all(isinstance(name, str) for name in self.rewards or []):
+            raise ConfigError(f"rewards must be a list of reward names, got {self.rewards!r}")
         if isinstance(self.reward_kwargs, str):
             try:
                 self.reward_kwargs = json.loads(self.reward_kwargs)
@@ -194,9 +209,18 @@ def make_parser(kind: str):
 
     if kind not in ("sft", "grpo"):
         raise ValueError(f"kind must be 'sft' or 'grpo', got {kind!r}")
-    return TrlParser(
-        (ModelArguments, _script_class(kind), _trl_config_class(kind)), prog=f"crowdvlm train {kind}"
+    parser = TrlParser(
+        (ModelArguments, _script_class(kind), _trl_config_class(kind)),
+        prog=f"crowdvlm train {kind}",
+        description="--config RECIPE.yaml  the recipe (YAML); every key below, ours or TRL's, overrides it "
+        "as --key value",
     )
+    parser.error = _raise_config_error  # one line naming the option, not argparse's 200-line usage + exit
+    return parser
+
+
+def _raise_config_error(message: str):
+    raise ConfigError(f"{message} (`crowdvlm train sft|grpo --help` lists every key)")
 
 
 def overrides_to_argv(overrides: dict[str, Any]) -> list[str]:
@@ -224,6 +248,40 @@ _HINTS = {
 }
 
 
+def _read_recipe(path: str) -> dict[str, Any]:
+    """The recipe's ``key: value`` mapping; a missing file, a folder or bad YAML is a ConfigError naming it."""
+    import yaml
+
+    recipe = Path(path)
+    if recipe.is_dir():
+        raise ConfigError(f"recipe {path} is a folder: --config takes a YAML file")
+    if not recipe.is_file():
+        raise ConfigError(f"recipe {path} not found")
+    try:
+        keys = yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error{at}: {problem}") from None
+    if not isinstance(keys, dict):
+        raise ConfigError(f"{path}: a recipe must be a YAML mapping of key: value")
+    return keys
+
+
+def _raw_value(key: str, recipe_keys: dict[str, Any], argv: list[str]) -> Any:
+    """The value ``key`` will get (the last ``--key v`` / ``--key=v`` of ``argv``, else the recipe's)."""
+    value = recipe_keys.get(key)
+    for i, arg in enumerate(argv):
+        if arg == f"--{key}" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(f"--{key}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
 def _unknown_keys_message(keys: list[str], known: set[str], kind: str) -> str:
     """'unknown key(s) ...' with the closest valid names, for YAML keys and command-line options alike."""
     import difflib
@@ -249,8 +307,6 @@ def parse_job(
     Raises:
         ConfigError: unknown keys, invalid values or missing files, with what to change.
     """
-    import yaml
-
     argv = list(argv or [])
     if recipe is not None:
         argv = ["--config", str(recipe), *argv]
@@ -259,15 +315,12 @@ def parse_job(
     where = f"{recipe_path}: " if recipe_path else ""
     parser = make_parser(kind)
     known = {action.dest for action in parser._actions}
-    if recipe_path is not None:
-        if not Path(recipe_path).is_file():
-            raise ConfigError(f"recipe {recipe_path} not found")
-        keys = yaml.safe_load(Path(recipe_path).read_text()) or {}
-        if not isinstance(keys, dict):
-            raise ConfigError(f"{where}a recipe must be a YAML mapping of key: value")
-        unknown = [k for k in keys if k not in known and k != "env"]
-        if unknown:
-            raise ConfigError(where + _unknown_keys_message(unknown, known, kind))
+    keys = _read_recipe(recipe_path) if recipe_path is not None else {}
+    unknown = [k for k in keys if k not in known and k != "env"]
+    if unknown:
+        raise ConfigError(where + _unknown_keys_message(unknown, known, kind))
+    if kind == "grpo":
+        check_num_generations(_raw_value("num_generations", keys, argv), where)
     try:
         model_args, script_args, training_args = parser.parse_args_and_config(argv)
     except ConfigError as err:
@@ -280,8 +333,6 @@ def parse_job(
             raise ConfigError(where + _unknown_keys_message(unknown or [str(err)], known, kind)) from None
         hint = next((h for key, h in _HINTS.items() if key in str(err)), "")
         raise ConfigError(f"{where}{err} {hint}".strip()) from err
-    from crowdvlm.train.checks import validate_job
-
     job = TrainJob(kind, model_args, script_args, training_args, recipe_path)
     validate_job(job)
     return job

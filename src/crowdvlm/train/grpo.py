@@ -21,6 +21,7 @@ import sys
 from crowdvlm.train.callbacks import RewardRecorder
 from crowdvlm.train.common import (
     TrainResult,
+    add_point_frames,
     build_callbacks,
     load_model,
     load_train_dataset,
@@ -60,6 +61,7 @@ def run_grpo(job: TrainJob) -> TrainResult:
     dataset = load_train_dataset(job)
 
     model, processor, peft_config = load_model(job)
+    dataset = add_point_frames(dataset, job, processor)  # point runs: the frame the point rewards score in
 
     recorder = RewardRecorder()  # keeps the last batch's completions and rewards for the sample log
     reward_funcs = recorder.wrap(build_rewards(job.script))
@@ -85,9 +87,9 @@ def run_grpo(job: TrainJob) -> TrainResult:
 
 def main(argv: list[str] | None = None) -> int:
     """``crowdvlm train grpo --config RECIPE.yaml [--key value ...]``."""
-    from crowdvlm.train.cli import run_command
+    from crowdvlm.cli import main as crowdvlm_main  # dispatches by name: no import cycle with train.cli
 
-    return run_command("grpo", sys.argv[1:] if argv is None else argv)
+    return crowdvlm_main(["train", "grpo", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ the answer in the requested format:
 - ``think``:       ``<think>{sft_reasoning}</think><answer>N</answer>`` where the reasoning is a short fixed
   sentence ending in the count (we have no human reasoning to imitate, and the paper's format reward only asks
   that the block exists);
-- ``answer-only``: ``<answer>N</answer>``.
+- ``answer-only``: ``<answer>N</answer>``;
+- ``points``: the manifest's points in the model's frame, in reading order, as Qwen's grounding JSON, then
+  ``<answer>N</answer>`` (see ``docs/pointing.md``).
 
 Run: ``crowdvlm train sft --config recipes/tiny/sft.yaml [--key value ...]``
 """
@@ -19,6 +21,7 @@ import sys
 
 from crowdvlm.train.common import (
     TrainResult,
+    add_point_frames,
     build_callbacks,
     load_model,
     load_train_dataset,
@@ -61,6 +64,23 @@ def add_sft_completions(dataset, output_format: str, reasoning: str):
     return dataset.add_column("completion", completions)
 
 
+def add_point_sft_completions(dataset):
+    """Point runs: the ``completion`` lists the manifest's points in the model's frame, then the count.
+
+    Reads the ``points``, ``image_size`` and ``frame_size`` columns (no image is decoded); see
+    :func:`crowdvlm.pointing.targets.point_answer` for the text and its fixed order.
+    """
+    from crowdvlm.pointing.targets import frame_of_row, point_answer
+
+    completions = []
+    for points, image_size, frame_size in zip(
+        dataset["points"], dataset["image_size"], dataset["frame_size"], strict=True
+    ):
+        text = point_answer(frame_of_row(image_size, frame_size).to_frame(points))
+        completions.append([{"role": "assistant", "content": [{"type": "text", "text": text}]}])
+    return dataset.add_column("completion", completions)
+
+
 def run_sft(job: TrainJob) -> TrainResult:
     """Run one SFT job end to end: seed, data, model, trainer, train, save."""
     from transformers import set_seed
@@ -70,9 +90,11 @@ def run_sft(job: TrainJob) -> TrainResult:
     write_config(job)
 
     dataset = load_train_dataset(job)
-    dataset = add_sft_completions(dataset, job.script.output_format, job.script.sft_reasoning)
-
     model, processor, peft_config = load_model(job)
+    if job.script.output_format == "points":  # targets are in the frame the processor's resize gives
+        dataset = add_point_sft_completions(add_point_frames(dataset, job, processor))
+    else:
+        dataset = add_sft_completions(dataset, job.script.output_format, job.script.sft_reasoning)
 
     trainer = SFTTrainer(
         model=model,
@@ -89,9 +111,9 @@ def run_sft(job: TrainJob) -> TrainResult:
 
 def main(argv: list[str] | None = None) -> int:
     """``crowdvlm train sft --config RECIPE.yaml [--key value ...]``."""
-    from crowdvlm.train.cli import run_command
+    from crowdvlm.cli import main as crowdvlm_main  # dispatches by name: no import cycle with train.cli
 
-    return run_command("sft", sys.argv[1:] if argv is None else argv)
+    return crowdvlm_main(["train", "sft", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -84,15 +84,15 @@ class Backend(Protocol):
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image as RGB.
+    """Open and fully decode an image as RGB, upright (see :mod:`crowdvlm.data.images`).
 
     Raises:
         OSError: the file is missing, unreadable, truncated or not an image (PIL raises subclasses of it).
         Image.DecompressionBombError: the image is implausibly large.
     """
-    with Image.open(path) as img:
-        img.load()  # decode now, in the worker thread: a corrupt file fails here, not inside generate
-        return img.convert("RGB")
+    from crowdvlm.data.images import open_image  # the one decoding rule (EXIF orientation applied)
+
+    return open_image(path)  # decoded now, in the worker thread: a corrupt file fails here
 
 
 def try_load_image(path: str | Path) -> tuple[Image.Image | None, str | None]:

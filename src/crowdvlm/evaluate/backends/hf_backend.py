@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.errors import UsageError
 from crowdvlm.evaluate.backends.base import Answer, EvalItem, Prepared, try_load_image
 from crowdvlm.prompts import conversational_prompt
 
@@ -22,12 +23,27 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` → ``"cuda"`` when a GPU is visible, else ``"cpu"``; anything else is returned as given."""
-    if device != "auto":
-        return device
+    """``"auto"`` → ``"cuda"`` when a GPU is visible, else ``"cpu"``; anything else is checked and returned.
+
+    Raises:
+        UsageError: ``device`` is not a device name torch knows, or names a GPU this machine does not have
+            (found before any model is loaded).
+    """
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise UsageError(f"--device {device!r} is not a device (expected cpu, cuda, cuda:N or auto)") from err
+    if parsed.type == "cuda":
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if available == 0:
+            raise UsageError(f"--device {device}: no CUDA GPU is available on this machine; use --device cpu")
+        if parsed.index is not None and parsed.index >= available:
+            raise UsageError(f"--device {device}: this machine has {available} CUDA GPU(s) (cuda:0..)")
+    return device
 
 
 class HFBackend:
@@ -76,6 +92,7 @@ class HFBackend:
         """Load a model folder or Hub id (see :func:`crowdvlm.modeling.load_model_and_processor`)."""
         from crowdvlm.modeling import load_model_and_processor
 
+        device = resolve_device(device)  # a GPU that is not there fails before the model loads
         model, processor = load_model_and_processor(
             name_or_path,
             dtype=dtype,
@@ -83,7 +100,7 @@ class HFBackend:
             min_pixels=min_pixels,
             max_pixels=max_pixels,
         )
-        model.to(resolve_device(device))
+        model.to(device)
         return cls(model, processor, max_new_tokens=max_new_tokens, model_name=str(name_or_path))
 
     def describe(self) -> dict[str, Any]:

@@ -1,12 +1,12 @@
-"""The demo's statistics and claims: bootstrap CIs, verdict rules, claim evaluation on known errors."""
+"""An experiment's statistics and verdicts: bootstrap CIs, verdict rules, comparisons on known errors."""
 
 import numpy as np
 import pytest
 
-from crowdvlm.demo.claims import combine_verdicts, evaluate_claims
-from crowdvlm.demo.plan import DemoPlan, default_plan, quick_plan
-from crowdvlm.demo.results import ArmPredictions, SetResults
-from crowdvlm.demo.stats import DiffCI, directional_verdict, equivalence_verdict, paired_bootstrap
+from crowdvlm.evaluate.bootstrap import DiffCI, paired_bootstrap
+from crowdvlm.experiments.results import ArmPredictions, SetResults
+from crowdvlm.experiments.spec import load_experiment
+from crowdvlm.experiments.verdicts import combine_verdicts, decide, directional_verdict, equivalence_verdict
 
 
 def test_bootstrap_constant_difference_has_zero_width():
@@ -99,64 +99,57 @@ def _set(name, truths, arms, datasets=None):
     )
 
 
-def test_claims_on_constructed_errors():
+def test_demo_comparisons_on_constructed_errors(tmp_path):
+    from crowdvlm.demo.cli import DEMO_FILE
+
+    exp_file = tmp_path / "demo_small.yaml"
+    exp_file.write_text(f"extends: {DEMO_FILE}\nreport: {{n_boot: 500}}\n")
+    exp = load_experiment(exp_file)
     rng = np.random.default_rng(3)
     n = 400
     truths = rng.integers(0, 41, n)
     noisy = lambda sd: np.clip(truths[None, :] + np.round(rng.normal(0, sd, (2, n))), 0, None).astype(int)  # noqa: E731
+    base = {"base": noisy(8)[:1]}
     # In-domain: FGRPR best, binary worst -> C1 and C2 reproduce.
     test = _set("test", truths, {"sft": noisy(3), "grpo_binary": noisy(6), "grpo_fgrpr": noisy(1.5)})
     # OOD: FGRPR = SFT exactly (same predictions) -> C3a reproduces, C3b does not (no gain on large counts).
     same = noisy(3)
     ood = _set("ood", truths, {"sft": same, "grpo_binary": noisy(6), "grpo_fgrpr": same.copy()})
-    plan = DemoPlan(n_boot=500, large_count_min=31)
-    out = evaluate_claims(plan, test, ood)
+    for s in (test, ood):
+        s.arms["base"] = ArmPredictions((0,), base["base"])
+    out = decide(exp, {"test": test, "ood": ood, "ood_near": ood})
     assert out["claims"] == {"C1": "reproduces", "C2": "reproduces", "C3": "does not reproduce"}
-    rows = {r["claim"]: r for r in out["rows"]}
+    rows = {r["id"]: r for r in out["rows"]}
+    assert list(rows) == ["C1", "C2", "C3a", "C3b", "M", "C3a-near", "C3b-near"]
     assert rows["C3a"]["verdict"] == "reproduces" and rows["C3a"]["ci"]["diff"] == 0.0
-    assert rows["C3b"]["verdict"] == "does not reproduce"
+    assert rows["C3b"]["verdict"] == "does not reproduce" and rows["C3b"]["subset"] == "count >= 31"
+    assert rows["C3b"]["ci"]["n_images"] == int((truths >= 31).sum())
     assert rows["M"]["verdict"] == "reproduces"
     assert rows["C1"]["mae_a"] > rows["C1"]["mae_b"]
+    assert rows["C1"]["margin"] == pytest.approx(0.05 * rows["C1"]["mae_b"])
+
+
+def test_untrained_arm_pairs_with_every_seed(tmp_path):
+    from crowdvlm.experiments.verdicts import _compare
+
+    exp_file = tmp_path / "x.yaml"
+    from crowdvlm.demo.cli import DEMO_FILE
+
+    exp_file.write_text(
+        f"extends: {DEMO_FILE}\nreport: {{n_boot: 200}}\ncomparisons:\n"
+        "  - {id: B, a: grpo_fgrpr, b: base, set: test, expect: lower, margin: 0.0}\n"
+        "claims: null\n"
+    )
+    exp = load_experiment(exp_file)
+    truths = np.arange(20)
+    res = _set("test", truths, {"grpo_fgrpr": np.stack([truths, truths + 2])})
+    res.arms["base"] = ArmPredictions((0,), (truths + 4)[None, :])
+    row = _compare(exp, exp.comparisons[0], res, seed=1)
+    assert row["ci"]["n_seeds"] == 2 and row["ci"]["diff"] == pytest.approx(-3.0)
+    assert row["verdict"] == "reproduces"
 
 
 def test_parse_failures_score_as_zero():
     arm = ArmPredictions((0,), np.array([[5, -1, 7]]))
     assert arm.errors(np.array([5, 4, 9])).tolist() == [[0.0, 4.0, 2.0]]
     assert arm.parsed.tolist() == [[True, False, True]]
-
-
-def test_plans_validate_and_quick_is_smaller():
-    default_plan().validate()
-    quick = quick_plan()
-    quick.validate()
-    assert quick.n_train < default_plan().n_train and len(quick.seeds) == 1
-    assert len(quick.sft_lrs) == len(quick.grpo_lrs) == 1
-    assert (
-        default_plan().steps("grpo_fgrpr") == default_plan().n_train // default_plan().grpo_prompts_per_step
-    )
-
-
-@pytest.mark.parametrize(
-    "overrides,message",
-    [
-        ({"n_train": "0"}, "n_train must be >= 1"),
-        ({"ood_style": "dots"}, "also an in-domain style"),
-        ({"ood_counts": "10,60"}, "reach past train_counts"),
-        ({"seeds": ""}, "seeds is empty"),
-    ],
-)
-def test_plan_validation_names_the_field(overrides, message):
-    with pytest.raises(ValueError, match=message):
-        default_plan().with_overrides(overrides).validate()
-
-
-def test_plan_overrides_parse_types_and_reject_unknown():
-    plan = default_plan().with_overrides(
-        {"n_train": "64", "grpo_lrs": "1e-5,3e-5", "beta": "0", "seeds": "0,1"}
-    )
-    assert plan.n_train == 64 and plan.grpo_lrs == (1e-5, 3e-5) and plan.beta == 0.0 and plan.seeds == (0, 1)
-    with pytest.raises(ValueError, match="unknown demo plan field"):
-        default_plan().with_overrides({"n_trian": "1"})
-    with pytest.raises(ValueError, match="expected int"):
-        default_plan().with_overrides({"n_train": "many"})
-    assert DemoPlan.from_dict(plan.to_dict()) == plan

@@ -1,7 +1,7 @@
-"""From the demo's prediction files to aligned arrays and summary tables.
+"""From an experiment's prediction files to aligned arrays and summary tables.
 
 Every model was evaluated on the same images, so each set becomes one row order (sorted image ids) and each
-arm an array of predictions of shape ``(seeds, images)``; the base model has one "seed".
+arm an array of predictions of shape ``(seeds, images)``; an untrained arm has one "seed".
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import numpy as np
 from crowdvlm.metrics import bucket_label, bucket_labels, count_metrics
 
 __all__ = ["ArmPredictions", "SetResults", "load_set", "summarise"]
-
-BASE = "base"
 
 
 @dataclass

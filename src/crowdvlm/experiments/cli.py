@@ -1,0 +1,142 @@
+"""``crowdvlm experiment``: run an experiment file, check it, or rebuild its report.
+
+    crowdvlm experiment run recipes/experiments/reward_study.yaml [--out runs/reward_study]
+    crowdvlm experiment check recipes/experiments/demo.yaml      # validate file + recipes, run nothing
+    crowdvlm experiment report recipes/experiments/demo.yaml --out runs/demo   # rebuild report.md
+
+Re-running the same command continues an interrupted experiment: finished stages are skipped. A folder made
+with a different experiment file is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "run_experiment"]
+
+logger = logging.getLogger(__name__)
+
+
+class _ExperimentLogFilter(logging.Filter):
+    """The experiment's own INFO lines pass; other libraries' (trainers, evaluation) only from WARNING up."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.startswith(
+            ("crowdvlm.experiments", "crowdvlm.demo")
+        )
+
+
+def setup_output() -> None:
+    """Keep the terminal to the experiment's progress: stage lines, progress bars, warnings and errors."""
+    import warnings
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.addFilter(_ExperimentLogFilter())
+    root = logging.getLogger()
+    if not any(isinstance(f, _ExperimentLogFilter) for h in root.handlers for f in h.filters):
+        root.addHandler(handler)  # the trainers' logging.basicConfig then finds a handler and adds none
+    root.setLevel(logging.INFO)
+    # transformers' deprecation notices about its own defaults say nothing to someone running an experiment.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def run_experiment(
+    path: str | Path, out: str | Path | None = None, *, progress: bool = True, report_only: bool = False
+) -> tuple[Path, dict[str, Any]]:
+    """Run (or resume) every stage of an experiment file, then write its report; ``(report path, results)``.
+
+    Raises:
+        UsageError: the file, a recipe or the output folder is not usable (before anything runs).
+    """
+    from crowdvlm.experiments.pipeline import Layout, build_stages, check_folder_matches
+    from crowdvlm.experiments.report import write_report
+    from crowdvlm.experiments.spec import load_experiment
+    from crowdvlm.experiments.stages import run_stages
+    from crowdvlm.experiments.summary import collect
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    exp = load_experiment(path)
+    layout = Layout(Path(out) if out else Path("runs") / exp.name, exp)
+    start = time.perf_counter()
+    if not report_only:
+        stages = build_stages(layout, progress=progress)  # parses every arm's recipe before anything runs
+        check_folder_matches(layout.out, exp)
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+        print(
+            f"crowdvlm experiment {exp.name}: {len(stages)} stages, seeds {list(exp.seeds)}, arms "
+            f"{', '.join(exp.arms)}, output {layout.out}"
+        )
+        run_stages(stages, progress=progress, desc=exp.name)
+    elif not (layout.out / "experiment.json").is_file():
+        from crowdvlm.errors import UsageError
+
+        raise UsageError(f"{layout.out} holds no run of an experiment (experiment.json): run it first")
+    else:
+        check_folder_matches(layout.out, exp)
+    results = collect(layout, wall_s=None if report_only else round(time.perf_counter() - start, 1))
+    return write_report(results, exp, layout), results
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="crowdvlm experiment",
+        description="Run an experiment file: data, arms (recipes + overrides), seeds, lr grids, test sets and "
+        "comparisons with a verdict each (docs/experiments.md).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    sub = p.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("run", "run or resume every stage, then write the report"),
+        ("check", "validate the file and every arm's recipe; run nothing"),
+        ("report", "rebuild the report of a finished (or partly finished) run"),
+    ):
+        a = sub.add_parser(action, help=text, description=text)
+        a.add_argument("file", type=Path, help="the experiment YAML (e.g. recipes/experiments/demo.yaml)")
+        if action != "check":
+            a.add_argument("--out", type=Path, default=None, help="output folder (default runs/<name>)")
+        if action == "run":
+            a.add_argument("--no-progress", action="store_true", help="no progress bars (logs and CI)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    setup_output()
+    if args.action == "check":
+        from crowdvlm.experiments.jobs import preflight
+        from crowdvlm.experiments.spec import load_experiment
+
+        exp = load_experiment(args.file)
+        jobs = preflight(exp)
+        print(
+            f"{args.file}: experiment {exp.name!r} is valid: {len(exp.arms)} arms ({len(jobs)} trained), "
+            f"seeds {list(exp.seeds)}, test sets {', '.join(exp.test_sets)}, {len(exp.comparisons)} comparisons"
+        )
+        return 0
+    report, results = run_experiment(
+        args.file,
+        args.out,
+        progress=not getattr(args, "no_progress", False),
+        report_only=args.action == "report",
+    )
+    from crowdvlm.experiments.report import terminal_table
+
+    print()
+    print(terminal_table(results))
+    print(f"\nreport: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,172 @@
+"""An experiment's report from a fabricated finished folder: no model, no training, exact numbers."""
+
+import json
+
+import numpy as np
+import pytest
+
+from crowdvlm.demo.cli import DEMO_FILE
+from crowdvlm.errors import UsageError
+from crowdvlm.evaluate.predictions import Prediction, PredictionWriter
+from crowdvlm.experiments.pipeline import Layout, check_folder_matches, lr_tag
+from crowdvlm.experiments.report import terminal_table, write_report
+from crowdvlm.experiments.spec import load_experiment
+from crowdvlm.experiments.stages import DONE_FILE, Stage, eta, is_done, run_stages
+from crowdvlm.experiments.summary import collect
+
+# Per arm, how far its answers are off (constant error per image); binary also fails to parse some OOD answers.
+OFFSET = {"base": 4, "sft": 2, "grpo_binary": 3, "grpo_fgrpr": 1}
+SMALL = """extends: {demo}
+seeds: [0, 1]
+data: {{sets: {{test: {{n: 40}}, ood: {{n: 20}}, ood_near: {{n: 20}}}}}}
+arms:
+  sft: {{lr_grid: [1.0e-4, 3.0e-4]}}
+  grpo_binary: {{lr_grid: [2.0e-5]}}
+  grpo_fgrpr: {{lr_grid: [2.0e-5]}}
+report: {{n_boot: 200}}
+"""
+
+
+def _marker(folder, **info):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DONE_FILE).write_text(json.dumps({"stage": "x", "wall_s": 1.0, **info}))
+
+
+def _predictions(folder, arm, set_name, truths, styles):
+    with PredictionWriter(folder / "predictions.jsonl") as w:
+        rows = []
+        for i, (t, style) in enumerate(zip(truths, styles, strict=True)):
+            pred = int(t) + OFFSET[arm]
+            if arm == "grpo_binary" and set_name == "ood" and i % 5 == 0:
+                pred = None  # a parse failure: scored as 0
+            rows.append(
+                Prediction(f"{set_name}-{i}", style, f"{i}.png", int(t), str(pred), pred, pred is not None)
+            )
+        w.write_batch(rows)
+    (folder / "metrics.json").write_text(json.dumps(_metrics(rows)))
+    _marker(folder)
+
+
+def _metrics(rows):
+    from crowdvlm.evaluate.scoring import compute_metrics
+
+    return compute_metrics(rows)
+
+
+@pytest.fixture
+def finished(tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL.format(demo=DEMO_FILE))
+    exp = load_experiment(path)
+    layout = Layout(tmp_path / "out", exp)
+    check_folder_matches(layout.out, exp)
+    rng = np.random.default_rng(0)
+    styles = list(exp.sets["test"].styles)
+    sets = {
+        "test": (rng.integers(0, 41, 40), [f"synth-{s}" for s in styles] * 8),
+        "ood": (rng.integers(10, 41, 20), ["synth-rings"] * 20),
+        "ood_near": (rng.integers(10, 41, 20), ["synth-shapes"] * 20),
+    }
+    for set_name, (truths, names) in sets.items():
+        _predictions(layout.seed_eval("base", 0, set_name), "base", set_name, truths, names)
+    grid = [{"lr": lr, "val_mae": 1.0 + k} for k, lr in enumerate(exp.arms["sft"].lr_grid)]
+    _marker(layout.selection("sft"), lr=exp.arms["sft"].lr_grid[0], metric="mae", grid=grid)
+    for arm in ("sft", "grpo_binary", "grpo_fgrpr"):
+        for seed in exp.seeds:
+            run = layout.seed_run(arm, seed)
+            _marker(run, steps=10, log="log.jsonl", units=100, wall_s=5.0 if arm == "sft" else 50.0)
+            if arm != "sft":
+                reward = "binary" if arm == "grpo_binary" else "fgrpr"
+                with (run / "log.jsonl").open("w") as f:
+                    f.write(json.dumps({"event": "train_begin", "step": 0}) + "\n")
+                    for step in range(1, 21):
+                        row = {"event": "log", "step": step, f"rewards/{reward}/mean": 0.01 * step,
+                               "frac_reward_zero_std": 0.5, "kl": 0.001 * step, "entropy": 0.3}  # fmt: skip
+                        f.write(json.dumps(row) + "\n")
+            for set_name, (truths, names) in sets.items():
+                _predictions(layout.seed_eval(arm, seed, set_name), arm, set_name, truths, names)
+    return exp, layout, sets
+
+
+def test_collect_and_report(finished):
+    exp, layout, sets = finished
+    results = collect(layout, wall_s=123.0)
+    assert results["complete"]
+    test = results["sets"]["test"]["arms"]
+    for arm, offset in OFFSET.items():
+        assert test[arm]["overall"]["mae"]["mean"] == pytest.approx(offset)
+    assert test["base"]["seeds"] == [0] and test["sft"]["seeds"] == [0, 1]
+    # OOD binary: every 5th answer unparsed -> error = truth on those images.
+    truths = sets["ood"][0]
+    expected = np.mean([t if i % 5 == 0 else 3 for i, t in enumerate(truths)])
+    ood_binary = results["sets"]["ood"]["arms"]["grpo_binary"]["overall"]
+    assert ood_binary["mae"]["mean"] == pytest.approx(expected)
+    assert ood_binary["parse_failure_rate"]["mean"] == pytest.approx(0.2)
+    assert ood_binary["mae_parsed"]["mean"] == pytest.approx(3.0)
+    verdicts = results["comparisons"]
+    assert verdicts["claims"] == {"C1": "reproduces", "C2": "reproduces", "C3": "does not reproduce"}
+    assert [r["id"] for r in verdicts["rows"]] == ["C1", "C2", "C3a", "C3b", "M", "C3a-near", "C3b-near"]
+    train = results["training"]
+    assert train["sft"]["lr"] == 1e-4 and train["sft"]["grid"][1]["val_mae"] == 2.0
+    assert train["grpo_fgrpr"]["lr"] == 2e-5 and train["grpo_fgrpr"]["task_reward"] == "fgrpr"
+    diag = train["grpo_fgrpr"]["diagnostics"]
+    assert diag["task_reward"]["first"] == pytest.approx(0.03) and diag["task_reward"][
+        "last"
+    ] == pytest.approx(0.18)
+
+    report = write_report(results, exp, layout)
+    text = report.read_text()
+    for needle in ("C1", "C2", "C3", "reproduces", "Equal images ≠ equal compute", "reward_curves.png", "shapes",
+                   "compare-ood/compare.md", "`../demo/grpo.yaml`", "`package:demo/base`"):  # fmt: skip
+        assert needle in text, needle
+    assert (
+        str(layout.out) not in text and str(DEMO_FILE.parent) not in text
+    )  # no absolute path of this machine
+    for name in ("reward_curves.png", "mae_per_dataset.png", "error_by_bucket.png"):
+        assert (layout.report / name).stat().st_size > 1000
+    compare = json.loads((layout.report / "compare-test" / "compare.json").read_text())
+    assert compare["seeds"] == {"base": 1, "SFT": 2, "GRPO 0/1": 2, "GRPO FGRPR": 2}
+    assert compare["diffs"]["SFT"]["overall"]["diff"] == pytest.approx(-2.0)  # 2 - 4, every seed
+    table = terminal_table(results)
+    assert "GRPO FGRPR" in table and "C3b" in table
+
+
+def test_resumed_folder_refuses_another_experiment(tmp_path, finished):
+    exp, layout, _ = finished
+    check_folder_matches(layout.out, exp)  # same experiment: fine
+    other = tmp_path / "other.yaml"
+    other.write_text(SMALL.format(demo=DEMO_FILE).replace("seeds: [0, 1]", "seeds: [0, 2]"))
+    with pytest.raises(UsageError, match="keys seeds differ"):
+        check_folder_matches(layout.out, load_experiment(other))
+
+
+def test_stages_skip_finished_clear_half_written_and_measure_eta(tmp_path):
+    calls = []
+
+    def work(name, folder):
+        def run():
+            calls.append(name)
+            (folder / "out.txt").write_text(name)
+            return {"value": name}
+
+        return run
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    b.mkdir()
+    (b / "stale.txt").write_text("half-written by a killed run")
+    stages = [Stage("a", a, "eval", 10, work("a", a)), Stage("b", b, "eval", 30, work("b", b)),
+              Stage("c", c, "train", 5, work("c", c))]  # fmt: skip
+    _marker(a, kind="eval", units=10, wall_s=2.0)  # stage a finished in an earlier session: 0.2 s per image
+    assert eta([json.loads((a / DONE_FILE).read_text())], stages[1:]) == (pytest.approx(6.0), 1)
+    lines = []
+    out = run_stages(stages, progress=True, echo=lines.append)
+    assert calls == ["b", "c"] and out["skipped"] == 1
+    assert not (b / "stale.txt").exists() and is_done(b)
+    marker = json.loads((b / DONE_FILE).read_text())
+    assert marker["value"] == "b" and marker["kind"] == "eval" and marker["units"] == 30
+    assert lines[0] == "resuming: 1 of 3 stages already done" and "1 stages unmeasured" in lines[1]
+    assert run_stages(stages, progress=False)["skipped"] == 3 and calls == ["b", "c"]
+
+
+def test_lr_tag_is_folder_safe():
+    assert "/" not in lr_tag(3e-4) and lr_tag(1e-5) == "1e-05"
