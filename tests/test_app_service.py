@@ -11,7 +11,6 @@ import sys
 import pytest
 from PIL import Image
 
-from crowdvlm.app.overlay import draw_points
 from crowdvlm.app.service import CSV_COLUMNS, CountingService, Prediction, to_csv
 from crowdvlm.app.uploads import Limits, UploadedImage, UploadRefused
 from crowdvlm.evaluate.backends.base import Answer, Prepared, try_load_image
@@ -106,7 +105,9 @@ def test_page_handlers_show_results_refusals_and_errors_and_keep_serving(service
     handlers = PageHandlers(service, [roots])
     shown, result, reasoning = handlers.count_one(str(good), "How many dots?")
     assert "<span id='crowdvlm-count'>2</span>" in result and "2 points drawn" in result
-    assert shown.getpixel((5, 5)) == (230, 30, 30) and reasoning.startswith("two dots")
+    with Image.open(shown) as drawn:  # the copy with its points drawn, as `crowdvlm predict --points` draws
+        assert drawn.getpixel((5, 5)) == (230, 30, 30) and drawn.getpixel((15, 15)) == (255, 255, 255)
+    assert reasoning.startswith("two dots")
     assert "nothing uploaded" in handlers.count_one(None, "How many dots?")[1]
     outside = tmp_path / "secret.png"
     outside.write_bytes(png(30))
@@ -161,27 +162,13 @@ def test_csv_round_trips_and_quotes_answers(service):
     assert to_csv([]) == "image,count,error,answer\n"
 
 
-def test_points_are_drawn_only_inside_the_image():
-    image = Image.new("RGB", (120, 90), (0, 0, 0))
-    out = draw_points(image, [(60, 45), (-5, 10), (119.5, 89.5), (300, 300)])
-    assert image.getpixel((60, 45)) == (0, 0, 0)  # the original is untouched
-    assert out.getpixel((60, 45)) == (230, 30, 30)
-    assert out.getpixel((119, 89)) != (0, 0, 0)
-    assert out.getpixel((30, 70)) == (0, 0, 0)
+def test_points_are_read_in_the_frame_the_model_points_in():
+    from crowdvlm.app.service import frame_points_reader
 
-
-def test_default_points_reader_follows_crowdvlm_parsing(monkeypatch):
-    from crowdvlm import parsing
-    from crowdvlm.app import service as service_module
-
-    monkeypatch.delattr(parsing, "parse_points", raising=False)
-    assert service_module.default_points_reader() is None
-
-    class Answered:
-        points = ((1.0, 2.0),)
-
-    monkeypatch.setattr(parsing, "parse_points", lambda text, size: Answered, raising=False)
-    assert service_module.default_points_reader()("anything", (10, 10)) == [(1.0, 2.0)]
+    answer = '[{"point_2d": [500, 250]}, {"point_2d": [1000, 1000]}]<answer>2</answer>'
+    assert frame_points_reader("relative-1000")(answer, (200, 100)) == [(100.0, 25.0), (200.0, 100.0)]
+    assert frame_points_reader("original")(answer, (2000, 1000)) == [(500.0, 250.0), (1000.0, 1000.0)]
+    assert frame_points_reader("original")("<answer>3</answer>", (20, 10)) == []
 
 
 def test_app_counts_exactly_as_crowdvlm_predict(tiny_model_dir, tmp_path, capsys):
@@ -250,7 +237,7 @@ def test_app_help_imports_neither_torch_nor_gradio():
     [
         (["--max-images", "0"], "max_images must be >= 1"),
         (["--queue-size", "0"], "--queue-size must be >= 1"),
-        (["--model", "/nonexistent/model-dir"], "cannot load model /nonexistent/model-dir"),
+        (["--model", "/nonexistent/model-dir"], "model '/nonexistent/model-dir' not found"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(args, message):

@@ -13,7 +13,8 @@ import threading
 
 from crowdvlm.app.uploads import MB, Limits
 from crowdvlm.errors import RunError, UsageError
-from crowdvlm.evaluate.cli import DEFAULT_QUESTION, _add_backend_options, make_backend
+from crowdvlm.evaluate.cli import DEFAULT_QUESTION, _add_backend_options, _open_backend
+from crowdvlm.evaluate.point_options import add_point_options, point_frame_rule
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--strict-parse", action="store_true", help="read answers with the paper's strict rule"
     )
+    add_point_options(parser)  # with --output points the answer's points are drawn on the image
     server = parser.add_argument_group("server")
     server.add_argument(
         "--host",
@@ -104,12 +106,12 @@ def main(argv: list[str]) -> int:
             f"the app needs gradio ({err}): `make setup`, or pip install 'crowdvlm[app]' and then "
             "pip install --no-deps gradio==6.31.0 (docs/app.md says why --no-deps)"
         ) from None
-    try:
-        backend = make_backend(args)
-    except (FileNotFoundError, ValueError) as err:
-        raise UsageError(f"cannot load model {args.model}: {err}") from None
-    except (ImportError, OSError, RuntimeError) as err:
-        raise RunError(f"cannot load model {args.model}: {type(err).__name__}: {err}") from None
+    from crowdvlm.app.service import frame_points_reader
+
+    backend = _open_backend(args)  # as `crowdvlm predict` opens it (bad model: one-line UsageError)
+    points_reader = None
+    if args.output == "points":
+        points_reader = frame_points_reader(args.point_frame, point_frame_rule(args, backend))
     service = CountingService(
         backend,
         template=args.prompt,
@@ -117,6 +119,7 @@ def main(argv: list[str]) -> int:
         strict_parse=args.strict_parse,
         batch_size=args.batch_size,
         limits=limits,
+        points_reader=points_reader,
     )
     page = build_page(service, model_name=args.model, question=args.question, queue_size=args.queue_size)
     try:

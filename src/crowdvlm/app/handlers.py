@@ -12,7 +12,6 @@ from pathlib import Path
 
 from PIL import Image
 
-from crowdvlm.app.overlay import draw_points
 from crowdvlm.app.service import CountingService
 from crowdvlm.app.uploads import UploadedImage, UploadRefused, check_upload_path, expand_uploads
 
@@ -38,8 +37,9 @@ class PageHandlers:
         self.service = service
         self.upload_roots = upload_roots
 
-    def count_one(self, image_path: str | None, question: str) -> tuple[Image.Image | None, str, str]:
-        """One image -> (the image with its points drawn, the result as HTML, reasoning and raw answer)."""
+    def count_one(self, image_path: str | None, question: str) -> tuple[Image.Image | str | None, str, str]:
+        """One image -> (the image, or the path of a copy with its points drawn; the result as HTML; the
+        reasoning and raw answer)."""
         if not image_path:
             return None, refusal_html("nothing uploaded: add an image (upload, paste or pick an example)"), ""
         try:
@@ -54,7 +54,11 @@ class PageHandlers:
             return None, refusal_html(f"error: {type(err).__name__}: {err}"), ""
         if prediction.error:
             return None, refusal_html(prediction.error), ""
-        shown = draw_points(rgb, prediction.points) if prediction.points else rgb
+        shown = rgb
+        if prediction.points:  # drawn as `crowdvlm predict --points` draws them
+            from crowdvlm.pointing.overlay import draw_points
+
+            shown = str(draw_points(path, self.service.new_file("points", ".png"), prediction.points))
         count = "no count in the answer" if prediction.count is None else str(prediction.count)
         points = f" · {len(prediction.points)} points drawn" if prediction.points else ""
         result = (

@@ -21,36 +21,37 @@ from pathlib import Path
 
 from PIL import Image
 
-from crowdvlm import parsing
 from crowdvlm.app.uploads import Limits, UploadedImage, UploadRefused, open_checked_image
 from crowdvlm.evaluate.backends.base import EvalItem
 from crowdvlm.evaluate.cli import thinking_of
-from crowdvlm.parsing import parse_count
+from crowdvlm.evaluate.predictions import storable_text
+from crowdvlm.parsing import parse_count, parse_points
 from crowdvlm.prompts import build_prompt
 
-__all__ = ["CSV_COLUMNS", "CountingService", "Prediction", "PointsReader", "default_points_reader", "to_csv"]
+__all__ = ["CSV_COLUMNS", "CountingService", "Prediction", "PointsReader", "frame_points_reader", "to_csv"]
 
 logger = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 500
 CSV_COLUMNS = ("image", "count", "error", "answer")
 
-# (answer text, (width, height) of the image) -> points (x, y) in that image's pixels.
+# (answer text, (width, height) of the upright image) -> points (x, y) in that image's pixels.
 PointsReader = Callable[[str, tuple[int, int]], list[tuple[float, float]]]
 
 
-def default_points_reader() -> PointsReader | None:
-    """The point reader of :mod:`crowdvlm.parsing` (``parse_points``), or None where it does not exist yet.
+def frame_points_reader(convention: str, rule=None) -> PointsReader:
+    """Read an answer's points as ``crowdvlm predict --output points`` does, in the image's own pixels.
 
-    HOOK: the point parser is being added to ``crowdvlm.parsing`` by the pointing work; until it lands, the
-    app draws no points (the overlay itself is tested with a local reader in tests/test_app_service.py).
+    Args:
+        convention: the frame the model points in (``--point-frame``: resized, relative-1000, original).
+        rule: the processor's resize rule, for ``resized`` (:func:`crowdvlm.evaluate.point_options.point_frame_rule`).
     """
-    parse_points = getattr(parsing, "parse_points", None)
-    if parse_points is None:
-        return None
+    from crowdvlm.pointing.frame import Frame
 
     def read(text: str, size: tuple[int, int]) -> list[tuple[float, float]]:
-        return [tuple(p) for p in parse_points(text, size).points]
+        frame = Frame.make(convention, *size, rule)
+        points = frame.from_frame(parse_points(text, (frame.width, frame.height)).points)
+        return [(float(x), float(y)) for x, y in points.tolist()]
 
     return read
 
@@ -114,7 +115,7 @@ class CountingService:
         strict_parse: read answers with the paper's strict rule.
         batch_size: images per ``generate`` call in a batch request.
         limits: bounds on one request.
-        points_reader: how to read points from an answer (default :func:`default_points_reader`).
+        points_reader: how to read points from an answer (:func:`frame_points_reader`); None: no points.
         work_dir: where request files (zip members, CSVs) are written; default a new temporary folder.
     """
 
@@ -136,7 +137,7 @@ class CountingService:
         self.strict_parse = strict_parse
         self.batch_size = max(1, batch_size)
         self.limits = limits or Limits()
-        self.points_reader = points_reader if points_reader is not None else default_points_reader()
+        self.points_reader = points_reader
         self._tmp = None if work_dir is not None else tempfile.TemporaryDirectory(prefix="crowdvlm-app-")
         self.work_dir = Path(work_dir if work_dir is not None else self._tmp.name)
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +169,7 @@ class CountingService:
         prompt = build_prompt(check_question(question), template=self.template, output=self.output)
         start = time.perf_counter()
         with self._lock:
-            request_dir = self.work_dir / f"request-{next(self._ids):06d}"
+            request_dir = self.new_file("request", "")
             request_dir.mkdir(parents=True)
             predictions = [Prediction(image.name) for image in images]
             decoded: list[Image.Image | None] = []
@@ -205,14 +206,18 @@ class CountingService:
             prediction.error = load_error or answer.error
             if prediction.error:
                 continue
-            prediction.answer = answer.text
-            prediction.count = parse_count(answer.text, strict=self.strict_parse)
-            prediction.reasoning = thinking_of(answer.text)
+            prediction.answer = storable_text(answer.text)  # as `crowdvlm predict` prints it
+            prediction.count = parse_count(prediction.answer, strict=self.strict_parse)
+            prediction.reasoning = thinking_of(prediction.answer)
             if self.points_reader is not None:
-                prediction.points = self.points_reader(answer.text, prediction.size)
+                prediction.points = self.points_reader(prediction.answer, prediction.size)
+
+    def new_file(self, stem: str, suffix: str) -> Path:
+        """A new path in the work folder, for a file the page serves (a CSV, an image with its points)."""
+        return self.work_dir / f"{stem}-{next(self._ids):06d}{suffix}"
 
     def write_csv(self, predictions: list[Prediction]) -> Path:
         """Write the predictions as CSV in the work folder and return its path (for the download button)."""
-        path = self.work_dir / f"counts-{next(self._ids):06d}.csv"
+        path = self.new_file("counts", ".csv")
         path.write_text(to_csv(predictions), encoding="utf-8")
         return path

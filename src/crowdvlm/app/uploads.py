@@ -16,6 +16,8 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
 
+from crowdvlm.data.images import open_image
+
 __all__ = [
     "Limits",
     "UploadRefused",
@@ -89,7 +91,7 @@ def check_upload_path(path: str | Path, allowed_roots: list[Path], limits: Limit
 
 
 def open_checked_image(source: Path | bytes, name: str, limits: Limits) -> Image.Image:
-    """Decode an image as RGB after checking its area from the header (no decoding of an oversized image).
+    """Decode an image (upright, RGB) after checking its area from the header (an oversized one is not decoded).
 
     Raises:
         UploadRefused: not an image, too many pixels, or corrupt / truncated.
@@ -103,8 +105,8 @@ def open_checked_image(source: Path | bytes, name: str, limits: Limits) -> Image
                     f"refused: {name} is {width}x{height} = {width * height / 1e6:.1f} megapixels; "
                     f"the limit is {limits.max_pixels / 1e6:.1f} megapixels"
                 )
-            img.load()
-            return img.convert("RGB")
+        # Decoded by the one rule every model sees (crowdvlm.data.images: EXIF orientation applied, RGB).
+        return open_image(io.BytesIO(source) if isinstance(source, bytes) else source)
     except UnidentifiedImageError:
         raise UploadRefused(f"refused: {name} is not an image file (PNG, JPEG, WebP, ...)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
