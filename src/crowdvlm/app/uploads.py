@@ -107,9 +107,15 @@ def open_checked_image(source: Path | bytes, name: str, limits: Limits) -> Image
                 )
         # Decoded by the one rule every model sees (crowdvlm.data.images: EXIF orientation applied, RGB).
         return open_image(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except UploadRefused:
+        raise
     except UnidentifiedImageError:
         raise UploadRefused(f"refused: {name} is not an image file (PNG, JPEG, WebP, ...)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError:  # PIL's own bound (far above ours) fired while reading the header
+        raise UploadRefused(
+            f"refused: {name} has more pixels than the limit of {limits.max_pixels / 1e6:.1f} megapixels"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as err:
         # PIL reports a truncated or damaged file as OSError (sometimes SyntaxError or ValueError).
         raise UploadRefused(f"refused: {name} is corrupt or truncated ({err})") from None
 
