@@ -16,8 +16,6 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
 
-from crowdvlm.data.images import open_image
-
 __all__ = [
     "Limits",
     "UploadRefused",
@@ -96,6 +94,10 @@ def open_checked_image(source: Path | bytes, name: str, limits: Limits) -> Image
     Raises:
         UploadRefused: not an image, too many pixels, or corrupt / truncated.
     """
+    from crowdvlm.data.images import (
+        open_image,
+    )  # (numpy) here, not at import: `crowdvlm app --help` stays fast
+
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         with Image.open(stream) as img:
