@@ -15,12 +15,18 @@ export TOKENIZERS_PARALLELISM ?= false
 
 setup: $(STAMP)
 
-# Re-installs only when the package metadata changes: `make setup` is near-instant otherwise.
-$(STAMP): pyproject.toml
+# DeepSpeed for the ZeRO-2/3 tests (2 CPU processes over gloo). Pinned; built against the torch installed just
+# before it, hence --no-build-isolation (an isolated build would fetch a torch of its own). A pure-Python wheel.
+DEEPSPEED := deepspeed==0.19.8
+
+# Re-installs only when the package metadata or this file changes: `make setup` is near-instant otherwise.
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev,app]"
 	$(BIN)/python -m pip install -q --no-deps "$(GRADIO)"
+	$(BIN)/python -m pip install -q setuptools wheel
+	$(BIN)/python -m pip install -q --no-build-isolation "$(DEEPSPEED)"
 	touch $(STAMP)
 
 demo: setup

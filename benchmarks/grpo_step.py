@@ -9,6 +9,7 @@ to its ``on_step_end`` (generation, scoring, reference pass, forward, backward, 
 
 Run: OMP_NUM_THREADS=2 flock /tmp/crowdvlm-cpu.lock .venv/bin/python benchmarks/grpo_step.py [--steps 8]
      [--ablations]  (also time the shared trainer with one sharing switch off at a time)
+     [--family qwen2_5_vl|qwen3_vl|qwen3_5]  (the tiny model's architecture; Qwen3 families have 16-px patches)
 The last line printed is JSON; ``ratio`` is stock s/step / crowdvlm s/step (larger is faster).
 """
 
@@ -135,6 +136,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ablations", action="store_true", help="also time each sharing switch turned off")
+    parser.add_argument(
+        "--family", default="qwen2_5_vl", help="tiny model family: qwen2_5_vl, qwen3_vl, qwen3_5"
+    )
     args = parser.parse_args()
 
     import torch
@@ -143,13 +147,16 @@ def main() -> None:
     from transformers import AutoProcessor
 
     from crowdvlm.modeling.tiny import build_tiny_model
+    from crowdvlm.modeling.tiny_families import FAMILY_NAMES, TOKEN_PIXELS, check_family
     from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
 
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="grpo_step_"))
     pixels = args.image_size * args.image_size
-    model_dir = build_tiny_model(work / "tiny", max_pixels=pixels, seed=args.seed)
+    model_dir = build_tiny_model(
+        work / "tiny", family=check_family(args.family), max_pixels=pixels, seed=args.seed
+    )
 
     n_prompts = (args.warmup + args.steps) * args.prompts_per_step
     images, counts = dot_images(n_prompts, args.image_size, args.seed)
@@ -157,12 +164,12 @@ def main() -> None:
     prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
     dataset = Dataset.from_dict({"prompt": [prompt] * n_prompts, "image": images, "solution": counts})
 
-    # The processor must keep 448x448 at full resolution: (448/14)^2 = 1024 patch rows.
+    # The processor must keep 448x448 at full resolution: (448/14)^2 = 1024 patch rows (16-px patches: 784).
     processor = AutoProcessor.from_pretrained(model_dir)
     rows_per_image = int(
         processor.image_processor(images=[images[0]], return_tensors="pt")["pixel_values"].shape[0]
     )
-    expected_rows = (args.image_size // 14) ** 2
+    expected_rows = (args.image_size // (TOKEN_PIXELS[args.family] // 2)) ** 2
     if rows_per_image != expected_rows:
         raise SystemExit(
             f"{args.image_size}px image gave {rows_per_image} patch rows, expected {expected_rows}"
@@ -180,7 +187,7 @@ def main() -> None:
         runs[name] = {"trainer": trainer, "timer": timer, "counters": counters}
 
     print(
-        f"tiny Qwen2.5-VL, G={args.num_generations}, {args.prompts_per_step} prompt(s)/step, "
+        f"tiny {FAMILY_NAMES[args.family]}, G={args.num_generations}, {args.prompts_per_step} prompt(s)/step, "
         f"{args.image_size}x{args.image_size} images ({rows_per_image} patch rows), {args.new_tokens} new tokens, "
         f"beta={args.beta}, {args.threads} threads; {args.warmup} warm-up + {args.steps} timed steps each, alternating"
     )
@@ -218,6 +225,7 @@ def main() -> None:
     print(f"ratio (stock s/step / crowdvlm s/step): {ratio:.2f}x")
     summary = {
         "ratio": round(ratio, 3),
+        "family": args.family,
         "stock_s_per_step": round(results["stock"]["s_per_step"], 4),
         "crowdvlm_s_per_step": round(results["crowdvlm"]["s_per_step"], 4),
         "stock_vision_rows_per_step": results["stock"]["vision_rows_per_step"],

@@ -1,4 +1,5 @@
-"""Shared fixtures. The tiny random-weight Qwen2.5-VL is built once per test session."""
+"""Shared fixtures. The tiny random-weight models (Qwen2.5-VL, and the other families on demand) are built once per
+test session."""
 
 from __future__ import annotations
 
@@ -18,3 +19,18 @@ def tiny_model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny-qwen2.5-vl")
     build_tiny_model(out, seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_family_dir(tmp_path_factory):
+    """``family -> folder`` of a tiny model of that family (qwen2_5_vl, qwen3_vl, qwen3_5), built on first use."""
+    from crowdvlm.modeling.tiny import build_tiny_model
+
+    built = {}
+
+    def get(family: str):
+        if family not in built:
+            built[family] = build_tiny_model(tmp_path_factory.mktemp(f"tiny-{family}"), family=family, seed=0)
+        return built[family]
+
+    return get

@@ -52,8 +52,10 @@ def test_groups_average_over_seeds_and_pair_seed_by_seed(tmp_path):
 
 
 def test_cli_takes_comma_separated_groups_and_rejects_uneven_ones(tmp_path, capsys):
-    runs = {name: [_run(tmp_path / f"{name}{s}", off + s) for s in range(k)]
-            for name, off, k in (("a", 2, 2), ("b", 1, 2), ("c", 0, 3))}  # fmt: skip
+    runs = {
+        name: [_run(tmp_path / f"{name}{s}", off + s) for s in range(k)]
+        for name, off, k in (("a", 2, 2), ("b", 1, 2), ("c", 0, 3))
+    }
     group = lambda name: ",".join(str(p) for p in runs[name])  # noqa: E731
     out = tmp_path / "cmp"
     assert (

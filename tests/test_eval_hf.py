@@ -33,8 +33,16 @@ def manifests(tmp_path_factory):
     dots = generate(
         root / "dots", n=4, style="dots", min_count=1, max_count=30, size=(64, 64), seed=0, progress=False
     )
-    people = generate(root / "people", n=3, style="people", min_count=5, max_count=120, size=(112, 84), seed=1,
-                      progress=False)  # fmt: skip
+    people = generate(
+        root / "people",
+        n=3,
+        style="people",
+        min_count=5,
+        max_count=120,
+        size=(112, 84),
+        seed=1,
+        progress=False,
+    )
     broken = root / "broken"
     broken.mkdir()
     (broken / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
@@ -92,8 +100,8 @@ class CountingBackend:
 
 def test_eval_cli_writes_every_file(tiny_model_dir, manifests, tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["--model", str(tiny_model_dir), "--data", ",".join(map(str, manifests)), "--out", str(out),
-            "--batch-size", "4", "--max-new-tokens", str(MAX_NEW_TOKENS), "--device", "cpu", "--no-progress"]  # fmt: skip
+    argv = ["--model", str(tiny_model_dir), "--data", ",".join(map(str, manifests)), "--out", str(out)]
+    argv += [*"--batch-size 4 --device cpu --no-progress --max-new-tokens".split(), str(MAX_NEW_TOKENS)]
     assert eval_main(argv) == 0
     assert "images scored (3 errors)" in capsys.readouterr().out
     for name in ("predictions.jsonl", "metrics.json", "report.md", "run.json", *PLOTS.values()):
@@ -180,8 +188,8 @@ def test_resume_refuses_other_settings(backend, manifests, tmp_path):
 
 
 def test_strict_stops_at_a_missing_image(tiny_model_dir, manifests, tmp_path, capsys):
-    argv = ["--model", str(tiny_model_dir), "--data", str(manifests[2]), "--out", str(tmp_path / "s"), "--strict",
-            "--max-new-tokens", "2", "--device", "cpu", "--no-progress"]  # fmt: skip
+    argv = ["--model", str(tiny_model_dir), "--data", str(manifests[2]), "--out", str(tmp_path / "s")]
+    argv += "--strict --max-new-tokens 2 --device cpu --no-progress".split()
     with pytest.raises(ImageEvaluationError, match="missing: cannot load image"):
         eval_main(argv)
 

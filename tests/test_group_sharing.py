@@ -333,9 +333,9 @@ def test_frozen_vision_matches_stock(tiny_model_dir, tmp_path, lora):
 
 def test_falls_back_to_stock_once_with_a_warning(shared, scored_batch, monkeypatch, caplog):
     def unsupported(*args, **kwargs):
-        raise ValueError("get_image_features returned extra fields ['deepstack_features']")
+        return "get_image_features returns fields ['deepstack_features'] that are not repeated per image"
 
-    monkeypatch.setattr(group_sharing, "encode_unique_images", unsupported)
+    monkeypatch.setattr(group_sharing, "sharing_unsupported_reason", unsupported)
     shared.sharing_fallbacks.clear()
     with caplog.at_level(logging.WARNING, logger=group_sharing.__name__):
         loss_a, _ = _loss_and_grads(shared, scored_batch, share_vision=True)

@@ -20,33 +20,19 @@ G = 4
 
 
 def _worker(which: str, out: str, model_dir: str) -> None:
-    import numpy as np
     import torch
-    from datasets import Dataset
-    from PIL import Image
     from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
 
     from crowdvlm.modeling import load_model_and_processor
     from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
+    from grpo_helpers import count_vision_rows, length_reward, random_image_dataset
 
     torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)) for _ in range(4)]
-    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many dots?"}]}]
-    dataset = Dataset.from_dict({"prompt": [prompt] * 4, "image": images, "solution": [3] * 4})
-
-    def length_reward(completions, **kwargs):
-        return [float(len(c[0]["content"]) % 7) for c in completions]
-
+    dataset = random_image_dataset()
     set_seed(0)
     model, processor = load_model_and_processor(model_dir, dtype="float32")
-    rows = {"grad": 0, "no_grad": 0}
-
-    def count(module, args, output):
-        rows["grad" if torch.is_grad_enabled() else "no_grad"] += args[0].shape[0]
-
-    model.model.visual.register_forward_hook(count)
+    rows = count_vision_rows(model.model.visual)
     args = GRPOConfig(
         output_dir=out, per_device_train_batch_size=G, num_generations=G, max_completion_length=8, beta=0.0,
         max_steps=2, optim="sgd", learning_rate=0.5, save_strategy="no", report_to="none", use_cpu=True,

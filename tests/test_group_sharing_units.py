@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 
 from crowdvlm.train.shared_processing import (
     CannotExpandError,
@@ -15,7 +19,13 @@ from crowdvlm.train.shared_processing import (
     fingerprint,
     group_rows,
 )
-from crowdvlm.train.shared_vision import per_image_features, sharing_unsupported_reason, unique_images
+from crowdvlm.train.shared_vision import (
+    UniqueImageFeatures,
+    encoder_outputs_for,
+    per_image_features,
+    sharing_unsupported_reason,
+    unique_images,
+)
 
 
 def _image(seed: int, size=(112, 112)) -> Image.Image:
@@ -133,11 +143,30 @@ def _accepts(self, input_ids=None, mm_encoder_outputs=None): ...
 def _refuses(self, input_ids=None): ...
 
 
+@dataclasses.dataclass
+class _FeaturesWithMasks(BaseModelOutputWithPooling):
+    """An image-features output with a field the language model would need repeated (unknown to sharing)."""
+
+    patch_masks: list | None = None
+
+
+def _plain_features(self, **kw) -> tuple | BaseModelOutputWithPooling: ...
+
+
+def _deepstack_features(self, **kw) -> tuple | BaseModelOutputWithDeepstackFeatures: ...
+
+
+def _masked_features(self, **kw) -> tuple | _FeaturesWithMasks: ...
+
+
+_FEATURES = {True: _plain_features, "deepstack": _deepstack_features, "masks": _masked_features}
+
+
 def _model(image_token_id=7, accepts=True, features=True):
     """Stand-in exposing only what sharing_unsupported_reason looks at."""
     attrs = {"forward": _accepts if accepts else _refuses}
     if features:
-        attrs["get_image_features"] = lambda self, **kw: None
+        attrs["get_image_features"] = _FEATURES[features]
     model = type("StubVLM", (), attrs)()
     model.config = type("Cfg", (), {"image_token_id": image_token_id})()
     return model
@@ -156,6 +185,8 @@ _PV, _GRID = torch.zeros(4, 2), torch.tensor([[1, 2, 2]])
         ({"features": False}, _PV, _GRID, {}, "get_image_features"),
         ({"image_token_id": None}, _PV, _GRID, {}, "image_token_id"),
         ({"accepts": False}, _PV, _GRID, {}, "mm_encoder_outputs"),
+        ({"features": "deepstack"}, _PV, _GRID, {}, None),  # Qwen3-VL: deepstack features are repeated too
+        ({"features": "masks"}, _PV, _GRID, {}, "patch_masks"),
     ],
 )
 def test_sharing_unsupported_reason(model_kwargs, pixel_values, grid, extra, expected):
@@ -167,15 +198,27 @@ def test_sharing_unsupported_reason(model_kwargs, pixel_values, grid, extra, exp
 
 
 def test_per_image_features_rejects_outputs_it_cannot_repeat():
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
-    from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
-
     feats = (torch.zeros(2, 3), torch.ones(1, 3))
     assert per_image_features(BaseModelOutputWithPooling(pooler_output=feats)) == feats
+    deepstack = BaseModelOutputWithDeepstackFeatures(pooler_output=feats, deepstack_features=[feats])
+    assert per_image_features(deepstack) == feats
 
-    with pytest.raises(ValueError, match="deepstack_features"):
-        per_image_features(
-            BaseModelOutputWithDeepstackFeatures(pooler_output=feats, deepstack_features=[torch.zeros(3, 3)])
-        )
+    with pytest.raises(ValueError, match="patch_masks"):
+        per_image_features(_FeaturesWithMasks(pooler_output=feats, patch_masks=[torch.zeros(3)]))
     with pytest.raises(ValueError, match="one tensor per image"):
         per_image_features(BaseModelOutputWithPooling(pooler_output=torch.zeros(3, 3)))
+
+
+def test_encoder_outputs_repeat_deepstack_features_with_the_pooled_ones():
+    """Qwen3-VL: image j of the rows gets distinct image inverse[j]'s features in every deepstack layer."""
+    a, b = torch.zeros(2, 3), torch.ones(1, 3)
+    layer_a, layer_b = torch.full((2, 3), 2.0), torch.full((1, 3), 3.0)
+    features = UniqueImageFeatures(
+        (a, b), {"deepstack_features": [(layer_a, layer_b)]}, BaseModelOutputWithDeepstackFeatures
+    )
+    out = encoder_outputs_for(features, [1, 0, 0])["image"]
+    assert isinstance(out, BaseModelOutputWithDeepstackFeatures)
+    assert all(t is s for t, s in zip(out.pooler_output, (b, a, a), strict=True))
+    assert all(t is s for t, s in zip(out.deepstack_features[0], (layer_b, layer_a, layer_a), strict=True))
+    plain = encoder_outputs_for(UniqueImageFeatures((a, b)), [0, 1])["image"]
+    assert type(plain) is BaseModelOutputWithPooling and plain.pooler_output == (a, b)

@@ -249,9 +249,9 @@ def test_eval_cli_with_the_openai_backend(server, tmp_path, capsys, caplog):
         )
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "run"
-    argv = ["--backend", "openai", "--model", "fake-gpt", "--base-url", url, "--api-key", SECRET,
-            "--data", str(tmp_path / "m.jsonl"), "--out", str(out), "--max-retries", "1",
-            "--request-timeout", "2", "--no-progress"]  # fmt: skip
+    argv = [*"--backend openai --model fake-gpt".split(), "--base-url", url, "--api-key", SECRET]
+    argv += ["--data", str(tmp_path / "m.jsonl"), "--out", str(out)]
+    argv += "--max-retries 1 --request-timeout 2 --no-progress".split()
     with caplog.at_level(logging.DEBUG):
         assert eval_main(argv) == 0
     captured = capsys.readouterr()

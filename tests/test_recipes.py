@@ -32,6 +32,13 @@ def test_the_expected_recipes_exist():
     for family in ("tiny", "qwen2_5_vl_3b", "qwen2_5_vl_7b"):
         assert {f"{family}/sft", f"{family}/grpo_fgrpr", f"{family}/grpo_binary"} <= names
     assert {"accelerate/single", "accelerate/ddp", "accelerate/zero2", "accelerate/zero3"} <= names
+    for size in ("4b", "8b"):
+        assert {
+            f"qwen3_vl_{size}/sft",
+            f"qwen3_vl_{size}/grpo_fgrpr",
+            f"qwen3_vl_{size}/grpo_fgrpr_lora",
+        } <= names
+    assert {"qwen3_5_9b/sft", "qwen3_5_9b/grpo_fgrpr"} <= names
 
 
 @pytest.mark.parametrize("recipe", TRAIN_RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -81,6 +88,13 @@ PAPER = {"loss_type": "grpo", "beta": 0.04, "epsilon": 0.2, "num_generations": 8
         ("qwen2_5_vl_7b/grpo_fgrpr", {**PAPER, "learning_rate": 1e-5, "use_peft": True, "lora_r": 64,
                                       "lora_alpha": 128, "lora_dropout": 0.05, "freeze_vision": True}),
         ("qwen2_5_vl_7b/grpo_binary", {**PAPER, "learning_rate": 1e-5, "rewards": ["binary", "format"]}),
+        ("qwen3_vl_4b/grpo_fgrpr", {**PAPER, "learning_rate": 1e-6, "freeze_vision": False}),
+        ("qwen3_vl_4b/grpo_fgrpr_lora", {**PAPER, "learning_rate": 1e-5, "use_peft": True, "lora_r": 64,
+                                         "freeze_vision": True}),
+        ("qwen3_vl_8b/grpo_fgrpr", {**PAPER, "learning_rate": 1e-6, "freeze_vision": False}),
+        ("qwen3_vl_8b/grpo_fgrpr_lora", {**PAPER, "learning_rate": 1e-5, "use_peft": True, "lora_r": 64,
+                                         "freeze_vision": True}),
+        ("qwen3_5_9b/grpo_fgrpr", {**PAPER, "learning_rate": 1e-5, "use_peft": True, "freeze_vision": True}),
         ("tiny/grpo_fgrpr", {"loss_type": "grpo", "beta": 0.04, "rewards": ["fgrpr", "format"]}),
         ("tiny/grpo_binary", {"loss_type": "grpo", "beta": 0.04, "rewards": ["binary", "format"]}),
     ],
@@ -98,6 +112,23 @@ def test_paper_values(recipe, expected):
 def test_cluster_recipes_launch_with_their_deepspeed_stage(recipe, accelerate):
     for path in (RECIPES / recipe).glob("*.yaml"):
         assert f"--config_file recipes/accelerate/{accelerate}.yaml" in header(path)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "model"),
+    [("qwen3_vl_4b", "Qwen/Qwen3-VL-4B-Instruct"), ("qwen3_vl_8b", "Qwen/Qwen3-VL-8B-Instruct"),
+     ("qwen3_5_9b", "Qwen/Qwen3.5-9B")],
+)  # fmt: skip
+def test_qwen3_recipes_hold_whole_groups_per_process(recipe, model):
+    """Each process gets whole GRPO groups (what the sharing needs); full tuning on ZeRO-3, LoRA on ZeRO-2."""
+    for path in (RECIPES / recipe).glob("*.yaml"):
+        raw = yaml.safe_load(path.read_text())
+        assert raw["model_name_or_path"] == model
+        stage = "zero2" if raw.get("use_peft") else "zero3"
+        assert f"--config_file recipes/accelerate/{stage}.yaml" in header(path), path
+        if kind_of(path) == "grpo":
+            assert raw["per_device_train_batch_size"] % raw["num_generations"] == 0, path
+            assert "whole GRPO groups per process" in header(path), path
 
 
 @pytest.mark.parametrize("config", ACCELERATE, ids=lambda p: p.stem)

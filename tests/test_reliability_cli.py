@@ -57,8 +57,8 @@ def _error_line(capsys, command: str = "eval") -> str:
 
 
 def _eval_argv(url: str, data: Path, out: Path, *extra: str) -> list[str]:
-    return ["eval", "--backend", "openai", "--model", "fake-gpt", "--base-url", url, "--api-key", "sk-test-key",
-            "--data", str(data), "--out", str(out), "--no-progress", "--max-retries", "0", *extra]  # fmt: skip
+    fixed = "eval --backend openai --model fake-gpt --api-key sk-test-key --no-progress --max-retries 0"
+    return [*fixed.split(), "--base-url", url, "--data", str(data), "--out", str(out), *extra]
 
 
 # -- class 6: resume only the same evaluation -------------------------------------------------------------
@@ -199,10 +199,15 @@ def test_eval_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
 
 def test_openai_options_are_checked_before_any_request(tmp_path, capsys):
     data = _manifest(tmp_path / "d", [3])
-    base = ["eval", "--backend", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1", "--data",
-            str(data), "--out", str(tmp_path / "run")]  # fmt: skip
-    for option, value in [("--concurrency", "0"), ("--request-timeout", "0"), ("--request-timeout", "nan"),
-                          ("--max-retries", "-1")]:  # fmt: skip
+    base = "eval --backend openai --model m --base-url http://127.0.0.1:9/v1".split()
+    base += ["--data", str(data), "--out", str(tmp_path / "run")]
+    bad = [
+        ("--concurrency", "0"),
+        ("--request-timeout", "0"),
+        ("--request-timeout", "nan"),
+        ("--max-retries", "-1"),
+    ]
+    for option, value in bad:
         assert cli.main([*base, option, value]) == 2
         assert f"argument {option}" in _error_line(capsys)
 
@@ -212,8 +217,11 @@ def test_device_cuda_without_a_gpu(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a machine that has one
     data = _manifest(tmp_path / "d", [3])
-    for command, tail in [("eval", ["--data", str(data), "--out", str(tmp_path / "run")]),
-                          ("predict", [str(tmp_path / "d" / "0.png")])]:  # fmt: skip
+    tails = {
+        "eval": ["--data", str(data), "--out", str(tmp_path / "run")],
+        "predict": [str(tmp_path / "d" / "0.png")],
+    }
+    for command, tail in tails.items():
         for device in ("cuda", "cuda:1"):
             # the device is checked before the model loads: this model folder does not even exist
             argv = [command, "--model", str(tmp_path / "nothing"), "--device", device, *tail]
@@ -319,8 +327,8 @@ def test_predict_a_directory_is_that_image_s_error(endpoint, tmp_path, capsys):
     _, url = endpoint
     image = tmp_path / "x.png"
     Image.new("RGB", (8, 8)).save(image)
-    argv = ["predict", "--backend", "openai", "--model", "m", "--base-url", url, "--api-key", "sk-test-key",
-            "--question", "How many? [case=ok answer=4]", str(image), str(tmp_path)]  # fmt: skip
+    argv = [*"predict --backend openai --model m --api-key sk-test-key".split(), "--base-url", url]
+    argv += ["--question", "How many? [case=ok answer=4]", str(image), str(tmp_path)]
     assert cli.main(argv) == 1  # one image could not be counted
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"{image}\t4"
@@ -330,8 +338,8 @@ def test_predict_a_directory_is_that_image_s_error(endpoint, tmp_path, capsys):
 def test_strict_mode_failure_is_a_run_error(endpoint, tmp_path, capsys):
     _, url = endpoint
     data = _manifest(tmp_path / "d", [3])
-    data.write_text(data.read_text() + json.dumps({"image": "gone.png", "id": "gone", "problem": "q",
-                                                   "solution": 1, "dataset": "fake"}) + "\n")  # fmt: skip
+    gone = {"image": "gone.png", "id": "gone", "problem": "q", "solution": 1, "dataset": "fake"}
+    data.write_text(data.read_text() + json.dumps(gone) + "\n")
     assert cli.main(_eval_argv(url, data, tmp_path / "run", "--strict")) == 1
     assert "gone: cannot load image" in _error_line(capsys)
 

@@ -32,9 +32,9 @@ SECRETS = (KEY, URL_USER, URL_PASSWORD, URL_TOKEN, BASIC)
 
 
 def _eval(url: str, manifest: Path, out: Path, *extra: str, verbose: bool = False, key: str = KEY):
-    argv = [sys.executable, "-m", "crowdvlm", *(["-v"] if verbose else []), "eval", "--backend", "openai",
-            "--model", "fake-gpt", "--base-url", url, "--data", str(manifest), "--out", str(out),
-            "--no-progress", *extra]  # fmt: skip
+    argv = [sys.executable, "-m", "crowdvlm", *(["-v"] if verbose else []), "eval"]
+    argv += [*"--backend openai --model fake-gpt --no-progress".split(), "--base-url", url]
+    argv += ["--data", str(manifest), "--out", str(out), *extra]
     # OPENAI_LOG=debug: the client's own debug logging, which prints URLs and headers, is on too
     env = {**os.environ, "OPENAI_API_KEY": key} | ({"OPENAI_LOG": "debug"} if verbose else {})
     return subprocess.run(argv, capture_output=True, text=True, timeout=240, env=env)
@@ -64,8 +64,8 @@ def test_malformed_responses_and_trickles_are_per_image_errors(tmp_path):
     manifest = write_manifest(tmp_path, cases)
     out = tmp_path / "run"
     with serve() as (handler, url):
-        result = _eval(url, manifest, out, "--max-retries", "1", "--request-timeout", "1.5", "--concurrency", "16",
-                       "--batch-size", "16")  # fmt: skip
+        options = "--max-retries 1 --request-timeout 1.5 --concurrency 16 --batch-size 16".split()
+        result = _eval(url, manifest, out, *options)
         assert result.returncode == 0, result.stderr
         by_id = _by_id(out)
         assert by_id["img0"].pred == 3 and by_id[f"img{len(cases) - 1}"].pred == 9
@@ -91,9 +91,9 @@ def test_ctrl_c_stops_at_once_and_the_run_resumes(tmp_path):
     cases = [("ok", 1), ("ok", 2), ("hang", 3), ("hang", 4), ("hang", 5), ("hang", 6)]
     manifest = write_manifest(tmp_path, cases)
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "crowdvlm", "eval", "--backend", "openai", "--model", "fake-gpt",
-            "--data", str(manifest), "--out", str(out), "--no-progress", "--batch-size", "2",
-            "--concurrency", "2", "--request-timeout", "60"]  # fmt: skip
+    argv = [sys.executable, "-m", "crowdvlm", *"eval --backend openai --model fake-gpt".split()]
+    argv += ["--data", str(manifest), "--out", str(out)]
+    argv += "--no-progress --batch-size 2 --concurrency 2 --request-timeout 60".split()
     with serve() as (handler, url):
         env = {**os.environ, "OPENAI_API_KEY": KEY}
         proc = subprocess.Popen([*argv, "--base-url", url], env=env, stderr=subprocess.PIPE, text=True)
@@ -121,8 +121,8 @@ def test_ctrl_c_stops_at_once_and_the_run_resumes(tmp_path):
         assert handler.calls["hang"] == 2  # nothing was retried after the interrupt
 
         handler.release.set()  # the server is healthy again
-        result = subprocess.run([*argv, "--base-url", url, "--resume"], env=env, capture_output=True, text=True,
-                                timeout=240)  # fmt: skip
+        resumed = [*argv, "--base-url", url, "--resume"]
+        result = subprocess.run(resumed, env=env, capture_output=True, text=True, timeout=240)
         assert result.returncode == 0, result.stderr
         assert handler.calls["ok"] == 2  # the answered images were not asked again
     assert {p.id: p.pred for p in read_predictions(out / "predictions.jsonl")} == {
@@ -177,8 +177,8 @@ def test_key_in_a_bearer_header_never_leaks(tmp_path):
 def test_one_letter_key_does_not_mangle_messages(tmp_path):
     cases = [("bad_request", 1), ("echo_error", 2), ("ok", 3)]
     manifest = write_manifest(tmp_path, cases)
-    rows = manifest.read_text() + json.dumps({"image": "missing-kkk.png", "id": "kkk", "problem": "[case=ok answer=1]",
-                                              "solution": 1, "dataset": "fake"}) + "\n"  # fmt: skip
+    missing = {"image": "missing-kkk.png", "id": "kkk", "problem": "[case=ok answer=1]", "solution": 1}
+    rows = manifest.read_text() + json.dumps({**missing, "dataset": "fake"}) + "\n"
     manifest.write_text(rows)
     out = tmp_path / "run"
     with serve() as (handler, url):

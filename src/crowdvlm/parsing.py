@@ -163,6 +163,29 @@ def parse_count(text: Any, strict: bool = False) -> int | None:
     return _parse_strict(text) if strict else _parse_lenient(text)
 
 
+# --------------------------------------------------------------------------- the reasoning
+
+__all__ += ["thinking_text"]
+
+# Non-greedy up to the first close tag; an unclosed block runs to the end of the text.
+_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
+
+
+def thinking_text(text: Any) -> str | None:
+    """The reasoning inside the first ``<think>…</think>`` (an unclosed block runs to the end), or None.
+
+    Args:
+        text: the completion, as a string or in TRL's conversational form (see :func:`completion_text`).
+
+    >>> thinking_text("<think> three rows of four </think><answer>12</answer>")
+    'three rows of four'
+    >>> thinking_text("<answer>12</answer>") is None
+    True
+    """
+    match = _THINK.search(completion_text(text))
+    return match.group(1).strip() if match else None
+
+
 # --------------------------------------------------------------------------- point answers
 
 __all__ += ["MAX_POINTS", "PointAnswer", "parse_points"]

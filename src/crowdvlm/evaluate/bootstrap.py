@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["DiffCI", "paired_bootstrap"]
+__all__ = ["DiffCI", "format_interval", "paired_bootstrap"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,16 @@ class DiffCI:
         return asdict(self)
 
     def __str__(self) -> str:
-        return f"{self.diff:+.2f} [{self.low:+.2f}, {self.high:+.2f}]"
+        return format_interval(self.diff, self.low, self.high)
+
+
+def format_interval(diff: float, low: float, high: float) -> str:
+    """A difference with its interval as the reports print it.
+
+    >>> format_interval(-0.5, -0.81, -0.2)
+    '-0.50 [-0.81, -0.20]'
+    """
+    return f"{diff:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
 def paired_bootstrap(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 from pathlib import Path
 
 from crowdvlm.errors import RunError, UsageError
@@ -22,12 +21,15 @@ from crowdvlm.evaluate.cli_checks import (
     positive_int,
 )
 from crowdvlm.evaluate.point_options import add_point_options, point_frame_rule, predicted_points
-from crowdvlm.prompts import OUTPUTS, TEMPLATES
+from crowdvlm.parsing import thinking_text
+from crowdvlm.prompts import OUTPUTS, TEMPLATES, question_for
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("hf", "vllm", "openai")
-DEFAULT_QUESTION = "How many people are in the image?"
+DEFAULT_QUESTION = question_for("people")
+# The app imports the reader of the reasoning by this name; the one reader is crowdvlm.parsing's.
+thinking_of = thinking_text
 
 
 def _add_backend_options(parser: argparse.ArgumentParser) -> None:
@@ -91,29 +93,23 @@ def make_backend(args: argparse.Namespace):
         FileNotFoundError: the model folder does not exist.
         ValueError: the openai backend has no key, or an option is invalid.
     """
+    # What the two local engines share: the answer budget, weights' dtype and Qwen-VL's image resizing.
+    local = {
+        "max_new_tokens": args.max_new_tokens,
+        "dtype": args.dtype,
+        "min_pixels": args.min_pixels,
+        "max_pixels": args.max_pixels,
+    }
     if args.backend == "hf":
         from crowdvlm.evaluate.backends.hf_backend import HFBackend
 
         return HFBackend.load(
-            args.model,
-            max_new_tokens=args.max_new_tokens,
-            device=args.device,
-            dtype=args.dtype,
-            attn_implementation=args.attn_implementation,
-            min_pixels=args.min_pixels,
-            max_pixels=args.max_pixels,
+            args.model, device=args.device, attn_implementation=args.attn_implementation, **local
         )
     if args.backend == "vllm":
         from crowdvlm.evaluate.backends.vllm_backend import VLLMBackend
 
-        return VLLMBackend(
-            args.model,
-            max_new_tokens=args.max_new_tokens,
-            dtype=args.dtype,
-            min_pixels=args.min_pixels,
-            max_pixels=args.max_pixels,
-            tensor_parallel_size=args.tensor_parallel_size,
-        )
+        return VLLMBackend(args.model, tensor_parallel_size=args.tensor_parallel_size, **local)
     from crowdvlm.evaluate.backends.openai_backend import OpenAIBackend
 
     return OpenAIBackend(
@@ -263,9 +259,10 @@ def _open_backend(args: argparse.Namespace):
 
 
 def _num(value, pct: bool = False) -> str:
-    if value is None:
-        return "n/a"
-    return f"{100 * value:.1f}%" if pct else f"{value:.2f}"
+    """A metric on the console's summary line: the report's rule, "n/a" where undefined."""
+    from crowdvlm.evaluate.report import format_value
+
+    return format_value(value, "pct" if pct else "float", missing="n/a")
 
 
 # -- crowdvlm compare ------------------------------------------------------------------------------------
@@ -307,18 +304,6 @@ def compare_main(argv: list[str]) -> int:
 
 # -- crowdvlm predict ------------------------------------------------------------------------------------
 
-_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
-
-
-def thinking_of(text: str) -> str | None:
-    """The reasoning inside ``<think>…</think>`` (an unclosed block runs to the end), or None.
-
-    >>> thinking_of("<think> three rows of four </think><answer>12</answer>")
-    'three rows of four'
-    """
-    match = _THINK.search(text)
-    return match.group(1).strip() if match else None
-
 
 def predict_main(argv: list[str]) -> int:
     """`crowdvlm predict`: count the objects in a few images."""
@@ -346,9 +331,7 @@ def predict_main(argv: list[str]) -> int:
     if args.points is not None:
         args.output = "points"
 
-    from crowdvlm.evaluate.predictions import storable_text
-    from crowdvlm.evaluate.prefetch import prefetch
-    from crowdvlm.parsing import parse_count
+    from crowdvlm.evaluate.run import answer_batches
     from crowdvlm.prompts import build_prompt
 
     prompt = build_prompt(args.question, template=args.prompt, output=args.output)
@@ -357,19 +340,15 @@ def predict_main(argv: list[str]) -> int:
     failed = 0
     try:
         rule = point_frame_rule(args, backend) if args.output == "points" else None
-        batches = [items[i : i + args.batch_size] for i in range(0, len(items), args.batch_size)]
-        for prepared in prefetch(batches, backend.prepare):
-            answers = iter(backend.generate(prepared) if prepared.loaded else [])
-            for item, load_error in zip(prepared.items, prepared.errors, strict=True):
-                answer = None if load_error else next(answers)
-                error = load_error or answer.error
-                text = "" if error else storable_text(answer.text)
-                count = None if error else parse_count(text, strict=args.strict_parse)
-                failed += error is not None
+        for batch in answer_batches(
+            backend, items, batch_size=args.batch_size, parse_strict=args.strict_parse
+        ):
+            for p in batch:
+                failed += p.error is not None
                 points = None
-                if args.output == "points" and not error:
-                    points = predicted_points(item.image, text, args, rule)
-                _print_prediction(item.id, count, text, error, args, points)
+                if args.output == "points" and not p.error:
+                    points = predicted_points(Path(p.image), p.text, args, rule)
+                _print_prediction(p.id, p.pred, p.text, p.error, args, points)
     finally:
         _close(backend)
     return 1 if failed else 0
@@ -383,7 +362,7 @@ def _print_prediction(
     args: argparse.Namespace,
     points: list[list[float]] | None = None,
 ) -> None:
-    thinking = thinking_of(text) if args.show_thinking else None
+    thinking = thinking_text(text) if args.show_thinking else None
     if args.json:
         row = {"image": image, "count": count, "text": text, "error": error}
         if points is not None:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from crowdvlm.errors import RunError, UsageError
-from crowdvlm.evaluate.bootstrap import paired_bootstrap
+from crowdvlm.evaluate.bootstrap import format_interval, paired_bootstrap
 from crowdvlm.evaluate.predictions import (
     PREDICTIONS_FILE,
     Prediction,
@@ -156,8 +156,14 @@ def _group_diff(base: list[Run], other: list[Run], ids: list[str], *, n: int, se
         [[absolute_error(pick(group, k).predictions[i]) for i in ids] for k in range(seeds)], dtype=np.float64
     )  # (S, N)
     ci = paired_bootstrap(err(other), err(base), n_boot=n, seed=seed)
-    return {"diff": ci.diff, "low": ci.low, "high": ci.high, "n_images": ci.n_images, "n_seeds": ci.n_seeds,
-            "significant": bool(ci.low > 0 or ci.high < 0)}  # fmt: skip
+    return {
+        "diff": ci.diff,
+        "low": ci.low,
+        "high": ci.high,
+        "n_images": ci.n_images,
+        "n_seeds": ci.n_seeds,
+        "significant": bool(ci.low > 0 or ci.high < 0),
+    }
 
 
 def compare_runs(
@@ -197,10 +203,12 @@ def compare_runs(
     ]
     cell = lambda g, part, key, keys: _mean_cell([r.metrics[part].get(key, {}) for r in g], keys)  # noqa: E731
     table = {
-        name: {**{d: cell(g, "per_dataset", d, _KEEP) for d in datasets},
-               OVERALL: _mean_cell([r.metrics["overall"] for r in g], _KEEP)}
+        name: {
+            **{d: cell(g, "per_dataset", d, _KEEP) for d in datasets},
+            OVERALL: _mean_cell([r.metrics["overall"] for r in g], _KEEP),
+        }
         for name, g in zip(names, groups, strict=True)
-    }  # fmt: skip
+    }
     bucket_table = {
         name: {b: cell(g, "per_bucket", b, ("n", "mae")) for b in buckets}
         for name, g in zip(names, groups, strict=True)
@@ -208,8 +216,11 @@ def compare_runs(
     baseline, diffs = groups[0], {}
     for name, group in zip(names[1:], groups[1:], strict=True):
         everyone = [*baseline, *group]
-        shared = [i for i, p in baseline[0].predictions.items()
-                  if all(i in r.predictions and is_scored(r.predictions[i]) for r in everyone)]  # fmt: skip
+        shared = [
+            i
+            for i, p in baseline[0].predictions.items()
+            if all(i in r.predictions and is_scored(r.predictions[i]) for r in everyone)
+        ]
         by_group: dict[str, list[str]] = {OVERALL: shared}
         for i in shared:
             p = baseline[0].predictions[i]
@@ -234,15 +245,17 @@ def _diff_cell(r: dict[str, Any] | None) -> str:
     if not r or r["diff"] is None:
         return "–"
     seeds = f" × {r['n_seeds']} seeds" if r.get("n_seeds", 1) > 1 else ""
-    cell = f"{r['diff']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}] (n={r['n_images']}{seeds})"
+    cell = f"{format_interval(r['diff'], r['low'], r['high'])} (n={r['n_images']}{seeds})"
     return f"**{cell}**" if r["significant"] else cell
 
 
 def comparison_markdown(result: dict[str, Any]) -> str:
     """The tables of :func:`compare_runs` in markdown."""
     columns = [*result["datasets"], OVERALL]
-    runs = [f"{m} ({result['seeds'][m]} runs, means over seeds)" if result["seeds"].get(m, 1) > 1 else m
-            for m in result["models"]]  # fmt: skip
+    runs = [
+        f"{m} ({result['seeds'][m]} runs, means over seeds)" if result["seeds"].get(m, 1) > 1 else m
+        for m in result["models"]
+    ]
     lines = ["# Comparison", "", f"Runs: {', '.join(runs)}.", "", "## MAE / RMSE / accuracy", ""]
     lines += ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for model, row in result["table"].items():
@@ -321,8 +334,15 @@ def _plot(result: dict[str, Any], path: Path) -> None:
                 if r and r["diff"] is not None:
                     x = i + (k - (len(others) - 1) / 2) * step
                     yerr = [[r["diff"] - r["low"]], [r["high"] - r["diff"]]]
-                    ax.errorbar(x, r["diff"], yerr=yerr, fmt="o", capsize=3, color=f"C{k + 1}",
-                                label=model if i == 0 else None)  # fmt: skip
+                    ax.errorbar(
+                        x,
+                        r["diff"],
+                        yerr=yerr,
+                        fmt="o",
+                        capsize=3,
+                        color=f"C{k + 1}",
+                        label=model if i == 0 else None,
+                    )
         ax.axhline(0, color="grey", linewidth=1)
         ax.set_xticks(range(len(buckets)), buckets, rotation=20, ha="right")
         ax.set_yscale("symlog", linthresh=1)

@@ -151,8 +151,15 @@ def _overlay(out_dir: Path, p: Prediction, rec: dict, pred: list, radii) -> tupl
 def localisation_section(summary: dict, drawn: Sequence[tuple[str, str]]) -> str:
     """The report's markdown section: F1 / precision / recall per radius and the pointed count, per group."""
     radii = summary["radii"]
-    head = ["group", "images", *(f"F1 @{r:g}px" for r in radii), f"P @{radii[-1]:g}px", f"R @{radii[-1]:g}px",
-            "MAE (points)", "outside"]  # fmt: skip
+    head = [
+        "group",
+        "images",
+        *(f"F1 @{r:g}px" for r in radii),
+        f"P @{radii[-1]:g}px",
+        f"R @{radii[-1]:g}px",
+        "MAE (points)",
+        "outside",
+    ]
     lines = [
         "",
         f"## Localisation (point answers, frame: {summary['frame']})",
@@ -168,9 +175,15 @@ def localisation_section(summary: dict, drawn: Sequence[tuple[str, str]]) -> str
     groups.update({f"bucket {k}": v for k, v in summary["per_bucket"].items()})
     for name, m in groups.items():
         last = m[f"r{radii[-1]:g}"]
-        cells = [name, str(m["n"]), *(format_value(m[f"r{r:g}"]["f1"]) for r in radii),
-                 format_value(last["precision"]), format_value(last["recall"]),
-                 format_value(m["count_from_points"]["mae"]), str(m["points_outside"])]  # fmt: skip
+        cells = [
+            name,
+            str(m["n"]),
+            *(format_value(m[f"r{r:g}"]["f1"]) for r in radii),
+            format_value(last["precision"]),
+            format_value(last["recall"]),
+            format_value(m["count_from_points"]["mae"]),
+            str(m["points_outside"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from crowdvlm.errors import RunError
+from crowdvlm.jsonl import read_jsonl
 
 __all__ = [
     "PREDICTIONS_FILE",
@@ -144,31 +145,8 @@ def read_predictions(path: str | Path, *, repair: bool = False) -> list[Predicti
     Raises:
         ValueError: a line other than the last is not a prediction; the message names file and line.
     """
-    path = Path(path)
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    # After the final "\n" split() leaves b""; anything else there is a line whose write never finished.
-    tail = lines.pop()
-    predictions, good_bytes = [], 0
-    for number, line in enumerate(lines, start=1):
-        if line.strip():
-            try:
-                predictions.append(Prediction.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as err:
-                if number == len(lines) and not tail:
-                    # the last line is complete but garbled: also the trace of a crash mid-write
-                    tail = line
-                    break
-                raise ValueError(f"{path}, line {number}: expected a JSON prediction record ({err})") from err
-        good_bytes += len(line) + 1
-    if tail:
-        logger.warning(
-            "%s: dropping an incomplete last line (%d bytes) left by an interrupted run", path, len(tail)
-        )
-        if repair:
-            with path.open("r+b") as f:
-                f.truncate(good_bytes)
-    return predictions
+    rows = read_jsonl(path, torn_tail="truncate" if repair else "drop", record="JSON prediction record")
+    return [Prediction.from_dict(row) for row in rows]
 
 
 def latest_by_id(predictions: list[Prediction]) -> dict[str, Prediction]:

@@ -44,14 +44,16 @@ _EXAMPLES = 5
 _ERRORS_LISTED = 20
 
 
-def format_value(value: Any, kind: str = "float") -> str:
-    """Format one table cell; ``None`` (undefined) shows as an en dash.
+def format_value(value: Any, kind: str = "float", *, missing: str = "–") -> str:
+    """Format one metric: a table cell (or the console's summary line, whose ``missing`` is "n/a").
+
+    ``None`` (undefined) shows as ``missing``, an en dash by default.
 
     >>> format_value(0.25, "pct"), format_value(3.14159), format_value(None), format_value(7, "int")
     ('25.0%', '3.14', '–', '7')
     """
     if value is None:
-        return "–"
+        return missing
     if kind == "pct":
         return f"{100 * value:.1f}%"
     if kind == "int":

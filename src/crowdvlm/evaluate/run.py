@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,14 @@ from crowdvlm.evaluate.resume import ITEMS_DIGEST, check_resumable, items_digest
 from crowdvlm.evaluate.scoring import compute_metrics
 from crowdvlm.parsing import parse_count
 
-__all__ = ["METRICS_FILE", "RUN_FILE", "ImageEvaluationError", "evaluate", "items_from_manifests"]
+__all__ = [
+    "METRICS_FILE",
+    "RUN_FILE",
+    "ImageEvaluationError",
+    "answer_batches",
+    "evaluate",
+    "items_from_manifests",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -154,32 +161,14 @@ def evaluate(
     logger.info("%d images: %d already answered, %d to do", len(items), len(items) - len(todo), len(todo))
     _write_json(run_file, {**settings, "sessions": sessions})
 
-    batches = [list(todo[i : i + batch_size]) for i in range(0, len(todo), batch_size)]
     start, done, errors = time.perf_counter(), 0, 0
     bar = tqdm(
         total=len(items), initial=len(items) - len(todo), unit="img", desc="eval", disable=not progress
     )
     with PredictionWriter(pred_path) as writer, bar:
-        for prepared in prefetch(batches, backend.prepare, depth=prefetch_depth):
-            answers = iter(backend.generate(prepared) if prepared.loaded else [])
-            batch = []
-            for item, load_error in zip(prepared.items, prepared.errors, strict=True):
-                answer = None if load_error else next(answers)
-                error = load_error or answer.error
-                text = "" if error else storable_text(answer.text)
-                pred = None if error else parse_count(text, strict=parse_strict)
-                batch.append(
-                    Prediction(
-                        item.id,
-                        item.dataset,
-                        str(item.image),
-                        item.truth,
-                        text,
-                        pred,
-                        pred is not None,
-                        error,
-                    )
-                )
+        for batch in answer_batches(
+            backend, todo, batch_size=batch_size, parse_strict=parse_strict, prefetch_depth=prefetch_depth
+        ):
             writer.write_batch(batch)
             done += len(batch)
             failed = [p for p in batch if p.error]
@@ -212,6 +201,46 @@ def evaluate(
         except OSError as err:
             raise RunError(f"cannot write the report into {out_dir}: {os_reason(err)}") from err
     return metrics
+
+
+def answer_batches(
+    backend: Backend,
+    items: Sequence[EvalItem],
+    *,
+    batch_size: int = 8,
+    parse_strict: bool = False,
+    prefetch_depth: int = 2,
+) -> Iterator[list[Prediction]]:
+    """Ask ``backend`` about ``items``, one batch at a time: the loop that `eval` and `predict` share.
+
+    Images are loaded ``prefetch_depth`` batches ahead of generation. An image that cannot be loaded, or
+    whose answer failed, becomes a prediction with ``error`` set and empty text; it never stops the loop.
+
+    Args:
+        backend: the inference engine.
+        items: images to ask about, in order.
+        batch_size: images per batch.
+        parse_strict: read answers with the paper's strict rule instead of the lenient default.
+        prefetch_depth: batches loaded ahead of generation.
+
+    Yields:
+        Each batch's predictions, in the order of ``items``.
+    """
+    batches = [list(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+    for prepared in prefetch(batches, backend.prepare, depth=prefetch_depth):
+        answers = iter(backend.generate(prepared) if prepared.loaded else [])
+        batch = []
+        for item, load_error in zip(prepared.items, prepared.errors, strict=True):
+            answer = None if load_error else next(answers)
+            error = load_error or answer.error
+            text = "" if error else storable_text(answer.text)
+            pred = None if error else parse_count(text, strict=parse_strict)
+            batch.append(
+                Prediction(
+                    item.id, item.dataset, str(item.image), item.truth, text, pred, pred is not None, error
+                )
+            )
+        yield batch
 
 
 def _write_json(path: Path, data: Any) -> None:

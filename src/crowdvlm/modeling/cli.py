@@ -1,4 +1,4 @@
-"""`crowdvlm model ...`: build the tiny random-weight Qwen2.5-VL, merge LoRA adapters, inspect a model folder."""
+"""`crowdvlm model ...`: build a tiny random-weight Qwen VLM, merge LoRA adapters, inspect a model folder."""
 
 from __future__ import annotations
 
@@ -7,21 +7,38 @@ import json
 from pathlib import Path
 
 from crowdvlm.errors import UsageError
+from crowdvlm.modeling.tiny_families import FAMILIES, FAMILY_NAMES
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crowdvlm model", description="Build or inspect models.")
     sub = parser.add_subparsers(dest="action", required=True, metavar="action")
 
-    tiny = sub.add_parser("tiny", help="build the tiny random-weight Qwen2.5-VL in Hugging Face format")
+    tiny = sub.add_parser("tiny", help="build a tiny random-weight Qwen VLM in Hugging Face format")
     tiny.add_argument("--out", required=True, help="folder to write (created if missing; must be empty)")
     tiny.add_argument("--overwrite", action="store_true", help="write into a folder that is not empty")
+    tiny.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default="qwen2_5_vl",
+        help="architecture: qwen2_5_vl (default), qwen3_vl (deepstack vision), qwen3_5 (hybrid linear attention)",
+    )
     tiny.add_argument("--seed", type=int, default=0, help="weight-initialisation seed (default 0)")
     tiny.add_argument("--hidden-size", type=int, default=64, help="text decoder width (default 64)")
     tiny.add_argument("--num-layers", type=int, default=2, help="text decoder layers (default 2)")
     tiny.add_argument("--vision-depth", type=int, default=2, help="vision tower blocks (default 2)")
-    tiny.add_argument("--min-pixels", type=int, default=56 * 56, help="smallest image area (default 3136)")
-    tiny.add_argument("--max-pixels", type=int, default=112 * 112, help="largest image area (default 12544)")
+    tiny.add_argument(
+        "--min-pixels",
+        type=int,
+        default=None,
+        help="smallest image area (default: 2x2 image tokens, 3136 for qwen2_5_vl)",
+    )
+    tiny.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="largest image area (default: 4x4 image tokens, 12544 for qwen2_5_vl)",
+    )
 
     merge = sub.add_parser("merge", help="merge a LoRA run or checkpoint into its base model (for vLLM)")
     merge.add_argument("adapter", help="folder with adapter_config.json (a LoRA run's output or checkpoint)")
@@ -65,6 +82,7 @@ def _run(args) -> int:
 
         out = build_tiny_model(
             args.out,
+            family=args.family,
             seed=args.seed,
             hidden_size=args.hidden_size,
             num_layers=args.num_layers,
@@ -72,7 +90,7 @@ def _run(args) -> int:
             min_pixels=args.min_pixels,
             max_pixels=args.max_pixels,
         )
-        print(f"tiny Qwen2.5-VL written to {out}")
+        print(f"tiny {FAMILY_NAMES[args.family]} written to {out}")
         return 0
 
     if args.action == "merge":

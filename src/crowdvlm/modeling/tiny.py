@@ -1,11 +1,11 @@
-"""A tiny random-weight Qwen2.5-VL, built offline, for tests, the tiny recipes and the demo.
+"""Tiny random-weight Qwen VLMs (Qwen2.5-VL, Qwen3-VL, Qwen3.5), built offline, for tests, recipes and the demo.
 
-The model has the real Qwen2.5-VL architecture (vision tower with windowed attention, patch merger,
-M-RoPE text decoder) at toy sizes, so every code path that runs on Qwen2.5-VL-3B/7B runs here, in
-well under a second per training step on a CPU. Its tokenizer is a byte-level BPE trained locally on
+Each model has the real architecture of its family at toy sizes (:mod:`crowdvlm.modeling.tiny_families`),
+so every code path that runs on the 3B-9B checkpoints runs here, in well under a second per training step
+on a CPU. The tokenizer, the same for every family, is a byte-level BPE trained locally on
 the vocabulary this project's prompts and answers use, with Qwen's pre-tokenizer (so every digit is its
 own token, as in real Qwen), Qwen's special tokens appended after the learned vocabulary and the
-Qwen2-VL/2.5-VL chat template. Nothing is downloaded; the result is deterministic given ``seed``.
+family's chat template. Nothing is downloaded; the result is deterministic given ``seed``.
 """
 
 from __future__ import annotations
@@ -57,6 +57,20 @@ QWEN2_VL_CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+# Qwen3-VL / Qwen3.5's chat template reduced to what counting prompts use: no default system turn, the same
+# vision block per image or video (the real templates add tool calls and thinking switches).
+QWEN3_VL_CHAT_TEMPLATE = QWEN2_VL_CHAT_TEMPLATE.replace(
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}",
+    "",
+)
+CHAT_TEMPLATES = {
+    "qwen2_5_vl": QWEN2_VL_CHAT_TEMPLATE,
+    "qwen3_vl": QWEN3_VL_CHAT_TEMPLATE,
+    "qwen3_5": QWEN3_VL_CHAT_TEMPLATE,
+}
 
 # Words the tokenizer should hold as whole tokens: the paper's prompts, the questions of the counting
 # datasets, the short templated reasoning the SFT targets use and the chat template's own text. BPE merges
@@ -152,114 +166,84 @@ def train_tiny_tokenizer(vocab_size: int = 512):
 def build_tiny_model(
     out_dir: str | Path,
     *,
+    family: str = "qwen2_5_vl",
     seed: int = 0,
     hidden_size: int = 64,
     num_layers: int = 2,
     vision_hidden_size: int = 64,
     vision_depth: int = 2,
     vocab_size: int = 512,
-    min_pixels: int = 56 * 56,
-    max_pixels: int = 112 * 112,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> Path:
-    """Build a tiny random-weight Qwen2.5-VL and save it in Hugging Face format.
+    """Build a tiny random-weight model of a Qwen VLM family and save it in Hugging Face format.
 
     The folder holds ``config.json``, ``generation_config.json``, ``model.safetensors``, the tokenizer
     (``tokenizer.json``, ``tokenizer_config.json``, ``chat_template.jinja``) and ``processor_config.json``
     (image and video processors), so ``AutoModelForImageTextToText.from_pretrained(out_dir)`` and
-    ``AutoProcessor.from_pretrained(out_dir)`` load it offline.
+    ``AutoProcessor.from_pretrained(out_dir)`` load it offline. Every family shares the digit-per-token
+    tokenizer; the architectures are described in :mod:`crowdvlm.modeling.tiny_families`.
 
     Args:
         out_dir: folder to write (created if missing).
-        seed: seeds the weight initialisation; the same seed gives byte-identical weights.
-        hidden_size: text decoder width (4 attention heads, so a multiple of 8 that keeps head_dim even).
-        num_layers: text decoder layers.
+        family: ``qwen2_5_vl`` (default), ``qwen3_vl`` or ``qwen3_5``.
+        seed: seeds the weight initialisation; the same seed gives byte-identical files.
+        hidden_size: text decoder width (a multiple of 8).
+        num_layers: text decoder layers (Qwen3.5: at least 2, the last full attention, see
+            :func:`~crowdvlm.modeling.tiny_families.qwen3_5_layer_types`).
         vision_hidden_size: vision tower width.
-        vision_depth: vision tower blocks (the last one uses full attention, the others windowed).
+        vision_depth: vision tower blocks (Qwen2.5-VL: the last one full attention, the others windowed;
+            Qwen3-VL: all but the last feed deepstack features).
         vocab_size: target size of the learned BPE vocabulary.
-        min_pixels: smallest image area the image processor resizes to.
-        max_pixels: largest image area the image processor resizes to (112*112 gives 16 image tokens).
+        min_pixels: smallest image area the image processor resizes to (default: the family's 2x2 tokens).
+        max_pixels: largest image area (default: the family's 4x4 tokens, so a 112-px image is 16 image tokens).
 
     Returns:
         ``out_dir`` as a ``Path``.
     """
     import torch
-    from transformers import (
-        GenerationConfig,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
+    from transformers import AutoModelForImageTextToText, GenerationConfig
+
+    from crowdvlm.modeling.tiny_families import (
+        FAMILY_NAMES,
+        TinySizes,
+        default_pixel_bounds,
+        tiny_config,
+        tiny_processor,
     )
 
     if hidden_size % 8:
         raise ValueError(f"hidden_size must be a multiple of 8 (4 heads, even head_dim); got {hidden_size}")
+    default_min, default_max = default_pixel_bounds(family)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     tokenizer = train_tiny_tokenizer(vocab_size)
+    tokenizer.chat_template = CHAT_TEMPLATES[family]
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     padded_vocab = -(-len(tokenizer) // 64) * 64  # embedding rows, a multiple of 64 as in real Qwen
-
-    num_heads = 4
-    half_head_dim = hidden_size // num_heads // 2
-    # M-RoPE splits head_dim/2 rotary frequencies over (temporal, height, width), Qwen's 1:1.5:1.5 ratio.
-    mrope_t = half_head_dim // 4
-    mrope_h = (half_head_dim - mrope_t) // 2
-    mrope_section = [mrope_t, mrope_h, half_head_dim - mrope_t - mrope_h]
-
-    config = Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=padded_vocab,
-            hidden_size=hidden_size,
-            intermediate_size=2 * hidden_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=num_heads,
-            num_key_value_heads=num_heads // 2,
-            max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope_section},
-            bos_token_id=ids["<|endoftext|>"],
-            eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
-        ),
-        vision_config=dict(
-            depth=vision_depth,
-            hidden_size=vision_hidden_size,
-            intermediate_size=2 * vision_hidden_size,
-            num_heads=4,
-            out_hidden_size=hidden_size,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            window_size=56,
-            fullatt_block_indexes=[vision_depth - 1],
-        ),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=False,
-    )
+    sizes = TinySizes(hidden_size, num_layers, vision_hidden_size, vision_depth, padded_vocab)
+    config = tiny_config(family, sizes, ids)
 
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
+    model = AutoModelForImageTextToText.from_config(config)
     model.generation_config = GenerationConfig(
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
         pad_token_id=ids["<|endoftext|>"],
     )
-
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(
-            min_pixels=min_pixels, max_pixels=max_pixels, patch_size=14, merge_size=2, temporal_patch_size=2
-        ),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(),
-        chat_template=QWEN2_VL_CHAT_TEMPLATE,
+    processor = tiny_processor(
+        family,
+        tokenizer,
+        CHAT_TEMPLATES[family],
+        default_min if min_pixels is None else min_pixels,
+        default_max if max_pixels is None else max_pixels,
     )
 
     model.save_pretrained(out)
     processor.save_pretrained(out)
     n_params = sum(p.numel() for p in model.parameters())
-    logger.info("tiny Qwen2.5-VL: %d parameters, %d tokens -> %s", n_params, len(tokenizer), out)
+    logger.info(
+        "tiny %s: %d parameters, %d tokens -> %s", FAMILY_NAMES[family], n_params, len(tokenizer), out
+    )
     return out

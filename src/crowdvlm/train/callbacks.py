@@ -22,6 +22,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from crowdvlm.jsonl import read_jsonl as read_jsonl  # re-exported: the log is read back by this name
 from crowdvlm.parsing import completion_text
 
 logger = logging.getLogger(__name__)
@@ -51,12 +52,6 @@ class JsonlWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(_jsonable(record), ensure_ascii=False) + "\n")
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSONL log back (for tests, reports and plots)."""
-    with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 class JsonlLogCallback(TrainerCallback):

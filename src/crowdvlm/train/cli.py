@@ -31,6 +31,7 @@ def run_command(kind: str, argv: list[str]) -> int:
     Configuration errors raise :class:`~crowdvlm.train.errors.ConfigError` (a ``UsageError``: exit 2), which
     ``crowdvlm.cli.main`` prints as one line. ``--resume`` of a finished run says so and trains nothing.
     """
+    from crowdvlm.train.cluster import release_process_group
     from crowdvlm.train.common import finished_run, setup_logging
     from crowdvlm.train.config import parse_job
 
@@ -42,6 +43,7 @@ def run_command(kind: str, argv: list[str]) -> int:
               "saved): nothing to resume; raise --max_steps to train further")  # fmt: skip
         return 0
     _runner(kind)(job)  # data is checked (ConfigError) before the model is loaded
+    release_process_group()  # torchrun children must not exit with gloo threads alive
     return 0
 
 

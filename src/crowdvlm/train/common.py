@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from crowdvlm.train.callbacks import JsonlLogCallback, JsonlWriter, RewardRecorder, SampleCompletionsCallback
+from crowdvlm.train.cluster import RankAgreementCallback
 from crowdvlm.train.config import TrainJob, job_summary
 from crowdvlm.train.errors import ConfigError
 from crowdvlm.train.resume import finished_state, last_checkpoint
@@ -173,6 +174,7 @@ def build_callbacks(job: TrainJob, recorder: RewardRecorder | None = None) -> li
     """JSONL metrics log, plus sampled completions with their rewards when a reward recorder is given."""
     writer = JsonlWriter(job.output_dir / job.script.log_file)
     callbacks = [JsonlLogCallback(writer.path, run_info={"kind": job.kind, "recipe": job.recipe})]
+    callbacks.append(RankAgreementCallback(writer.path))  # multi-process runs only; see train/cluster.py
     if recorder is not None and job.script.sample_completions_steps:
         callbacks.append(
             SampleCompletionsCallback(

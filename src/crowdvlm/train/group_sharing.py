@@ -15,8 +15,10 @@ nothing else:
   the copies' gradients.
 
 Each falls back to TRL's code, with one logged warning per reason, where sharing cannot apply (vLLM or
-continuous batching, tools, static caches, FSDP / ZeRO-3 for the vision pass, models whose
-``get_image_features`` output or forward signature does not fit).
+continuous batching, tools, static caches, caches whose layers cannot be indexed by row, FSDP for the
+vision pass, models whose ``get_image_features`` output or forward signature does not fit). Every reason
+is known before the work starts (from the model's class and config, or from the batch); a batch-only reason
+(a 1-token prompt) sends that batch alone to TRL's code.
 """
 
 from __future__ import annotations
@@ -34,14 +36,20 @@ from trl.extras.profiling import profiling_context
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
-from crowdvlm.train.prefix_generation import generate_with_shared_prefix
-from crowdvlm.train.shared_processing import DedupProcessor, group_rows
+from crowdvlm.train.prefix_generation import (
+    batch_unsupported_reason,
+    generate_with_shared_prefix,
+    prefill_unsupported_reason,
+)
+from crowdvlm.train.shared_processing import DedupProcessor, group_rows, processor_unsupported_reason
 from crowdvlm.train.shared_vision import (
     encode_unique_images,
     encoder_outputs_for,
+    pad_vision_calls,
     sharing_unsupported_reason,
     split_images,
     unique_images,
+    vision_calls,
 )
 
 logger = logging.getLogger(__name__)
@@ -70,7 +78,8 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sharing_fallbacks: dict[str, int] = {}
-        self._prefill_broken: str | None = None
+        # Whether the model's generation cache can be indexed by row is fixed by its class and config.
+        self._prefill_model_reason = prefill_unsupported_reason(self.accelerator.unwrap_model(self.model))
 
     def _fall_back(self, part: str, reason: str) -> None:
         key = f"{part}: {reason}"
@@ -87,6 +96,11 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
         """Swap ``self.processing_class`` for a ``DedupProcessor`` around it, for one call."""
         original = self.processing_class
         if not (self.share_processing and isinstance(original, ProcessorMixin)):
+            yield
+            return
+        reason = processor_unsupported_reason(original)
+        if reason is not None:
+            self._fall_back("processor", reason)
             yield
             return
         self.processing_class = DedupProcessor(original)
@@ -107,8 +121,8 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
     ) -> str | None:
         if not self.share_prefill:
             return "disabled"
-        if self._prefill_broken:
-            return self._prefill_broken
+        if self._prefill_model_reason is not None:
+            return self._prefill_model_reason
         if self.use_vllm or self.use_transformers_continuous_batching:
             return "vLLM / continuous batching generate themselves"
         if self.tools or has_tool_images:
@@ -171,6 +185,14 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
         token_inputs = {
             k: left_pad(multimodal_fields[k], 0).to(device) for k in _TOKEN_FIELDS if k in multimodal_fields
         }
+        # A condition of this batch alone (a 1-token prompt, a prompt ending in an image token): TRL's code
+        # generates this batch and the next one is shared again.
+        batch_reason = batch_unsupported_reason([len(prompt_ids[i]) for i in first], token_inputs)
+        if batch_reason is not None:
+            self._fall_back("generation of one batch", batch_reason)
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
         prefill_inputs = {}
         if pixel_values is not None:
             per_image = split_images(pixel_values, image_grid_thw)
@@ -192,23 +214,14 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
             torch.no_grad(),
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
         ):
-            try:
-                prompt_completion_ids = generate_with_shared_prefix(
-                    unwrapped_model,
-                    self.generation_config,
-                    input_ids,
-                    attention_mask,
-                    groups.inverse,
-                    token_inputs=token_inputs,
-                    prefill_inputs=prefill_inputs,
-                )
-            except ValueError as err:  # the model's cache or prompt cannot be shared; never will be
-                self._prefill_broken = str(err)
-                prompt_completion_ids = None
-        if prompt_completion_ids is None:
-            self._fall_back("generation", self._prefill_broken)
-            return super()._generate_single_turn(
-                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            prompt_completion_ids = generate_with_shared_prefix(
+                unwrapped_model,
+                self.generation_config,
+                input_ids,
+                attention_mask,
+                groups.inverse,
+                token_inputs=token_inputs,
+                prefill_inputs=prefill_inputs,
             )
         return self._completions_up_to_eos(prompt_completion_ids[:, input_ids.size(1) :]), None
 
@@ -228,12 +241,25 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
             return "disabled"
         if self.is_fsdp_enabled:
             return "FSDP shards the vision tower; it only runs inside the wrapped forward"
-        if (
+        return sharing_unsupported_reason(model, pixel_values, image_grid_thw, num_images, extra)
+
+    def _pad_vision_calls(
+        self, unwrapped, reason, pixel_values, input_ids, batch_size
+    ) -> torch.Tensor | None:
+        """Under ZeRO-3, line up this pass's vision calls across ranks before any is made (see shared_vision).
+
+        Each call of the partitioned vision tower all-gathers its shards; a rank with fewer calls (no images)
+        runs dummy ones. Returns a zero to add to the pass's log-probs, or ``None``.
+        """
+        zero3 = (
             self.is_deepspeed_enabled
             and getattr(self.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3
-        ):
-            return "ZeRO-3 shards the vision tower; it only runs inside the wrapped forward"
-        return sharing_unsupported_reason(model, pixel_values, image_grid_thw, num_images, extra)
+        )
+        if not zero3 or reason == "disabled":
+            return None
+        calls = vision_calls(reason is None, pixel_values, input_ids.size(0), batch_size)
+        with self.accelerator.autocast():
+            return pad_vision_calls(unwrapped, calls, input_ids.device)
 
     def _get_per_token_logps_and_entropies(
         self,
@@ -252,19 +278,18 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
         """TRL's method with the vision tower run once per distinct image of the batch (same returns)."""
         unwrapped = self.accelerator.unwrap_model(model)
         reason = self._vision_unsupported_reason(unwrapped, pixel_values, image_grid_thw, num_images, extra)
-        if reason is None:
+        padding = self._pad_vision_calls(unwrapped, reason, pixel_values, input_ids, batch_size)  # ZeRO-3
+        if reason is None:  # checked before any work: Qwen3-VL's deepstack features are repeated too
             with self.accelerator.autocast():
-                try:
-                    features, image_to_feature = encode_unique_images(unwrapped, pixel_values, image_grid_thw)
-                except ValueError as err:  # e.g. extra encoder outputs (Qwen3-VL deepstack)
-                    reason = str(err)
+                features, image_to_feature = encode_unique_images(unwrapped, pixel_values, image_grid_thw)
         if reason is not None:
             if reason not in ("disabled", "no images in the batch"):
                 self._fall_back("vision", reason)
-            return super()._get_per_token_logps_and_entropies(
+            logps, entropies, aux_loss = super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
                 pixel_values=pixel_values, image_grid_thw=image_grid_thw, num_images=num_images, **extra,
             )  # fmt: skip
+            return (logps if padding is None else logps + padding), entropies, aux_loss
 
         # Same chunked loop as TRL's, with features in place of pixels.
         batch_size = batch_size or input_ids.size(0)
@@ -297,6 +322,8 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
                 all_aux_losses.append(outputs.aux_loss)
 
         logps = torch.cat(all_logps, dim=0)
+        if padding is not None:
+            logps = logps + padding  # zero; makes backward reach the dummy vision calls too
         entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None
         aux_loss = torch.stack(all_aux_losses).mean() if compute_aux_loss else None
         return logps, entropies, aux_loss

@@ -29,6 +29,7 @@ from crowdvlm.train.common import (
     write_config,
 )
 from crowdvlm.train.config import GRPOScriptArguments, TrainJob
+from crowdvlm.train.layout import warn_if_groups_split
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def run_grpo(job: TrainJob) -> TrainResult:
 
     set_seed(job.training.seed)
     write_config(job)
+    warn_if_groups_split(job.training, job.script.share_prompt)
 
     dataset = load_train_dataset(job)
 

@@ -24,6 +24,27 @@ logger = logging.getLogger(__name__)
 # Processor outputs that hold one entry (a token sequence) per text row; every other output is per image or
 # per patch row.
 ROW_KEYS = frozenset({"input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"})
+# Outputs laid out per image (``image_grid_thw``) or per patch row of an image (``pixel_values``, Qwen-VL).
+IMAGE_KEYS = frozenset({"pixel_values", "image_grid_thw"})
+# Outputs a processor declares but only returns for videos, which ``DedupProcessor`` never deduplicates.
+VIDEO_KEYS = frozenset({"pixel_values_videos", "video_grid_thw", "second_per_grid_ts"})
+
+
+def processor_unsupported_reason(processor: Any) -> str | None:
+    """Why a processor's outputs cannot be repeated to the rows of a group, or None when they can.
+
+    Read from the inputs the processor declares (``model_input_names``), so it is known before any call:
+    every one must be per row, per image or per patch row in the Qwen-VL layout, or video-only.
+    """
+    names = getattr(processor, "model_input_names", None)
+    if not names:
+        return f"{type(processor).__name__} declares no model_input_names"
+    unknown = sorted(set(names) - ROW_KEYS - IMAGE_KEYS - VIDEO_KEYS)
+    if unknown:
+        return f"{type(processor).__name__} returns {unknown}, whose layout per row or image is unknown"
+    if "pixel_values" in names and "image_grid_thw" not in names:
+        return f"{type(processor).__name__}'s pixel_values are not laid out by image_grid_thw"
+    return None
 
 
 @dataclass(frozen=True)
@@ -199,7 +220,7 @@ class DedupProcessor:
             and len(images) == len(text)
             and all(imgs is None or isinstance(imgs, list) for imgs in images)
         )
-        if not per_row:
+        if not per_row or kwargs.get("videos") is not None:
             return self._processor(*args, images=images, text=text, **kwargs)
         groups = group_rows([(t, fingerprint(imgs)) for t, imgs in zip(text, images, strict=True)])
         unique_text = [text[i] for i in groups.first]
