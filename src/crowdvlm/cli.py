@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("crowdvlm.evaluate.cli:predict_main", "count the objects in a few images"),
     "experiment": ("crowdvlm.experiments.cli:main", "run an experiment file: arms, seeds, verdicts"),
     "demo": ("crowdvlm.demo.cli:main", "the CrowdVLM-R1 experiment in miniature, on a CPU"),
+    "app": ("crowdvlm.app.cli:main", "a web page (Gradio) to try a counting model on images"),
 }
 
 

@@ -1,0 +1,153 @@
+"""`crowdvlm app`: serve a counting model as a web page (Gradio), on 127.0.0.1 unless told otherwise.
+
+Gradio and the model are imported only after the arguments parse, so `crowdvlm app --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+
+from crowdvlm.app.uploads import MB, Limits
+from crowdvlm.errors import RunError, UsageError
+from crowdvlm.evaluate.cli import DEFAULT_QUESTION, _add_backend_options, _open_backend
+from crowdvlm.evaluate.point_options import add_point_options, point_frame_rule
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crowdvlm app",
+        description="A web page to try a counting model: one image -> count, reasoning, points and time; "
+        "several images or a zip -> a table and a CSV. Needs the app extra: pip install 'crowdvlm[app]'.",
+    )
+    _add_backend_options(parser)  # the same model options as `crowdvlm eval` / `predict`
+    parser.add_argument(
+        "--question",
+        default=DEFAULT_QUESTION,
+        help=f"the page's first question (default: {DEFAULT_QUESTION!r})",
+    )
+    parser.add_argument(
+        "--strict-parse", action="store_true", help="read answers with the paper's strict rule"
+    )
+    add_point_options(parser)  # with --output points the answer's points are drawn on the image
+    server = parser.add_argument_group("server")
+    server.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 exposes the model to the network)",
+    )
+    server.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    server.add_argument(
+        "--queue-size", type=int, default=16, help="requests waiting at most; more are refused (default: 16)"
+    )
+    limits = parser.add_argument_group("limits on one request")
+    defaults = Limits()
+    limits.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=defaults.max_upload_bytes / MB,
+        help=f"largest uploaded file (default: {defaults.max_upload_bytes / MB:g})",
+    )
+    limits.add_argument(
+        "--max-pixels-per-image",
+        type=int,
+        default=defaults.max_pixels,
+        help=f"largest image area in pixels (default: {defaults.max_pixels})",
+    )
+    limits.add_argument(
+        "--max-images",
+        type=int,
+        default=defaults.max_images,
+        help=f"most images in one batch request (default: {defaults.max_images})",
+    )
+    limits.add_argument(
+        "--max-unzipped-mb",
+        type=float,
+        default=defaults.max_unzipped_bytes / MB,
+        help=f"largest uncompressed zip contents per request (default: {defaults.max_unzipped_bytes / MB:g})",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """`crowdvlm app`: load the model once, serve the page until Ctrl-C."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "httpx2", "openai", "urllib3", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        limits = Limits(
+            max_upload_bytes=int(args.max_upload_mb * MB),
+            max_pixels=args.max_pixels_per_image,
+            max_images=args.max_images,
+            max_unzipped_bytes=int(args.max_unzipped_mb * MB),
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if args.queue_size < 1:
+        raise UsageError(f"--queue-size must be >= 1, got {args.queue_size}")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local demo
+    try:
+        from crowdvlm.app.service import CountingService
+        from crowdvlm.app.ui import PAGE_CSS, build_page
+    except ImportError as err:
+        raise UsageError(
+            f"the app needs gradio ({err}): `make setup`, or pip install 'crowdvlm[app]' and then "
+            "pip install --no-deps gradio==6.31.0 (docs/app.md says why --no-deps)"
+        ) from None
+    from crowdvlm.app.service import frame_points_reader
+
+    backend = _open_backend(args)  # as `crowdvlm predict` opens it (bad model: one-line UsageError)
+    points_reader = None
+    if args.output == "points":
+        points_reader = frame_points_reader(args.point_frame, point_frame_rule(args, backend))
+    service = CountingService(
+        backend,
+        template=args.prompt,
+        output=args.output,
+        strict_parse=args.strict_parse,
+        batch_size=args.batch_size,
+        limits=limits,
+        points_reader=points_reader,
+    )
+    page = build_page(service, model_name=args.model, question=args.question, queue_size=args.queue_size)
+    try:
+        _, url, _ = page.launch(
+            server_name=args.host,
+            server_port=args.port,
+            # gradio refuses a larger upload before it reaches the disk, with a message on the page that
+            # names this limit; the handlers check it again (check_upload_path) in case it is bypassed.
+            max_file_size=limits.max_upload_bytes,
+            css=PAGE_CSS,
+            prevent_thread_lock=True,
+            quiet=True,
+            ssr_mode=False,
+            share=False,
+        )
+    except OSError as err:
+        service.close()
+        raise RunError(f"cannot listen on {args.host}:{args.port}: {err}") from None
+    if args.host not in LOOPBACK:
+        logger.warning("listening on %s: anyone who can reach this machine can use the model", args.host)
+    print(f"crowdvlm app: serving {args.model} at {url} (Ctrl-C to stop)", flush=True)
+    try:
+        threading.Event().wait()  # the server runs in gradio's threads; this one waits for Ctrl-C
+    finally:
+        page.close()
+        service.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
