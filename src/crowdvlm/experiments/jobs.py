@@ -173,17 +173,29 @@ def train_arm(
 
 
 def evaluate_model(
-    exp: Experiment, model_dir: Path, manifests: list[Path], out_dir: Path, *, progress: bool = True
+    exp: Experiment,
+    model_dir: Path,
+    manifests: list[Path],
+    out_dir: Path,
+    *,
+    settings: dict[str, Any] | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Greedy answers of ``model_dir`` on ``manifests`` (what ``crowdvlm eval`` writes, without its report).
 
+    Args:
+        settings: the arm's eval settings (:meth:`Experiment.eval_of`); the experiment's ``eval`` if None.
+            With ``output: points`` the run also gets ``crowdvlm eval --output points``' localisation metrics
+            (``localisation.json``; points in the frame of the model's own processor).
+
     Returns:
-        The overall metrics (n, MAE, MAE on parsed answers, accuracy, parse-failure rate).
+        The overall metrics (n, MAE, MAE on parsed answers, accuracy, parse-failure rate; for point answers
+        also F1 at the largest radius and the MAE of the count read from the points).
     """
     from crowdvlm.evaluate.backends.hf_backend import HFBackend
     from crowdvlm.evaluate.run import evaluate, items_from_manifests
 
-    ev = exp.eval
+    ev = settings or exp.eval
     backend = HFBackend.load(model_dir, max_new_tokens=ev["max_new_tokens"], device="cpu")
     items = items_from_manifests(manifests, template=ev["template"], output=ev["output"])
     metrics = evaluate(
@@ -196,4 +208,16 @@ def evaluate_model(
         settings={"template": ev["template"], "output": ev["output"]},
     )
     overall = metrics["overall"]
-    return {k: overall.get(k) for k in ("n", "mae", "mae_parsed", "accuracy", "parse_failure_rate")}
+    summary = {k: overall.get(k) for k in ("n", "mae", "mae_parsed", "accuracy", "parse_failure_rate")}
+    if ev["output"] == "points":
+        from crowdvlm.evaluate.localisation import write_localisation
+        from crowdvlm.pointing.frame import ResizeRule
+
+        rule = ResizeRule.from_processor(backend.processor)
+        located = write_localisation(out_dir, manifests, "resized", rule, overlays=0)
+        overall = located["overall"]
+        summary |= {
+            "f1": overall[f"r{located['radii'][-1]:g}"]["f1"],
+            "mae_points": overall["count_from_points"]["mae"],
+        }
+    return summary

@@ -172,14 +172,16 @@ def build_stages(layout: Layout, *, progress: bool = True) -> list[Stage]:
             )
     manifests = {name: jobs.set_manifests(exp.sets[name], layout.data) for name in exp.eval_sets()}
 
-    def eval_stage(label: str, model, folder: Path, set_name: str) -> Stage:
+    def eval_stage(label: str, arm: str, model, folder: Path, set_name: str) -> Stage:
         resolve = model if callable(model) else (lambda: model)
         return Stage(
             label,
             folder,
             "evaluate",
             _n_images(exp, set_name),
-            lambda: jobs.evaluate_model(exp, resolve(), manifests[set_name], folder, progress=progress),
+            lambda: jobs.evaluate_model(
+                exp, resolve(), manifests[set_name], folder, settings=exp.eval_of(arm), progress=progress
+            ),
         )
 
     def train_stage(arm: ArmSpec, lr, seed: int, folder: Path) -> Stage:
@@ -209,6 +211,7 @@ def build_stages(layout: Layout, *, progress: bool = True) -> list[Stage]:
                 stages.append(
                     eval_stage(
                         f"eval {arm.name} on {set_name}",
+                        arm.name,
                         layout.model(arm.name, first),
                         layout.seed_eval(arm.name, first, set_name),
                         set_name,
@@ -226,6 +229,7 @@ def build_stages(layout: Layout, *, progress: bool = True) -> list[Stage]:
             stages.append(
                 eval_stage(
                     f"eval {arm.name} lr={lr:g} on {exp.validation_set}",
+                    arm.name,
                     run,
                     layout.grid_eval(arm.name, lr),
                     exp.validation_set,
@@ -252,6 +256,7 @@ def build_stages(layout: Layout, *, progress: bool = True) -> list[Stage]:
                 stages.append(
                     eval_stage(
                         f"eval {arm.name} seed={seed} on {set_name}",
+                        arm.name,
                         model,
                         layout.seed_eval(arm.name, seed, set_name),
                         set_name,

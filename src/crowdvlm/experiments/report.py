@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.experiments.localisation import localisation_table
 from crowdvlm.experiments.plots import plot_all
 from crowdvlm.experiments.spec import Experiment
 
@@ -175,9 +176,30 @@ def _setup(exp: Experiment) -> list[str]:
         f"seed. Image size {exp.image_size} px"
         + (f"; every image is asked “{exp.question}”." if exp.question else "."),
         f"- Evaluation: prompt `{ev['template']}` / `{ev['output']}`, greedy, at most {ev['max_new_tokens']} new tokens.",
+        *[
+            f"- Evaluation of {arm.label}: "
+            + ", ".join(f"{k} `{v}`" for k, v in exp.eval_of(arm.name).items() if k in arm.eval)
+            + "."
+            for arm in exp.arms.values()
+            if arm.eval
+        ],
         f"- Learning rate: per arm, the lowest validation {exp.selection_metric} of the first seed over its grid "
         "(ties to the smaller lr), decided before any test set is evaluated.",
         *[f"- {c}" for c in exp.caveats],
+    ]
+
+
+def _localisation_part(results: dict[str, Any], set_name: str) -> list[str]:
+    table = localisation_table(results, set_name)
+    if not table:
+        return []
+    return [
+        "Localisation of the point arms (points matched one to one within each radius, original image pixels; "
+        "precision and recall summed over images, mean ± sd over seeds; the MAE scores the number of points "
+        "listed, the table above the stated count):",
+        "",
+        table,
+        "",
     ]
 
 
@@ -241,6 +263,7 @@ def render_markdown(results: dict[str, Any], exp: Experiment, plots: dict[str, s
             "",
             _breakdown(results, name, "per_bucket"),
             "",
+            *_localisation_part(results, name),
             f"Every arm side by side with `crowdvlm compare`: [compare-{name}/compare.md](compare-{name}/compare.md).",
             "",
         ]

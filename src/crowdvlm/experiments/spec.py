@@ -85,6 +85,7 @@ class ArmSpec:
     lr_grid: tuple[float, ...] = ()
     model: Path | None = None  # untrained arms only
     label: str = ""
+    eval: dict[str, Any] = field(default_factory=dict)  # the arm's changes to the experiment's eval settings
 
     @property
     def trained(self) -> bool:
@@ -143,6 +144,10 @@ class Experiment:
     ci_level: float
     resolved: dict[str, Any]  # the merged file, as written (what a resumed folder must match)
 
+    def eval_of(self, arm: str) -> dict[str, Any]:
+        """The eval settings of ``arm``: the experiment's ``eval``, changed by the arm's own ``eval`` keys."""
+        return {**self.eval, **self.arms[arm].eval}
+
     def eval_sets(self) -> tuple[str, ...]:
         """Every set a model is evaluated on: the validation set (if an lr grid needs it), then the test sets."""
         grid = any(len(a.lr_grid) > 1 for a in self.arms.values())
@@ -179,15 +184,20 @@ def _set(path: Path, name: str, raw: Any) -> SetSpec:
 
 
 def _arm(path: Path, name: str, raw: Any) -> ArmSpec:
-    keys = Keys(path, raw, f"arms.{name}", {"train", "recipe", "overrides", "lr_grid", "model", "label"})
+    keys = Keys(
+        path, raw, f"arms.{name}", {"train", "recipe", "overrides", "lr_grid", "model", "label", "eval"}
+    )
     label = keys.get("label", str, name)
+    ev = _eval_settings(keys.sub("eval", set(EVAL_DEFAULTS), {}), defaults={})
     if "model" in raw:
         if "train" in raw or "recipe" in raw:
             keys.fail(
                 "model", "an arm is either trained (train + recipe) or a model evaluated as is, not both"
             )
         model = keys.get("model", str)
-        return ArmSpec(name, model=None if model == "base" else resolve_path(path, model), label=label)
+        return ArmSpec(
+            name, model=None if model == "base" else resolve_path(path, model), label=label, eval=ev
+        )
     train = keys.get("train", str, check=lambda v: v in ("sft", "grpo"), hint="sft or grpo")
     recipe = keys.get("recipe", str, hint="a recipe YAML under recipes/")
     if not resolve_path(path, recipe).is_file():
@@ -207,7 +217,35 @@ def _arm(path: Path, name: str, raw: Any) -> ArmSpec:
         dict(overrides),
         tuple(map(float, sorted(lrs))),
         label=label,
+        eval=ev,
     )
+
+
+#: ``eval:`` keys (of the experiment, or of one arm) and their defaults: crowdvlm eval's settings.
+EVAL_DEFAULTS: dict[str, Any] = {
+    "template": "eval",
+    "output": "think",
+    "max_new_tokens": 256,
+    "batch_size": 8,
+}
+
+
+def _eval_settings(keys: Keys, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The ``eval`` keys given (and the ``defaults`` of the others), checked; ``points`` adds localisation."""
+    from crowdvlm.prompts import OUTPUTS
+
+    out = {}
+    for key in EVAL_DEFAULTS:
+        if key not in keys.raw and key not in defaults:
+            continue
+        if key == "output":
+            check, hint = (lambda v: v in OUTPUTS), " or ".join(OUTPUTS)
+        elif key == "template":
+            check, hint = None, ""
+        else:
+            check, hint = (lambda v: v >= 1), "a positive integer"
+        out[key] = keys.get(key, type(EVAL_DEFAULTS[key]), defaults.get(key, ...), check=check, hint=hint)
+    return out
 
 
 #: The keys the runner sets on every training run (an arm may not override them).
@@ -267,7 +305,7 @@ def load_experiment(path: str | Path) -> Experiment:
         top.fail("arms", "declare at least one trained arm (train + recipe)")
     if any(len(a.lr_grid) > 1 for a in arms.values()) and validation_set is None:
         top.fail("validation_set", "an arm has an lr grid: name the set that selects its learning rate")
-    ev = top.sub("eval", {"template", "output", "max_new_tokens", "batch_size"}, {})
+    ev = top.sub("eval", set(EVAL_DEFAULTS), {})
     selection = top.sub("selection", {"metric"}, {})
     report = top.sub("report", {"bucket_edges", "n_boot", "ci_level"}, {})
     ctx = {"arms": arms, "test_sets": test_sets}
@@ -301,12 +339,7 @@ def load_experiment(path: str | Path) -> Experiment:
         validation_set=validation_set,
         test_sets=tuple(test_sets),
         seeds=tuple(seeds),
-        eval={
-            "template": ev.get("template", str, "eval"),
-            "output": ev.get("output", str, "think"),
-            "max_new_tokens": ev.get("max_new_tokens", int, 256),
-            "batch_size": ev.get("batch_size", int, 8),
-        },
+        eval=_eval_settings(ev, defaults=EVAL_DEFAULTS),
         arms=arms,
         selection_metric=selection.get(
             "metric", str, "mae", check=lambda v: v in SELECTION_METRICS, hint=" or ".join(SELECTION_METRICS)

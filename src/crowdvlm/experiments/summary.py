@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from crowdvlm.errors import UsageError
+from crowdvlm.experiments.localisation import collect_localisation
 from crowdvlm.experiments.pipeline import Layout
 from crowdvlm.experiments.results import load_set, summarise
 from crowdvlm.experiments.stages import is_done, read_marker
@@ -152,6 +153,7 @@ def collect(layout: Layout, *, wall_s: float | None = None) -> dict[str, Any]:
         "wall_s": wall_s,
         "stage_wall_s_total": round(float(sum(stage_walls)), 1),
         "sets": {name: summarise(res, exp.bucket_edges) for name, res in sets.items()},
+        "localisation": collect_localisation(layout),
         "comparisons": decide(exp, sets),
         "claims_spec": [{"id": c.id, "statement": c.statement, "parts": list(c.parts)} for c in exp.claims],
         "training": training,
