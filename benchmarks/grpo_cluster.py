@@ -1,4 +1,4 @@
-"""Seconds per GRPO step on 2 processes under DeepSpeed ZeRO-3: stock trl.GRPOTrainer vs crowdvlm (issue 11).
+"""Seconds per GRPO step on 2 processes under DeepSpeed ZeRO-3: stock trl.GRPOTrainer vs crowdvlm.
 
 The same configuration for both: 2 processes (``accelerate launch``), ZeRO-3 with every parameter partitioned,
 whole groups per process (each process holds one prompt's G = 8 completions per step, steps_per_generation 1),

@@ -1,4 +1,4 @@
-"""Packed prompts (issue 12): each distinct prompt once per log-prob pass, equal to stock trl.GRPOTrainer.
+"""Packed prompts: each distinct prompt once per log-prob pass, equal to stock trl.GRPOTrainer.
 
 The batch has two prompts of different lengths (45 and 41 tokens with the tiny tokenizer), G = 4 completions
 each, rows shuffled as TRL shuffles them, so packed rows of different lengths share one padded tensor.

@@ -1,4 +1,4 @@
-"""GRPO that encodes each image once per group and runs each prompt once (issues 7 and 12), on trl 1.16.0.
+"""GRPO that encodes each image once per group and runs each prompt once, on trl 1.16.0.
 
 TRL's ``RepeatSampler`` gives G identical rows per prompt, and stock ``GRPOTrainer`` treats them as G unrelated
 samples: the image processor runs 2G times per image, the vision tower sees G copies of it in every pass
