@@ -67,7 +67,7 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        },  # fmt: skip
+        },
         "experiment": results["experiment"],
         "arms": _arm_metrics(results),
         "training": {

@@ -30,9 +30,27 @@ def _one(folder: Path) -> tuple[int, float]:
     manifest = write_manifest(folder, [("ok", 1), ("ok", 2)] + [("hang", n) for n in range(3, 9)])
     out = folder / "run"
     with serve() as (handler, url):
-        argv = [sys.executable, "-m", "crowdvlm", "eval", "--backend", "openai", "--model", "m", "--base-url", url,
-                "--data", str(manifest), "--out", str(out), "--no-progress", "--batch-size", "2",
-                "--concurrency", "2"]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "crowdvlm",
+            "eval",
+            "--backend",
+            "openai",
+            "--model",
+            "m",
+            "--base-url",
+            url,
+            "--data",
+            str(manifest),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--batch-size",
+            "2",
+            "--concurrency",
+            "2",
+        ]
         env = {**os.environ, "OPENAI_API_KEY": "sk-benchmark"}
         proc = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 120

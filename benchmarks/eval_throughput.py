@@ -44,8 +44,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="eval-bench-") as tmp:
         root = Path(tmp)
         model_dir = build_tiny_model(root / "tiny", seed=0)
-        manifest = generate(root / "data", n=args.images, style="people", min_count=1, max_count=60,
-                            size=(args.size, args.size), seed=0, progress=False)  # fmt: skip
+        manifest = generate(
+            root / "data",
+            n=args.images,
+            style="people",
+            min_count=1,
+            max_count=60,
+            size=(args.size, args.size),
+            seed=0,
+            progress=False,
+        )
         items = items_from_manifests([manifest])
         backend = HFBackend.load(model_dir, max_new_tokens=args.max_new_tokens, device="cpu")
 
@@ -79,13 +87,17 @@ def main() -> int:
         },
     }
     first = batch_sizes[0]
-    print(f"tiny Qwen2.5-VL, CPU ({results['torch_threads']} threads), {args.images} images of {args.size}px, "
-          f"max_new_tokens={args.max_new_tokens}, median of {args.repeats}")  # fmt: skip
+    print(
+        f"tiny Qwen2.5-VL, CPU ({results['torch_threads']} threads), {args.images} images of {args.size}px, "
+        f"max_new_tokens={args.max_new_tokens}, median of {args.repeats}"
+    )
     for b in batch_sizes:
         row = results["batch"][b]
         ratio = row["images_per_s"] / results["batch"][first]["images_per_s"]
-        print(f"  batch {b:>3}: {row['images_per_s']:7.2f} images/s  ({row['median_seconds']:.2f} s; "
-              f"{ratio:.2f}x batch {first})")  # fmt: skip
+        print(
+            f"  batch {b:>3}: {row['images_per_s']:7.2f} images/s  ({row['median_seconds']:.2f} s; "
+            f"{ratio:.2f}x batch {first})"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

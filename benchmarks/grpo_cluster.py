@@ -82,20 +82,36 @@ def train_variant(name: str, cls, work: Path, dataset, args) -> dict:
     warmup = args.warmup
     # The config first: under ZeRO-3 it switches on deepspeed.zero.Init, so the model loads partitioned.
     config = GRPOConfig(
-        output_dir=str(work / name), per_device_train_batch_size=args.num_generations,
-        num_generations=args.num_generations, steps_per_generation=1, max_completion_length=args.new_tokens,
-        generation_kwargs={"min_new_tokens": args.new_tokens}, beta=args.beta, learning_rate=1e-5,
-        lr_scheduler_type="constant", max_steps=args.warmup + args.steps, logging_steps=1, save_strategy="no",
-        report_to="none", use_cpu=not torch.cuda.is_available(), bf16=False, seed=args.seed, disable_tqdm=True,
-    )  # fmt: skip
+        output_dir=str(work / name),
+        per_device_train_batch_size=args.num_generations,
+        num_generations=args.num_generations,
+        steps_per_generation=1,
+        max_completion_length=args.new_tokens,
+        generation_kwargs={"min_new_tokens": args.new_tokens},
+        beta=args.beta,
+        learning_rate=1e-5,
+        lr_scheduler_type="constant",
+        max_steps=args.warmup + args.steps,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        bf16=False,
+        seed=args.seed,
+        disable_tqdm=True,
+    )
     set_seed(args.seed)
     model = AutoModelForImageTextToText.from_pretrained(work / "tiny", dtype="float32")
     processor = AutoProcessor.from_pretrained(work / "tiny")
     timer = StepTimer()
     trainer = cls(
-        model=model, reward_funcs=[fgrpr_precision_reward, count_format_reward], args=config,
-        train_dataset=dataset, processing_class=processor, callbacks=[timer],
-    )  # fmt: skip
+        model=model,
+        reward_funcs=[fgrpr_precision_reward, count_format_reward],
+        args=config,
+        train_dataset=dataset,
+        processing_class=processor,
+        callbacks=[timer],
+    )
     trainer.remove_callback(PrinterCallback)
     reference = getattr(trainer.ref_model, "module", trainer.ref_model)
     timer.counters = [VisionRowCounter(trainer.model), *([VisionRowCounter(reference)] if reference else [])]
@@ -157,9 +173,23 @@ def main() -> None:
     config = args.config_file or write_zero3_cpu_variant(
         ROOT / "recipes/accelerate/zero3.yaml", work / "config"
     )
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-               "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", "0",
-               str(Path(__file__).resolve()), "--worker", str(work), *sys.argv[1:]]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config),
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        "0",
+        str(Path(__file__).resolve()),
+        "--worker",
+        str(work),
+        *sys.argv[1:],
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     started = time.perf_counter()
     subprocess.run(command, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -185,11 +215,21 @@ def main() -> None:
         )
     ratio = summary["stock_s_per_step"] / summary["crowdvlm_s_per_step"]
     print(f"ratio (stock s/step / crowdvlm s/step): {ratio:.2f}x; whole launch {wall:.0f} s")
-    summary = {"ratio": round(ratio, 3), **summary, "processes": 2, "zero_stage": 3,
-               "num_generations": args.num_generations, "image_size": args.image_size,
-               "new_tokens": args.new_tokens, "beta": args.beta, "threads_per_process": args.threads,
-               "timed_steps": args.steps, "warmup_steps": args.warmup, "trl": trl.__version__,
-               "torch": torch.__version__}  # fmt: skip
+    summary = {
+        "ratio": round(ratio, 3),
+        **summary,
+        "processes": 2,
+        "zero_stage": 3,
+        "num_generations": args.num_generations,
+        "image_size": args.image_size,
+        "new_tokens": args.new_tokens,
+        "beta": args.beta,
+        "threads_per_process": args.threads,
+        "timed_steps": args.steps,
+        "warmup_steps": args.warmup,
+        "trl": trl.__version__,
+        "torch": torch.__version__,
+    }
     print(json.dumps(summary))
 
 

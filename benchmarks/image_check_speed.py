@@ -52,8 +52,15 @@ def main() -> None:
     print(f"image check (decode + processor size rule): {timings['check']:8.1f} images/s")
     print(f"full RGB decode (what training pays):        {timings['full_decode']:8.1f} images/s")
     ratio = timings["check"] / timings["full_decode"]
-    print(json.dumps({"check_images_per_s": round(timings["check"], 1),
-                      "decode_images_per_s": round(timings["full_decode"], 1), "ratio": round(ratio, 2)}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "check_images_per_s": round(timings["check"], 1),
+                "decode_images_per_s": round(timings["full_decode"], 1),
+                "ratio": round(ratio, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

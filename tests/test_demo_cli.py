@@ -45,21 +45,32 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys):
         expected |= {f"runs/{arm}/lr3e-05/s0", f"evals/{arm}/s0/test", f"evals/{arm}/s0/ood"}
     assert expected <= set(markers)
     assert sum(m.startswith("runs/") for m in markers) == 3  # one training run per arm
-    steps = {arm: json.loads((out / f"runs/{arm}/lr3e-05/s0" / DONE_FILE).read_text())["steps"]
-             for arm in ("sft", "grpo_fgrpr")}  # fmt: skip
+    steps = {
+        arm: json.loads((out / f"runs/{arm}/lr3e-05/s0" / DONE_FILE).read_text())["steps"]
+        for arm in ("sft", "grpo_fgrpr")
+    }
     assert steps == {
         "sft": 2,
         "grpo_fgrpr": 4,
     }  # one pass over 8 images: batches of 4, and of 2 x 4 completions
 
     report = out / "report"
-    for name in ("report.md", "results.json", "reward_curves.png", "mae_per_dataset.png", "error_by_bucket.png",
-                 "compare-test/compare.md", "compare-ood/compare.png"):  # fmt: skip
+    for name in (
+        "report.md",
+        "results.json",
+        "reward_curves.png",
+        "mae_per_dataset.png",
+        "error_by_bucket.png",
+        "compare-test/compare.md",
+        "compare-ood/compare.png",
+    ):
         assert (report / name).stat().st_size > 0, name
     results = json.loads((report / "results.json").read_text())
     assert set(results["comparisons"]["claims"]) == {"C1", "C2", "C3"}
-    assert all(v in ("reproduces", "does not reproduce", "inconclusive")
-               for v in results["comparisons"]["claims"].values())  # fmt: skip
+    assert all(
+        v in ("reproduces", "does not reproduce", "inconclusive")
+        for v in results["comparisons"]["claims"].values()
+    )
     assert results["sets"]["test"]["arms"]["sft"]["overall"]["n"] == 10
     for arm in ("grpo_binary", "grpo_fgrpr"):
         assert results["curves"][arm]["0"]["step"], f"{arm}: no reward curve in the trainer log"

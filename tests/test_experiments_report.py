@@ -80,8 +80,14 @@ def finished(tmp_path):
                 with (run / "log.jsonl").open("w") as f:
                     f.write(json.dumps({"event": "train_begin", "step": 0}) + "\n")
                     for step in range(1, 21):
-                        row = {"event": "log", "step": step, f"rewards/{reward}/mean": 0.01 * step,
-                               "frac_reward_zero_std": 0.5, "kl": 0.001 * step, "entropy": 0.3}  # fmt: skip
+                        row = {
+                            "event": "log",
+                            "step": step,
+                            f"rewards/{reward}/mean": 0.01 * step,
+                            "frac_reward_zero_std": 0.5,
+                            "kl": 0.001 * step,
+                            "entropy": 0.3,
+                        }
                         f.write(json.dumps(row) + "\n")
             for set_name, (truths, names) in sets.items():
                 _predictions(layout.seed_eval(arm, seed, set_name), arm, set_name, truths, names)
@@ -116,8 +122,18 @@ def test_collect_and_report(finished):
 
     report = write_report(results, exp, layout)
     text = report.read_text()
-    for needle in ("C1", "C2", "C3", "reproduces", "Equal images ≠ equal compute", "reward_curves.png", "shapes",
-                   "compare-ood/compare.md", "`../demo/grpo.yaml`", "`package:demo/base`"):  # fmt: skip
+    for needle in (
+        "C1",
+        "C2",
+        "C3",
+        "reproduces",
+        "Equal images ≠ equal compute",
+        "reward_curves.png",
+        "shapes",
+        "compare-ood/compare.md",
+        "`../demo/grpo.yaml`",
+        "`package:demo/base`",
+    ):
         assert needle in text, needle
     assert (
         str(layout.out) not in text and str(DEMO_FILE.parent) not in text
@@ -154,8 +170,11 @@ def test_stages_skip_finished_clear_half_written_and_measure_eta(tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     b.mkdir()
     (b / "stale.txt").write_text("half-written by a killed run")
-    stages = [Stage("a", a, "eval", 10, work("a", a)), Stage("b", b, "eval", 30, work("b", b)),
-              Stage("c", c, "train", 5, work("c", c))]  # fmt: skip
+    stages = [
+        Stage("a", a, "eval", 10, work("a", a)),
+        Stage("b", b, "eval", 30, work("b", b)),
+        Stage("c", c, "train", 5, work("c", c)),
+    ]
     _marker(a, kind="eval", units=10, wall_s=2.0)  # stage a finished in an earlier session: 0.2 s per image
     assert eta([json.loads((a / DONE_FILE).read_text())], stages[1:]) == (pytest.approx(6.0), 1)
     lines = []

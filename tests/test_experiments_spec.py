@@ -55,19 +55,34 @@ def _write(tmp_path, change: dict) -> Path:
         ({"arms": {"sft": {"recipe": "../demo/nope.yaml"}}}, "arms.sft.recipe: ../demo/nope.yaml not found"),
         ({"arms": {"sft": {"train": "ppo"}}}, "arms.sft.train: expected sft or grpo"),
         ({"arms": {"sft": {"lr_grid": []}}}, "arms.sft.lr_grid: expected a non-empty list"),
-        ({"arms": {"sft": {"overrides": {"learning_rate": 1e-3}}}}, "arms.sft.overrides.learning_rate: set by"),
+        (
+            {"arms": {"sft": {"overrides": {"learning_rate": 1e-3}}}},
+            "arms.sft.overrides.learning_rate: set by",
+        ),
         ({"arms": {"base": {"model": "base", "train": "sft"}}}, "arms.base.model: an arm is either trained"),
-        ({"comparisons": [{"id": "X", "a": "sft", "b": "sft", "set": "test", "expect": "lower", "margin": 0}]},
-         "comparisons[0].b: expected another arm"),
-        ({"comparisons": [{"id": "X", "a": "sft", "b": "base", "set": "test", "expect": "better", "margin": 0}]},
-         "comparisons[0].expect: expected lower or higher or equal"),
+        (
+            {
+                "comparisons": [
+                    {"id": "X", "a": "sft", "b": "sft", "set": "test", "expect": "lower", "margin": 0}
+                ]
+            },
+            "comparisons[0].b: expected another arm",
+        ),
+        (
+            {
+                "comparisons": [
+                    {"id": "X", "a": "sft", "b": "base", "set": "test", "expect": "better", "margin": 0}
+                ]
+            },
+            "comparisons[0].expect: expected lower or higher or equal",
+        ),
         ({"claims": {"C9": {"parts": ["C7"]}}}, "claims.C9.parts: expected comparison ids"),
         ({"base": "nowhere"}, "base: nowhere holds no model"),
         ({"report": {"ci_level": 1.5}}, "report.ci_level: expected a level in (0, 1)"),
         ({"selection": {"metric": "accuracy"}}, "selection.metric: expected mae or rmse or mae_parsed"),
         ({"validation_set": None}, "validation_set: an arm has an lr grid"),
     ],
-)  # fmt: skip
+)
 def test_bad_experiment_names_file_and_key(tmp_path, change, message):
     path = _write(tmp_path, change)
     with pytest.raises(UsageError) as info:

@@ -77,9 +77,13 @@ def test_directional_verdict(low, high, expect, margin, verdict):
 
 @pytest.mark.parametrize(
     "low,high,verdict",
-    [(-0.1, 0.1, "reproduces"), (0.3, 0.5, "does not reproduce"), (-0.5, -0.3, "does not reproduce"),
-     (0.1, 0.3, "inconclusive")],
-)  # fmt: skip
+    [
+        (-0.1, 0.1, "reproduces"),
+        (0.3, 0.5, "does not reproduce"),
+        (-0.5, -0.3, "does not reproduce"),
+        (0.1, 0.3, "inconclusive"),
+    ],
+)
 def test_equivalence_verdict(low, high, verdict):
     assert equivalence_verdict(_ci(low, high), margin=0.2) == verdict
 

@@ -217,9 +217,13 @@ def test_shared_prefill_gives_stock_first_token_logits_and_samples(shared):
         return_tensors="pt",
     )
     config = GenerationConfig(
-        max_new_tokens=6, do_sample=True, pad_token_id=processor.tokenizer.pad_token_id, disable_compile=True,
-        return_dict_in_generate=True, output_logits=True,
-    )  # fmt: skip
+        max_new_tokens=6,
+        do_sample=True,
+        pad_token_id=processor.tokenizer.pad_token_id,
+        disable_compile=True,
+        return_dict_in_generate=True,
+        output_logits=True,
+    )
     model = shared.model.eval()
     try:
         torch.manual_seed(123)

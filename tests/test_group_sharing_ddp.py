@@ -34,10 +34,22 @@ def _worker(which: str, out: str, model_dir: str) -> None:
     model, processor = load_model_and_processor(model_dir, dtype="float32")
     rows = count_vision_rows(model.model.visual)
     args = GRPOConfig(
-        output_dir=out, per_device_train_batch_size=G, num_generations=G, max_completion_length=8, beta=0.0,
-        max_steps=2, optim="sgd", learning_rate=0.5, save_strategy="no", report_to="none", use_cpu=True,
-        bf16=False, seed=0, logging_steps=1, disable_tqdm=True,
-    )  # fmt: skip
+        output_dir=out,
+        per_device_train_batch_size=G,
+        num_generations=G,
+        max_completion_length=8,
+        beta=0.0,
+        max_steps=2,
+        optim="sgd",
+        learning_rate=0.5,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        logging_steps=1,
+        disable_tqdm=True,
+    )
     cls = GroupSharedGRPOTrainer if which == "shared" else GRPOTrainer
     trainer = cls(
         model=model,

@@ -47,9 +47,15 @@ def test_grpo_warns_only_when_sharing(tiny_model_dir, tmp_path, caplog):
     manifest = generate(
         tmp_path / "d", n=2, style="dots", min_count=1, max_count=3, size=(56, 56), progress=False
     )
-    paper_layout = {"model_name_or_path": str(tiny_model_dir), "dataset": [str(manifest)], "use_cpu": True,
-                    "output_dir": str(tmp_path / "out"), "per_device_train_batch_size": 1,
-                    "gradient_accumulation_steps": 8, "num_generations": 8}  # fmt: skip
+    paper_layout = {
+        "model_name_or_path": str(tiny_model_dir),
+        "dataset": [str(manifest)],
+        "use_cpu": True,
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": 1,
+        "gradient_accumulation_steps": 8,
+        "num_generations": 8,
+    }
     job = parse_job("grpo", recipe=RECIPES / "tiny" / "grpo_fgrpr.yaml", **paper_layout)
     with caplog.at_level(logging.WARNING, logger="crowdvlm.train.layout"):
         assert "nothing of a group" in warn_if_groups_split(job.training, share_prompt=True)

@@ -30,14 +30,30 @@ RECIPES = ROOT / "recipes" / "tiny"
 
 def crowdvlm(*args: str, cwd: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run([sys.executable, "-m", "crowdvlm", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "crowdvlm", *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, f"crowdvlm {' '.join(args)} failed:\n{done.stderr[-4000:]}"
 
 
 def eval_metrics(model: Path, data: Path, out: Path) -> dict:
-    crowdvlm("eval", "--model", str(model), "--data", str(data), "--out", str(out), "--batch-size", "16",
-             "--prompt", "train", "--max-new-tokens", "48", "--no-progress", cwd=out.parent)  # fmt: skip
+    crowdvlm(
+        "eval",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--batch-size",
+        "16",
+        "--prompt",
+        "train",
+        "--max-new-tokens",
+        "48",
+        "--no-progress",
+        cwd=out.parent,
+    )
     return json.loads((out / "metrics.json").read_text())["overall"]
 
 
@@ -46,18 +62,49 @@ def workdir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("learning")
     crowdvlm("model", "tiny", "--out", str(root / "tiny-model"), cwd=root)
     for name, n, seed in (("train", 256, 0), ("val", 64, 1)):
-        crowdvlm("data", "synth", "--out", str(root / name), "--n", str(n), "--style", "dots",
-                 "--min-count", "1", "--max-count", "9", "--size", "112x112", "--seed", str(seed),
-                 "--no-progress", cwd=root)  # fmt: skip
+        crowdvlm(
+            "data",
+            "synth",
+            "--out",
+            str(root / name),
+            "--n",
+            str(n),
+            "--style",
+            "dots",
+            "--min-count",
+            "1",
+            "--max-count",
+            "9",
+            "--size",
+            "112x112",
+            "--seed",
+            str(seed),
+            "--no-progress",
+            cwd=root,
+        )
     return root
 
 
 @pytest.fixture(scope="module")
 def sft_model(workdir) -> Path:
     out = workdir / "sft"
-    crowdvlm("train", "sft", "--config", str(RECIPES / "sft.yaml"), "--model_name_or_path",
-             str(workdir / "tiny-model"), "--dataset", str(workdir / "train" / "manifest.jsonl"),
-             "--output_dir", str(out), "--report_to", "none", "--disable_tqdm", "true", cwd=workdir)  # fmt: skip
+    crowdvlm(
+        "train",
+        "sft",
+        "--config",
+        str(RECIPES / "sft.yaml"),
+        "--model_name_or_path",
+        str(workdir / "tiny-model"),
+        "--dataset",
+        str(workdir / "train" / "manifest.jsonl"),
+        "--output_dir",
+        str(out),
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        cwd=workdir,
+    )
     return out
 
 
@@ -65,18 +112,37 @@ def test_sft_lowers_validation_mae(workdir, sft_model):
     val = workdir / "val" / "manifest.jsonl"
     before = eval_metrics(workdir / "tiny-model", val, workdir / "eval-random")
     after = eval_metrics(sft_model, val, workdir / "eval-sft")
-    print(f"val MAE random {before['mae']:.3f} -> SFT {after['mae']:.3f}; "
-          f"parse failures {before['parse_failure_rate']:.2f} -> {after['parse_failure_rate']:.2f}")  # fmt: skip
+    print(
+        f"val MAE random {before['mae']:.3f} -> SFT {after['mae']:.3f}; "
+        f"parse failures {before['parse_failure_rate']:.2f} -> {after['parse_failure_rate']:.2f}"
+    )
     assert after["parse_failure_rate"] <= 0.05
     assert after["mae"] < before["mae"]
 
 
 def test_fgrpr_grpo_raises_the_task_reward(workdir, sft_model):
     out = workdir / "grpo"
-    crowdvlm("train", "grpo", "--config", str(RECIPES / "grpo_fgrpr.yaml"), "--model_name_or_path",
-             str(sft_model), "--dataset", str(workdir / "train" / "manifest.jsonl"), "--output_dir", str(out),
-             "--report_to", "none", "--disable_tqdm", "true", "--logging_steps", "1",
-             "--sample_completions_steps", "0", cwd=workdir)  # fmt: skip
+    crowdvlm(
+        "train",
+        "grpo",
+        "--config",
+        str(RECIPES / "grpo_fgrpr.yaml"),
+        "--model_name_or_path",
+        str(sft_model),
+        "--dataset",
+        str(workdir / "train" / "manifest.jsonl"),
+        "--output_dir",
+        str(out),
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--logging_steps",
+        "1",
+        "--sample_completions_steps",
+        "0",
+        cwd=workdir,
+    )
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     rewards = [r["rewards/fgrpr/mean"] for r in logs if r.get("event") == "log" and "rewards/fgrpr/mean" in r]
     assert len(rewards) >= 100

@@ -88,12 +88,31 @@ def _trainer(cls, model_dir, tmp_path, *, with_images=True, **config):
     # prompts of different lengths and a right-padding processor stock TRL misplaces image positions, so the
     # comparison is made where stock TRL is right (the packed prompts read placeholders off the tokens).
     processor.tokenizer.padding_side = "left"
-    args = dict(output_dir=str(tmp_path / cls.__name__), per_device_train_batch_size=PROMPTS * G, num_generations=G,
-                max_completion_length=8, learning_rate=1.0, optim="sgd", beta=0.04, max_steps=1, logging_steps=1,
-                save_strategy="no", report_to="none", use_cpu=True, bf16=False, seed=0, data_seed=0)  # fmt: skip
+    args = dict(
+        output_dir=str(tmp_path / cls.__name__),
+        per_device_train_batch_size=PROMPTS * G,
+        num_generations=G,
+        max_completion_length=8,
+        learning_rate=1.0,
+        optim="sgd",
+        beta=0.04,
+        max_steps=1,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        data_seed=0,
+    )
     args.update(config)
-    return cls(model=model, reward_funcs=[length_reward], args=GRPOConfig(**args),
-               train_dataset=_dataset(with_images), processing_class=processor)  # fmt: skip
+    return cls(
+        model=model,
+        reward_funcs=[length_reward],
+        args=GRPOConfig(**args),
+        train_dataset=_dataset(with_images),
+        processing_class=processor,
+    )
 
 
 def _sharing_warnings(caplog, family: str = "qwen2_5_vl") -> list[str]:
@@ -184,8 +203,15 @@ def test_one_step_matches_stock_with_every_sharing_path(
 
 def test_qwen3_5_text_only_prompts_train_with_shared_prefill(tiny_family_dir, tmp_path):
     """The reported crash: LinearAttentionLayer has no batch_select_indices, text-only prompts included."""
-    trainer = _trainer(GroupSharedGRPOTrainer, tiny_family_dir("qwen3_5"), tmp_path, with_images=False,
-                       max_steps=2, learning_rate=1e-3, optim="adamw_torch")  # fmt: skip
+    trainer = _trainer(
+        GroupSharedGRPOTrainer,
+        tiny_family_dir("qwen3_5"),
+        tmp_path,
+        with_images=False,
+        max_steps=2,
+        learning_rate=1e-3,
+        optim="adamw_torch",
+    )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
     assert trainer.state.global_step == 2 and other_fallbacks("qwen3_5", trainer.sharing_fallbacks) == {}
@@ -248,8 +274,9 @@ def test_qwen3_5_recipe_lora_targets_reach_the_linear_attention_layers(tiny_fami
     recipe = yaml.safe_load(
         (Path(__file__).resolve().parents[1] / "recipes/qwen3_5_9b/grpo_fgrpr.yaml").read_text()
     )
-    model, _ = load_model_and_processor(tiny_family_dir("qwen3_5"), lora={"r": 4, "alpha": 8,
-                                        "target_modules": recipe["lora_target_modules"]})  # fmt: skip
+    model, _ = load_model_and_processor(
+        tiny_family_dir("qwen3_5"), lora={"r": 4, "alpha": 8, "target_modules": recipe["lora_target_modules"]}
+    )
     adapted = {n.split(".lora_A")[0].rsplit(".", 2)[-2] for n, _ in model.named_parameters() if "lora_A" in n}
     assert {"linear_attn", "self_attn", "mlp"} <= adapted
     assert not any("visual" in n for n, _ in model.named_parameters() if "lora_" in n)

@@ -36,8 +36,15 @@ def small_dots(tmp_path_factory) -> Path:
 def _run(kind: str, recipe: str, model: Path, manifest: Path, out: Path, **overrides):
     from crowdvlm.train import run_grpo, run_sft
 
-    job = parse_job(kind, recipe=RECIPES / recipe, model_name_or_path=str(model), dataset=[str(manifest)],
-                    output_dir=str(out), **QUIET, **overrides)  # fmt: skip
+    job = parse_job(
+        kind,
+        recipe=RECIPES / recipe,
+        model_name_or_path=str(model),
+        dataset=[str(manifest)],
+        output_dir=str(out),
+        **QUIET,
+        **overrides,
+    )
     return (run_sft if kind == "sft" else run_grpo)(job)
 
 
@@ -55,21 +62,42 @@ def test_sft_then_grpo_train_each_family(family, tiny_family_dir, small_dots, tm
     base = tiny_family_dir(family)
     # Answer-only targets, long enough at a high learning rate that the model writes <answer>N</answer> and
     # GRPO gets rewards (a random model never does: every advantage, and so the gradient, would be 0).
-    sft = _run("sft", "sft.yaml", base, small_dots, tmp_path / "sft", max_steps=WARM_STEPS, learning_rate=3e-3,
-               logging_steps=WARM_STEPS, output_format="answer-only")  # fmt: skip
+    sft = _run(
+        "sft",
+        "sft.yaml",
+        base,
+        small_dots,
+        tmp_path / "sft",
+        max_steps=WARM_STEPS,
+        learning_rate=3e-3,
+        logging_steps=WARM_STEPS,
+        output_format="answer-only",
+    )
     assert sft.global_step == WARM_STEPS
     before, after = _weights(base), _weights(sft.output_dir)
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
     with caplog.at_level(logging.WARNING, logger=group_sharing.__name__):
-        grpo = _run("grpo", "grpo_fgrpr.yaml", sft.output_dir, small_dots, tmp_path / "grpo", max_steps=2,
-                    logging_steps=1, max_completion_length=8, output_format="answer-only",
-                    rewards=["fgrpr", "answer_format"])  # fmt: skip
+        grpo = _run(
+            "grpo",
+            "grpo_fgrpr.yaml",
+            sft.output_dir,
+            small_dots,
+            tmp_path / "grpo",
+            max_steps=2,
+            logging_steps=1,
+            max_completion_length=8,
+            output_format="answer-only",
+            rewards=["fgrpr", "answer_format"],
+        )
     assert grpo.global_step == 2
     from test_model_families import is_packing_fallback
 
-    unexpected = [r for r in caplog.records
-                  if r.name == group_sharing.__name__ and not is_packing_fallback(family, r.getMessage())]  # fmt: skip
+    unexpected = [
+        r
+        for r in caplog.records
+        if r.name == group_sharing.__name__ and not is_packing_fallback(family, r.getMessage())
+    ]
     assert not unexpected  # every sharing path on (prompt packing: Qwen2.5-VL only, one logged reason)
     logs = [e for e in read_jsonl(grpo.output_dir / "log.jsonl") if e["event"] == "log" and "loss" in e]
     assert len(logs) == 2 and all(math.isfinite(e["loss"]) and "rewards/fgrpr/mean" in e for e in logs)

@@ -291,8 +291,12 @@ def test_matching_metrics_and_bad_radius():
 
 
 def columns(truth_points, image=(224, 168), frame=(112, 84)) -> dict:
-    return {"solution": [len(truth_points)], "points": [truth_points], "image_size": [list(image)],
-            "frame_size": [list(frame)]}  # fmt: skip
+    return {
+        "solution": [len(truth_points)],
+        "points": [truth_points],
+        "image_size": [list(image)],
+        "frame_size": [list(frame)],
+    }
 
 
 TRUTH = [

@@ -29,20 +29,37 @@ def run_dir(tmp_path):
     for name in ("a", "b", "c"):
         Image.new("RGB", (224, 168), "white").save(tmp_path / f"{name}.png")
     records = [
-        {"id": "a", "image": "a.png", "problem": "How many?", "solution": 3, "dataset": "d1", "width": 224,
-         "height": 168, "points": [[20, 20], [100, 60], [200, 160]]},
+        {
+            "id": "a",
+            "image": "a.png",
+            "problem": "How many?",
+            "solution": 3,
+            "dataset": "d1",
+            "width": 224,
+            "height": 168,
+            "points": [[20, 20], [100, 60], [200, 160]],
+        },
         {"id": "b", "image": "b.png", "problem": "How many?", "solution": 0, "dataset": "d2", "points": []},
-        {"id": "c", "image": "c.png", "problem": "How many?", "solution": 1, "dataset": "d2", "points": [[5, 5]]},
-    ]  # fmt: skip
+        {
+            "id": "c",
+            "image": "c.png",
+            "problem": "How many?",
+            "solution": 1,
+            "dataset": "d2",
+            "points": [[5, 5]],
+        },
+    ]
     manifest = write_manifest(records, tmp_path / "m.jsonl")
     run = tmp_path / "run"
     texts = {"a": answer([(10, 10), (51, 30), (0, 0), (200, 5)]), "b": answer([])}
     with PredictionWriter(run / "predictions.jsonl") as w:
-        w.write_batch([
-            Prediction("a", "d1", str(tmp_path / "a.png"), 3, texts["a"], 4, True),
-            Prediction("b", "d2", str(tmp_path / "b.png"), 0, texts["b"], 0, True),
-            Prediction("c", "d2", str(tmp_path / "c.png"), 1, "", None, False, error="cannot load image"),
-        ])  # fmt: skip
+        w.write_batch(
+            [
+                Prediction("a", "d1", str(tmp_path / "a.png"), 3, texts["a"], 4, True),
+                Prediction("b", "d2", str(tmp_path / "b.png"), 0, texts["b"], 0, True),
+                Prediction("c", "d2", str(tmp_path / "c.png"), 1, "", None, False, error="cannot load image"),
+            ]
+        )
     (run / "metrics.json").write_text("{}")
     (run / "report.md").write_text("# Evaluation report\n")
     return run, manifest
@@ -89,8 +106,10 @@ def test_summary_groups_by_dataset_and_bucket():
 
 def test_point_dataset_columns_and_bad_records(tmp_path):
     Image.new("RGB", (60, 40)).save(tmp_path / "i.png")
-    good = [{"id": "a", "image": "i.png", "problem": "How many?", "solution": 1, "points": [[3, 4]]},
-            {"id": "b", "image": "i.png", "problem": "How many?", "solution": 0}]  # fmt: skip
+    good = [
+        {"id": "a", "image": "i.png", "problem": "How many?", "solution": 1, "points": [[3, 4]]},
+        {"id": "b", "image": "i.png", "problem": "How many?", "solution": 0},
+    ]
     ds = manifest_to_dataset(write_manifest(good, tmp_path / "g.jsonl"), output="points", with_points=True)
     assert ds["points"] == [[[3.0, 4.0]], []] and ds["image_size"] == [[60, 40], [60, 40]]
     assert "points" not in manifest_to_dataset(tmp_path / "g.jsonl").column_names

@@ -78,7 +78,10 @@ def test_point_arms_answer_with_points_and_get_localisation(toy_run):
         assert output == ("points" if arm in POINT_ARMS else "answer-only"), arm
         assert (folder / "localisation.json").is_file() == (arm in POINT_ARMS), arm
     # the point GRPO arm trained on the point rewards, the answer-only one on FGRPR
-    logs = {arm: (toy_run / "runs" / arm / "lr3e-05" / "s0" / "log.jsonl").read_text() for arm in ("grpo_points", "grpo_fgrpr")}  # fmt: skip
+    logs = {
+        arm: (toy_run / "runs" / arm / "lr3e-05" / "s0" / "log.jsonl").read_text()
+        for arm in ("grpo_points", "grpo_fgrpr")
+    }
     assert (
         "rewards/point_f1/mean" in logs["grpo_points"] and "rewards/point_f1/mean" not in logs["grpo_fgrpr"]
     )

@@ -31,10 +31,29 @@ def point_manifest(tmp_path_factory) -> Path:
 def point_runs(tiny_model_dir, point_manifest, tmp_path_factory):
     """A pointing SFT until the tiny model lists points (about 30 s on two busy cores), then 3 GRPO steps."""
     sft, grpo = tmp_path_factory.mktemp("sft-points"), tmp_path_factory.mktemp("grpo-points")
-    run("sft", "sft_points.yaml", tiny_model_dir, point_manifest, sft, max_steps=100, learning_rate=2e-3,
-        save_strategy="no", logging_steps=10)  # fmt: skip
-    result = run("grpo", "grpo_points.yaml", sft, point_manifest, grpo, max_steps=3, save_strategy="no",
-                 logging_steps=1, sample_completions_steps=1, max_completion_length=160)  # fmt: skip
+    run(
+        "sft",
+        "sft_points.yaml",
+        tiny_model_dir,
+        point_manifest,
+        sft,
+        max_steps=100,
+        learning_rate=2e-3,
+        save_strategy="no",
+        logging_steps=10,
+    )
+    result = run(
+        "grpo",
+        "grpo_points.yaml",
+        sft,
+        point_manifest,
+        grpo,
+        max_steps=3,
+        save_strategy="no",
+        logging_steps=1,
+        sample_completions_steps=1,
+        max_completion_length=160,
+    )
     return sft, result
 
 
@@ -98,8 +117,22 @@ def test_eval_with_points_writes_localisation_and_predict_draws_points(
     from crowdvlm.evaluate.cli import eval_main, predict_main
 
     common = ["--model", str(point_sft), "--device", "cpu", "--max-new-tokens", "120", "--prompt", "train"]
-    argv = [*common, "--data", str(point_manifest), "--out", str(tmp_path / "run"), "--output", "points",
-            "--limit", "4", "--no-progress", "--radii", "4,16", "--overlays", "2"]  # fmt: skip
+    argv = [
+        *common,
+        "--data",
+        str(point_manifest),
+        "--out",
+        str(tmp_path / "run"),
+        "--output",
+        "points",
+        "--limit",
+        "4",
+        "--no-progress",
+        "--radii",
+        "4,16",
+        "--overlays",
+        "2",
+    ]
     assert eval_main(argv) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     loc = metrics["localisation"]
@@ -116,8 +149,21 @@ def test_eval_with_points_writes_localisation_and_predict_draws_points(
 
 def test_point_rewards_need_the_points_output(tiny_model_dir, point_manifest, tmp_path):
     with pytest.raises(ConfigError, match="output_format: points"):
-        parse_job("grpo", recipe=RECIPES / "grpo_fgrpr.yaml", model_name_or_path=str(tiny_model_dir),
-                  dataset=[str(point_manifest)], output_dir=str(tmp_path), rewards=["point_f1"], reward_weights=[1.0])  # fmt: skip
+        parse_job(
+            "grpo",
+            recipe=RECIPES / "grpo_fgrpr.yaml",
+            model_name_or_path=str(tiny_model_dir),
+            dataset=[str(point_manifest)],
+            output_dir=str(tmp_path),
+            rewards=["point_f1"],
+            reward_weights=[1.0],
+        )
     with pytest.raises(ConfigError, match="point_frame must be one of"):
-        parse_job("sft", recipe=RECIPES / "sft_points.yaml", model_name_or_path=str(tiny_model_dir),
-                  dataset=[str(point_manifest)], output_dir=str(tmp_path), point_frame="pixels")  # fmt: skip
+        parse_job(
+            "sft",
+            recipe=RECIPES / "sft_points.yaml",
+            model_name_or_path=str(tiny_model_dir),
+            dataset=[str(point_manifest)],
+            output_dir=str(tmp_path),
+            point_frame="pixels",
+        )

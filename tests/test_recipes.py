@@ -58,8 +58,13 @@ def test_recipe_parses(recipe, tiny_model_dir, tmp_path):
     raw = yaml.safe_load(recipe.read_text())
     # On this CPU-only, single-process machine: no bf16, and the paper's 8-GPU batch (8 x 1 x 2 completions)
     # needs 8 accumulation steps to form whole groups of 8.
-    overrides = {"model_name_or_path": str(tiny_model_dir), "dataset": [str(manifest)],
-                 "output_dir": str(tmp_path / "out"), "bf16": False, "use_cpu": True}  # fmt: skip
+    overrides = {
+        "model_name_or_path": str(tiny_model_dir),
+        "dataset": [str(manifest)],
+        "output_dir": str(tmp_path / "out"),
+        "bf16": False,
+        "use_cpu": True,
+    }
     if raw.get("num_generations", 8) > raw.get("per_device_train_batch_size", 8):
         overrides["gradient_accumulation_steps"] = 8
     job = parse_job(kind_of(recipe), recipe=recipe, **overrides)
@@ -76,8 +81,16 @@ def test_recipe_parses(recipe, tiny_model_dir, tmp_path):
             assert parsed == value, (key, parsed, value)
 
 
-PAPER = {"loss_type": "grpo", "beta": 0.04, "epsilon": 0.2, "num_generations": 8, "max_completion_length": 256,
-         "temperature": 1.0, "num_train_epochs": 2, "scale_rewards": "group"}  # fmt: skip
+PAPER = {
+    "loss_type": "grpo",
+    "beta": 0.04,
+    "epsilon": 0.2,
+    "num_generations": 8,
+    "max_completion_length": 256,
+    "temperature": 1.0,
+    "num_train_epochs": 2,
+    "scale_rewards": "group",
+}
 
 
 @pytest.mark.parametrize(
@@ -85,20 +98,34 @@ PAPER = {"loss_type": "grpo", "beta": 0.04, "epsilon": 0.2, "num_generations": 8
     [
         ("qwen2_5_vl_3b/grpo_fgrpr", {**PAPER, "learning_rate": 1e-6, "rewards": ["fgrpr", "format"]}),
         ("qwen2_5_vl_3b/grpo_binary", {**PAPER, "learning_rate": 1e-6, "rewards": ["binary", "format"]}),
-        ("qwen2_5_vl_7b/grpo_fgrpr", {**PAPER, "learning_rate": 1e-5, "use_peft": True, "lora_r": 64,
-                                      "lora_alpha": 128, "lora_dropout": 0.05, "freeze_vision": True}),
+        (
+            "qwen2_5_vl_7b/grpo_fgrpr",
+            {
+                **PAPER,
+                "learning_rate": 1e-5,
+                "use_peft": True,
+                "lora_r": 64,
+                "lora_alpha": 128,
+                "lora_dropout": 0.05,
+                "freeze_vision": True,
+            },
+        ),
         ("qwen2_5_vl_7b/grpo_binary", {**PAPER, "learning_rate": 1e-5, "rewards": ["binary", "format"]}),
         ("qwen3_vl_4b/grpo_fgrpr", {**PAPER, "learning_rate": 1e-6, "freeze_vision": False}),
-        ("qwen3_vl_4b/grpo_fgrpr_lora", {**PAPER, "learning_rate": 1e-5, "use_peft": True, "lora_r": 64,
-                                         "freeze_vision": True}),
+        (
+            "qwen3_vl_4b/grpo_fgrpr_lora",
+            {**PAPER, "learning_rate": 1e-5, "use_peft": True, "lora_r": 64, "freeze_vision": True},
+        ),
         ("qwen3_vl_8b/grpo_fgrpr", {**PAPER, "learning_rate": 1e-6, "freeze_vision": False}),
-        ("qwen3_vl_8b/grpo_fgrpr_lora", {**PAPER, "learning_rate": 1e-5, "use_peft": True, "lora_r": 64,
-                                         "freeze_vision": True}),
+        (
+            "qwen3_vl_8b/grpo_fgrpr_lora",
+            {**PAPER, "learning_rate": 1e-5, "use_peft": True, "lora_r": 64, "freeze_vision": True},
+        ),
         ("qwen3_5_9b/grpo_fgrpr", {**PAPER, "learning_rate": 1e-5, "use_peft": True, "freeze_vision": True}),
         ("tiny/grpo_fgrpr", {"loss_type": "grpo", "beta": 0.04, "rewards": ["fgrpr", "format"]}),
         ("tiny/grpo_binary", {"loss_type": "grpo", "beta": 0.04, "rewards": ["binary", "format"]}),
     ],
-)  # fmt: skip
+)
 def test_paper_values(recipe, expected):
     raw = yaml.safe_load((RECIPES / f"{recipe}.yaml").read_text())
     assert {key: raw.get(key) for key in expected} == expected
@@ -116,9 +143,12 @@ def test_cluster_recipes_launch_with_their_deepspeed_stage(recipe, accelerate):
 
 @pytest.mark.parametrize(
     ("recipe", "model"),
-    [("qwen3_vl_4b", "Qwen/Qwen3-VL-4B-Instruct"), ("qwen3_vl_8b", "Qwen/Qwen3-VL-8B-Instruct"),
-     ("qwen3_5_9b", "Qwen/Qwen3.5-9B")],
-)  # fmt: skip
+    [
+        ("qwen3_vl_4b", "Qwen/Qwen3-VL-4B-Instruct"),
+        ("qwen3_vl_8b", "Qwen/Qwen3-VL-8B-Instruct"),
+        ("qwen3_5_9b", "Qwen/Qwen3.5-9B"),
+    ],
+)
 def test_qwen3_recipes_hold_whole_groups_per_process(recipe, model):
     """Each process gets whole GRPO groups (what the sharing needs); full tuning on ZeRO-3, LoRA on ZeRO-2."""
     for path in (RECIPES / recipe).glob("*.yaml"):

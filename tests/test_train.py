@@ -32,8 +32,15 @@ def dots_manifest(tmp_path_factory) -> Path:
 def run(kind: str, recipe: str, model: Path, manifest: Path, out: Path, **overrides):
     from crowdvlm.train import run_grpo, run_sft
 
-    job = parse_job(kind, recipe=RECIPES / recipe, model_name_or_path=str(model), dataset=[str(manifest)],
-                    output_dir=str(out), **QUIET, **overrides)  # fmt: skip
+    job = parse_job(
+        kind,
+        recipe=RECIPES / recipe,
+        model_name_or_path=str(model),
+        dataset=[str(manifest)],
+        output_dir=str(out),
+        **QUIET,
+        **overrides,
+    )
     return (run_sft if kind == "sft" else run_grpo)(job)
 
 
@@ -73,16 +80,34 @@ def sft_3(tiny_model_dir, dots_manifest, tmp_path_factory):
 def warm_model(tiny_model_dir, dots_manifest, tmp_path_factory) -> Path:
     """SFT until the tiny model writes `<think>..</think><answer>N</answer>` (about 6 s of training)."""
     out = tmp_path_factory.mktemp("sft-warm")
-    run("sft", "sft.yaml", tiny_model_dir, dots_manifest, out, max_steps=120, learning_rate=2e-3,
-        save_strategy="no", logging_steps=20)  # fmt: skip
+    run(
+        "sft",
+        "sft.yaml",
+        tiny_model_dir,
+        dots_manifest,
+        out,
+        max_steps=120,
+        learning_rate=2e-3,
+        save_strategy="no",
+        logging_steps=20,
+    )
     return out
 
 
 @pytest.fixture(scope="session")
 def grpo_3(warm_model, dots_manifest, tmp_path_factory):
     out = tmp_path_factory.mktemp("grpo-3")
-    return run("grpo", "grpo_fgrpr.yaml", warm_model, dots_manifest, out, max_steps=3, save_steps=3,
-               logging_steps=1, sample_completions_steps=1)  # fmt: skip
+    return run(
+        "grpo",
+        "grpo_fgrpr.yaml",
+        warm_model,
+        dots_manifest,
+        out,
+        max_steps=3,
+        save_steps=3,
+        logging_steps=1,
+        sample_completions_steps=1,
+    )
 
 
 def test_sft_steps_change_parameters_and_checkpoint_reloads(sft_3, tiny_model_dir):
@@ -141,9 +166,20 @@ def test_lora_grpo_saves_adapter_and_merged_weights(warm_model, dots_manifest, t
 
     from crowdvlm.cli import main
 
-    result = run("grpo", "grpo_binary.yaml", warm_model, dots_manifest, tmp_path / "run", max_steps=2,
-                 save_strategy="no", use_peft=True, lora_r=4, lora_alpha=8, save_merged=True,
-                 sample_completions_steps=0)  # fmt: skip
+    result = run(
+        "grpo",
+        "grpo_binary.yaml",
+        warm_model,
+        dots_manifest,
+        tmp_path / "run",
+        max_steps=2,
+        save_strategy="no",
+        use_peft=True,
+        lora_r=4,
+        lora_alpha=8,
+        save_merged=True,
+        sample_completions_steps=0,
+    )
     assert (result.output_dir / "adapter_config.json").is_file()
     assert result.merged_dir == result.output_dir / "merged"
     assert_reloads(result.merged_dir)

@@ -16,8 +16,16 @@ CPU = {"use_cpu": True, "bf16": False, "report_to": "none"}
 def manifest(tmp_path_factory) -> Path:
     from crowdvlm.data.synth import generate
 
-    return generate(tmp_path_factory.mktemp("synth"), n=4, style="dots", min_count=1, max_count=5, size=(56, 56),
-                    seed=0, progress=False)  # fmt: skip
+    return generate(
+        tmp_path_factory.mktemp("synth"),
+        n=4,
+        style="dots",
+        min_count=1,
+        max_count=5,
+        size=(56, 56),
+        seed=0,
+        progress=False,
+    )
 
 
 def write_yaml(path: Path, lines: dict) -> Path:
@@ -47,9 +55,16 @@ def test_overrides_to_argv():
 def test_good_grpo_job_parses_recipe_and_overrides(tmp_path, tiny_model_dir, manifest):
     recipe = write_yaml(
         tmp_path / "r.yaml",
-        {"model_name_or_path": str(tiny_model_dir), "dataset": str(manifest), "num_generations": 4,
-         "per_device_train_batch_size": 4, "beta": 0.04, "loss_type": "grpo", **CPU},
-    )  # fmt: skip
+        {
+            "model_name_or_path": str(tiny_model_dir),
+            "dataset": str(manifest),
+            "num_generations": 4,
+            "per_device_train_batch_size": 4,
+            "beta": 0.04,
+            "loss_type": "grpo",
+            **CPU,
+        },
+    )
     job = parse_job(
         "grpo", ["--config", str(recipe), "--learning_rate", "3e-4", "--output_dir", str(tmp_path / "o")]
     )
@@ -79,8 +94,14 @@ BAD_GRPO = [
 
 @pytest.mark.parametrize(("extra", "words"), BAD_GRPO, ids=[str(list(e)[0]) for e, _ in BAD_GRPO])
 def test_bad_grpo_config_says_what_to_change(tmp_path, tiny_model_dir, manifest, extra, words):
-    base = {"model_name_or_path": str(tiny_model_dir), "dataset": [str(manifest)], "num_generations": 4,
-            "per_device_train_batch_size": 4, "output_dir": str(tmp_path / "o"), **CPU}  # fmt: skip
+    base = {
+        "model_name_or_path": str(tiny_model_dir),
+        "dataset": [str(manifest)],
+        "num_generations": 4,
+        "per_device_train_batch_size": 4,
+        "output_dir": str(tmp_path / "o"),
+        **CPU,
+    }
     base.update(extra)
     recipe = write_yaml(tmp_path / "bad.yaml", {k: v for k, v in base.items() if v is not None})
     with pytest.raises(ConfigError) as info:
@@ -99,21 +120,43 @@ def test_missing_report_backend_is_named(tiny_model_dir, manifest, tmp_path, mon
         importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else find_spec(name, *a)
     )
     with pytest.raises(ConfigError, match="wandb but it is not installed"):
-        parse_job("sft", model_name_or_path=str(tiny_model_dir), dataset=[str(manifest)], output_dir=str(tmp_path),
-                  use_cpu=True, bf16=False, report_to="wandb")  # fmt: skip
+        parse_job(
+            "sft",
+            model_name_or_path=str(tiny_model_dir),
+            dataset=[str(manifest)],
+            output_dir=str(tmp_path),
+            use_cpu=True,
+            bf16=False,
+            report_to="wandb",
+        )
 
 
 def test_save_merged_is_refused_under_zero3(tiny_model_dir, manifest, tmp_path, monkeypatch):
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
     with pytest.raises(ConfigError, match="crowdvlm model merge"):
-        parse_job("grpo", model_name_or_path=str(tiny_model_dir), dataset=[str(manifest)], num_generations=2,
-                  per_device_train_batch_size=2, use_peft=True, save_merged=True, output_dir=str(tmp_path), **CPU)  # fmt: skip
+        parse_job(
+            "grpo",
+            model_name_or_path=str(tiny_model_dir),
+            dataset=[str(manifest)],
+            num_generations=2,
+            per_device_train_batch_size=2,
+            use_peft=True,
+            save_merged=True,
+            output_dir=str(tmp_path),
+            **CPU,
+        )
 
 
 def test_unknown_command_line_option_is_rejected(tiny_model_dir, manifest, tmp_path):
     with pytest.raises(ConfigError, match="lerning_rate.*did you mean learning_rate"):
-        parse_job("sft", model_name_or_path=str(tiny_model_dir), dataset=[str(manifest)], lerning_rate=1e-3,
-                  output_dir=str(tmp_path), **CPU)  # fmt: skip
+        parse_job(
+            "sft",
+            model_name_or_path=str(tiny_model_dir),
+            dataset=[str(manifest)],
+            lerning_rate=1e-3,
+            output_dir=str(tmp_path),
+            **CPU,
+        )
 
 
 def test_existing_checkpoint_needs_resume(tmp_path, tiny_model_dir, manifest):
@@ -152,8 +195,15 @@ def test_bad_manifest_fails_before_the_model_loads(tmp_path, tiny_model_dir, mon
         raise AssertionError("the model was loaded before the data was checked")
 
     monkeypatch.setattr(common, "load_model", no_model)
-    job = parse_job("grpo", model_name_or_path=str(tiny_model_dir), dataset=[str(manifest)], num_generations=2,
-                    per_device_train_batch_size=2, output_dir=str(tmp_path / "o"), **CPU)  # fmt: skip
+    job = parse_job(
+        "grpo",
+        model_name_or_path=str(tiny_model_dir),
+        dataset=[str(manifest)],
+        num_generations=2,
+        per_device_train_batch_size=2,
+        output_dir=str(tmp_path / "o"),
+        **CPU,
+    )
     with pytest.raises(ConfigError) as info:
         run_grpo(job)
     for word in words:
@@ -163,8 +213,22 @@ def test_bad_manifest_fails_before_the_model_loads(tmp_path, tiny_model_dir, mon
 def test_cli_reports_config_errors_with_status_2(tmp_path, capsys, manifest):
     from crowdvlm.cli import main
 
-    code = main(["train", "grpo", "--model_name_or_path", str(tmp_path / "missing"), "--dataset", str(manifest),
-                 "--output_dir", str(tmp_path / "o"), "--use_cpu", "true", "--bf16", "false"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "grpo",
+            "--model_name_or_path",
+            str(tmp_path / "missing"),
+            "--dataset",
+            str(manifest),
+            "--output_dir",
+            str(tmp_path / "o"),
+            "--use_cpu",
+            "true",
+            "--bf16",
+            "false",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("crowdvlm train: error:") and "missing" in err and len(err.splitlines()) == 1

@@ -60,14 +60,49 @@ def zero3_config(tmp_path_factory) -> Path:
 
 def launch(config: Path, kind: str, out: Path, model: Path, manifest: Path, *extra: str) -> list[str]:
     recipe = ROOT / "recipes" / "tiny" / f"{'sft' if kind == 'sft' else 'grpo_fgrpr'}.yaml"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-               "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", "0",
-               "-m", "crowdvlm", "train", kind, "--config", str(recipe), "--model_name_or_path", str(model),
-               "--dataset", str(manifest), "--output_dir", str(out), "--report_to", "none",
-               "--disable_tqdm", "true", "--logging_steps", "1"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config),
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        "0",
+        "-m",
+        "crowdvlm",
+        "train",
+        kind,
+        "--config",
+        str(recipe),
+        "--model_name_or_path",
+        str(model),
+        "--dataset",
+        str(manifest),
+        "--output_dir",
+        str(out),
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--logging_steps",
+        "1",
+    ]
     if kind == "grpo":  # the demo base answers without <think>; 16 tokens hold its answer
-        command += ["--output_format", "answer-only", "--rewards", "fgrpr", "answer_format",
-                    "--max_completion_length", "16", "--per_device_train_batch_size", "4"]  # fmt: skip
+        command += [
+            "--output_format",
+            "answer-only",
+            "--rewards",
+            "fgrpr",
+            "answer_format",
+            "--max_completion_length",
+            "16",
+            "--per_device_train_batch_size",
+            "4",
+        ]
     else:
         command += ["--per_device_train_batch_size", "2"]
     return command + list(extra)
@@ -149,9 +184,27 @@ def test_sft_zero3_partitioned(tiny_model_dir, dots_manifest, zero3_config, tmp_
 
 def test_grpo_lora_zero2_as_the_7b_recipe(dots_manifest, tmp_path):
     out = tmp_path / "grpo-lora-zero2"
-    done = run(launch(ACCELERATE / "zero2.yaml", "grpo", out, DEMO_BASE, dots_manifest, "--max_steps", "2",
-                      "--use_peft", "true", "--lora_r", "8", "--lora_alpha", "16", "--freeze_vision", "true",
-                      "--save_merged", "true"))  # fmt: skip
+    done = run(
+        launch(
+            ACCELERATE / "zero2.yaml",
+            "grpo",
+            out,
+            DEMO_BASE,
+            dots_manifest,
+            "--max_steps",
+            "2",
+            "--use_peft",
+            "true",
+            "--lora_r",
+            "8",
+            "--lora_alpha",
+            "16",
+            "--freeze_vision",
+            "true",
+            "--save_merged",
+            "true",
+        )
+    )
     assert "group sharing off" not in done.stderr
     assert logged_steps(out) == [1, 2]
     end = check_ranks_agree_and_trained(out, frozen_changes=False)  # only the adapters train
@@ -180,8 +233,19 @@ def _merged(out: Path) -> float:
 
 def test_grpo_zero3_frozen_vision_sigkill_then_resume(dots_manifest, zero3_config, tmp_path):
     out = tmp_path / "grpo-zero3"
-    command = launch(zero3_config, "grpo", out, DEMO_BASE, dots_manifest, "--max_steps", "5", "--save_steps", "2",
-                     "--freeze_vision", "true")  # fmt: skip
+    command = launch(
+        zero3_config,
+        "grpo",
+        out,
+        DEMO_BASE,
+        dots_manifest,
+        "--max_steps",
+        "5",
+        "--save_steps",
+        "2",
+        "--freeze_vision",
+        "true",
+    )
 
     # Killed, every process of it at once (as a node that dies), once checkpoint-2 is written.
     process = subprocess.Popen(

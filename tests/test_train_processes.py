@@ -32,9 +32,22 @@ def dots_manifest(tmp_path_factory) -> Path:
 
 
 def grpo_args(model: Path, manifest: Path, out: Path, **overrides) -> list[str]:
-    args = ["--config", str(RECIPE), "--model_name_or_path", str(model), "--dataset", str(manifest),
-            "--output_dir", str(out), "--report_to", "none", "--disable_tqdm", "true",
-            "--max_completion_length", "16"]  # fmt: skip
+    args = [
+        "--config",
+        str(RECIPE),
+        "--model_name_or_path",
+        str(model),
+        "--dataset",
+        str(manifest),
+        "--output_dir",
+        str(out),
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--max_completion_length",
+        "16",
+    ]
     for key, value in overrides.items():
         args += [f"--{key}", str(value)]
     return args
@@ -66,9 +79,20 @@ def step_prompts(out: Path) -> list[tuple[int, str]]:
 
 def test_two_cpu_processes_with_accelerate(tiny_model_dir, dots_manifest, tmp_path):
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "recipes/accelerate/ddp.yaml"),
-               "--num_processes", "2", "-m", "crowdvlm", "train", "grpo",
-               *grpo_args(tiny_model_dir, dots_manifest, out, max_steps=3, per_device_train_batch_size=2)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ROOT / "recipes/accelerate/ddp.yaml"),
+        "--num_processes",
+        "2",
+        "-m",
+        "crowdvlm",
+        "train",
+        "grpo",
+        *grpo_args(tiny_model_dir, dots_manifest, out, max_steps=3, per_device_train_batch_size=2),
+    ]
     done = subprocess.run(command, env=env(threads=1), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     begin = next(e for e in read_jsonl(out / "log.jsonl") if e["event"] == "train_begin")
@@ -82,13 +106,24 @@ def test_sigkill_then_resume_loses_only_steps_since_last_checkpoint(tiny_model_d
 
     # Reference: the same run, never interrupted.
     reference = tmp_path / "reference"
-    subprocess.run(crowdvlm("train", "grpo", *grpo_args(tiny_model_dir, dots_manifest, reference, **steps)),
-                   env=env(), cwd=ROOT, check=True, capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        crowdvlm("train", "grpo", *grpo_args(tiny_model_dir, dots_manifest, reference, **steps)),
+        env=env(),
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
 
     # Killed with SIGKILL once a checkpoint exists, well before the end.
     out = tmp_path / "killed"
-    process = subprocess.Popen(crowdvlm("train", "grpo", *grpo_args(tiny_model_dir, dots_manifest, out, **steps)),
-                               env=env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        crowdvlm("train", "grpo", *grpo_args(tiny_model_dir, dots_manifest, out, **steps)),
+        env=env(),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 240
     while not (out / "checkpoint-4" / "trainer_state.json").is_file():
         assert process.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
@@ -105,8 +140,12 @@ def test_sigkill_then_resume_loses_only_steps_since_last_checkpoint(tiny_model_d
     # The same command with --resume continues from the last complete checkpoint.
     resumed = subprocess.run(
         crowdvlm("train", "grpo", *grpo_args(tiny_model_dir, dots_manifest, out, **steps), "--resume"),
-        env=env(), cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     begins = [e for e in read_jsonl(out / "log.jsonl") if e["event"] == "train_begin"]
     assert [b["step"] for b in begins] == [0, saved[-1]]  # lost only the steps after the last checkpoint

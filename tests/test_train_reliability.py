@@ -24,13 +24,28 @@ CPU = {"use_cpu": True, "bf16": False, "report_to": "none", "disable_tqdm": True
 def manifest(tmp_path_factory) -> Path:
     from crowdvlm.data.synth import generate
 
-    return generate(tmp_path_factory.mktemp("synth"), n=4, style="dots", min_count=1, max_count=5, size=(56, 56),
-                    seed=0, progress=False)  # fmt: skip
+    return generate(
+        tmp_path_factory.mktemp("synth"),
+        n=4,
+        style="dots",
+        min_count=1,
+        max_count=5,
+        size=(56, 56),
+        seed=0,
+        progress=False,
+    )
 
 
 def grpo_recipe(tmp_path: Path, model: Path, manifest: Path, **extra) -> Path:
-    keys = {"model_name_or_path": str(model), "dataset": [str(manifest)], "num_generations": 4,
-            "per_device_train_batch_size": 4, "output_dir": str(tmp_path / "o"), **CPU, **extra}  # fmt: skip
+    keys = {
+        "model_name_or_path": str(model),
+        "dataset": [str(manifest)],
+        "num_generations": 4,
+        "per_device_train_batch_size": 4,
+        "output_dir": str(tmp_path / "o"),
+        **CPU,
+        **extra,
+    }
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({k: v for k, v in keys.items() if v is not None}))
     return path
@@ -85,15 +100,25 @@ def test_integral_float_steps_are_accepted_as_ints(tmp_path, tiny_model_dir, man
 def test_output_dir_in_the_base_model_is_refused(tmp_path, tiny_model_dir, manifest):
     for out in (tiny_model_dir, tiny_model_dir / "run"):
         with pytest.raises(ConfigError, match="inside the base model's folder"):
-            parse_job("sft", model_name_or_path=str(tiny_model_dir), dataset=[str(manifest)], output_dir=str(out),
-                      **CPU)  # fmt: skip
+            parse_job(
+                "sft",
+                model_name_or_path=str(tiny_model_dir),
+                dataset=[str(manifest)],
+                output_dir=str(out),
+                **CPU,
+            )
 
 
 def test_finished_run_without_resume_is_refused(tmp_path, tiny_model_dir, manifest):
     (tmp_path / "trainer_state.json").write_text(json.dumps({"global_step": 3, "max_steps": 3}))
     with pytest.raises(ConfigError, match="already holds a finished run"):
-        parse_job("sft", model_name_or_path=str(tiny_model_dir), dataset=[str(manifest)], output_dir=str(tmp_path),
-                  **CPU)  # fmt: skip
+        parse_job(
+            "sft",
+            model_name_or_path=str(tiny_model_dir),
+            dataset=[str(manifest)],
+            output_dir=str(tmp_path),
+            **CPU,
+        )
 
 
 # What is wrong with the recipe file itself -> the words of the one line
@@ -135,9 +160,26 @@ def test_bad_dataset_is_one_line_with_status_2(tmp_path, tiny_model_dir, capsys,
     from crowdvlm.cli import main
 
     (tmp_path / "bad.jsonl").write_text('{"image": "a.jpg", "problem": "How many?", "solution": 1}\n{oops\n')
-    code = main(["train", "sft", "--model_name_or_path", str(tiny_model_dir), "--dataset", dataset.format(tmp=tmp_path),
-                 "--output_dir", str(tmp_path / "o"), "--use_cpu", "true", "--bf16", "false", "--report_to", "none",
-                 "--disable_tqdm", "true"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "sft",
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--dataset",
+            dataset.format(tmp=tmp_path),
+            "--output_dir",
+            str(tmp_path / "o"),
+            "--use_cpu",
+            "true",
+            "--bf16",
+            "false",
+            "--report_to",
+            "none",
+            "--disable_tqdm",
+            "true",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("crowdvlm train: error:") and words in err, err
     assert len(err.strip().splitlines()) == 1
@@ -175,8 +217,24 @@ def test_bad_images_refuse_the_run_before_the_model_loads(tmp_path, tiny_model_d
 
     monkeypatch.setattr(sft, "load_model", no_model)
     out = tmp_path / "run"
-    code = main(["train", "sft", "--model_name_or_path", str(tiny_model_dir), "--dataset", str(manifest),
-                 "--output_dir", str(out), "--use_cpu", "true", "--bf16", "false", "--report_to", "none"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "sft",
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--dataset",
+            str(manifest),
+            "--output_dir",
+            str(out),
+            "--use_cpu",
+            "true",
+            "--bf16",
+            "false",
+            "--report_to",
+            "none",
+        ]
+    )
     progress, _, err = capsys.readouterr().err.rpartition("\r")  # tqdm redraws its line with \r
     assert "checking images of m.jsonl" in progress  # the check shows its progress
     assert code == 2 and err.startswith("crowdvlm train: error:") and len(err.strip().splitlines()) == 1, err
@@ -196,9 +254,19 @@ def test_skip_bad_images_trains_on_the_rest_and_counts_them(tmp_path, tiny_model
 
     manifest, bad = bad_image_manifest(tmp_path / "data")
     out = tmp_path / "run"
-    job = parse_job("sft", recipe=RECIPES / "sft.yaml", model_name_or_path=str(tiny_model_dir),
-                    dataset=[str(manifest)], output_dir=str(out), skip_bad_images=True, max_steps=1,
-                    per_device_train_batch_size=2, save_strategy="no", logging_steps=1, **CPU)  # fmt: skip
+    job = parse_job(
+        "sft",
+        recipe=RECIPES / "sft.yaml",
+        model_name_or_path=str(tiny_model_dir),
+        dataset=[str(manifest)],
+        output_dir=str(out),
+        skip_bad_images=True,
+        max_steps=1,
+        per_device_train_batch_size=2,
+        save_strategy="no",
+        logging_steps=1,
+        **CPU,
+    )
     result = run_sft(job)
     assert result.global_step == 1 and (out / "model.safetensors").is_file()
     report = (out / "bad_images.tsv").read_text().splitlines()[1:]
@@ -251,22 +319,52 @@ def test_incomplete_newest_checkpoint_falls_back_to_the_previous(tmp_path, caplo
     assert "skipping incomplete checkpoint" in caplog.text and words in caplog.text
 
 
-def test_resume_finished_run_trains_nothing_then_a_torn_checkpoint_is_skipped(tmp_path, tiny_model_dir, manifest,
-                                                                              capsys):  # fmt: skip
+def test_resume_finished_run_trains_nothing_then_a_torn_checkpoint_is_skipped(
+    tmp_path, tiny_model_dir, manifest, capsys
+):
     from crowdvlm.cli import main
     from crowdvlm.train.resume import read_state
     from crowdvlm.train.sft import run_sft
 
     out = tmp_path / "run"
-    args = {"recipe": RECIPES / "sft.yaml", "model_name_or_path": str(tiny_model_dir), "dataset": [str(manifest)],
-            "output_dir": str(out), "per_device_train_batch_size": 2, "save_steps": 1, "logging_steps": 1, **CPU}  # fmt: skip
+    args = {
+        "recipe": RECIPES / "sft.yaml",
+        "model_name_or_path": str(tiny_model_dir),
+        "dataset": [str(manifest)],
+        "output_dir": str(out),
+        "per_device_train_batch_size": 2,
+        "save_steps": 1,
+        "logging_steps": 1,
+        **CPU,
+    }
     assert run_sft(parse_job("sft", max_steps=2, **args)).global_step == 2
     final = (out / "model.safetensors").read_bytes()
 
     # --resume of the finished run: says so, exits 0, no third step, the final model untouched.
-    argv = ["train", "sft", "--config", str(args["recipe"]), "--model_name_or_path", str(tiny_model_dir),
-            "--dataset", str(manifest), "--output_dir", str(out), "--per_device_train_batch_size", "2",
-            "--max_steps", "2", "--resume", "true", "--use_cpu", "true", "--bf16", "false", "--report_to", "none"]  # fmt: skip
+    argv = [
+        "train",
+        "sft",
+        "--config",
+        str(args["recipe"]),
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--dataset",
+        str(manifest),
+        "--output_dir",
+        str(out),
+        "--per_device_train_batch_size",
+        "2",
+        "--max_steps",
+        "2",
+        "--resume",
+        "true",
+        "--use_cpu",
+        "true",
+        "--bf16",
+        "false",
+        "--report_to",
+        "none",
+    ]
     assert main(argv) == 0
     assert "is complete (2 steps" in capsys.readouterr().out
     assert read_state(out)["global_step"] == 2 and not (out / "checkpoint-3").exists()

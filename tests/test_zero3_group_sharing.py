@@ -34,10 +34,22 @@ def _train_one_step(which: str, out: Path, model_dir: str, dataset) -> dict:
 
     # The config first: it switches on deepspeed.zero.Init, so the model below loads already partitioned.
     args = GRPOConfig(
-        output_dir=str(out / which), per_device_train_batch_size=G, num_generations=G, max_completion_length=8,
-        beta=0.04, max_steps=1, optim="sgd", learning_rate=0.5, save_strategy="no", report_to="none",
-        use_cpu=True, bf16=False, seed=0, logging_steps=1, disable_tqdm=True,
-    )  # fmt: skip
+        output_dir=str(out / which),
+        per_device_train_batch_size=G,
+        num_generations=G,
+        max_completion_length=8,
+        beta=0.04,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=0.5,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        logging_steps=1,
+        disable_tqdm=True,
+    )
     set_seed(0)
     model, processor = load_model_and_processor(model_dir, dtype="float32")
     cls = GroupSharedGRPOTrainer if which == "shared" else GRPOTrainer
@@ -102,9 +114,22 @@ def test_zero3_group_sharing_matches_stock_trl(tiny_model_dir, tmp_path):
     from crowdvlm.train.cluster import write_zero3_cpu_variant
 
     config = write_zero3_cpu_variant(ROOT / "recipes/accelerate/zero3.yaml", tmp_path / "config")
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-               "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", "0",
-               __file__, str(tmp_path), str(tiny_model_dir)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config),
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        "0",
+        __file__,
+        str(tmp_path),
+        str(tiny_model_dir),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -92,8 +92,9 @@ def build_page(
                         + ")",
                     )
                 with gr.Column():
-                    result = gr.HTML("<div class='crowdvlm-hint'>upload an image and press Count</div>",
-                                     elem_id="result")  # fmt: skip
+                    result = gr.HTML(
+                        "<div class='crowdvlm-hint'>upload an image and press Count</div>", elem_id="result"
+                    )
                     shown = gr.Image(
                         label="Answer (points drawn when given)", interactive=False, format="png"
                     )

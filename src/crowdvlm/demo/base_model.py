@@ -63,8 +63,10 @@ def check_base(path: str | Path) -> dict[str, Any]:
     try:
         model, processor = load_model_and_processor(path)
     except Exception as err:  # any load failure means the shipped files and the code disagree
-        raise RuntimeError(f"the demo base in {path} does not load with this crowdvlm ({err}); "
-                           "rebuild it with `crowdvlm demo --rebuild-base`") from err  # fmt: skip
+        raise RuntimeError(
+            f"the demo base in {path} does not load with this crowdvlm ({err}); "
+            "rebuild it with `crowdvlm demo --rebuild-base`"
+        ) from err
     info: dict[str, Any] = {"path": str(path), "parameters": count_parameters(model)}
     recipe = path / RECIPE_FILE
     if recipe.is_file():
@@ -74,9 +76,12 @@ def check_base(path: str | Path) -> dict[str, Any]:
 
 
 def rebuild_base(
-    out: str | Path, *, data: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
+    out: str | Path,
+    *,
+    data: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
     progress: bool = True,
-) -> Path:  # fmt: skip
+) -> Path:
     """Build the base from scratch into ``out`` (replacing what is there) and return ``out``.
 
     Args:
@@ -105,12 +110,29 @@ def rebuild_base(
         tmp = Path(tmp)
         init = build_tiny_model(tmp / "init", seed=d["model_seed"])
         size = (demo.image_size, demo.image_size)
-        manifest = generate(tmp / "data", d["n_images"], list(train.styles), train.counts[0], train.counts[1],
-                            size, d["data_seed"], progress=progress)  # fmt: skip
+        manifest = generate(
+            tmp / "data",
+            d["n_images"],
+            list(train.styles),
+            train.counts[0],
+            train.counts[1],
+            size,
+            d["data_seed"],
+            progress=progress,
+        )
         records = read_manifest(manifest, check_images=False)
         write_manifest([{**rec, "problem": demo.question} for rec in records], manifest)
-        job = parse_job("sft", recipe=BASE_RECIPE, **{**(overrides or {}), "model_name_or_path": str(init),
-                        "dataset": [str(manifest)], "output_dir": str(tmp / "sft"), "disable_tqdm": not progress})  # fmt: skip
+        job = parse_job(
+            "sft",
+            recipe=BASE_RECIPE,
+            **{
+                **(overrides or {}),
+                "model_name_or_path": str(init),
+                "dataset": [str(manifest)],
+                "output_dir": str(tmp / "sft"),
+                "disable_tqdm": not progress,
+            },
+        )
         result = run_sft(job)
         if out.exists():
             shutil.rmtree(out)
@@ -129,7 +151,7 @@ def rebuild_base(
             "question": demo.question,
             "template": job.script.prompt_template,
             "output": job.script.output_format,
-        },  # fmt: skip
+        },
         "steps_done": result.global_step,
         "train_loss": result.metrics.get("train_loss"),
         "build_s": round(time.perf_counter() - start, 1),

@@ -57,11 +57,23 @@ def localisation_table(results: dict[str, Any], set_name: str) -> str:
     if not arms:
         return ""
     radii = next(iter(arms.values()))["radii"]
-    head = ["arm", "images", *(f"F1 @{r:g}px" for r in radii), f"P @{radii[-1]:g}px", f"R @{radii[-1]:g}px",
-            "MAE (count of points)"]  # fmt: skip
+    head = [
+        "arm",
+        "images",
+        *(f"F1 @{r:g}px" for r in radii),
+        f"P @{radii[-1]:g}px",
+        f"R @{radii[-1]:g}px",
+        "MAE (count of points)",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for arm, m in arms.items():
-        cells = [results["labels"].get(arm, arm), str(m["n"]), *(_cell(m["f1"][f"r{r:g}"]) for r in radii),
-                 _cell(m["precision"]), _cell(m["recall"]), _cell(m["mae_points"], 2)]  # fmt: skip
+        cells = [
+            results["labels"].get(arm, arm),
+            str(m["n"]),
+            *(_cell(m["f1"][f"r{r:g}"]) for r in radii),
+            _cell(m["precision"]),
+            _cell(m["recall"]),
+            _cell(m["mae_points"], 2),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

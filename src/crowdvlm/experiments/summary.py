@@ -131,8 +131,10 @@ def collect(layout: Layout, *, wall_s: float | None = None) -> dict[str, Any]:
         )
     sets = {}
     for set_name in exp.test_sets:
-        files = {arm: {s: layout.seed_eval(arm, s, set_name) / "predictions.jsonl" for s in seeds}
-                 for arm, seeds in done.items()}  # fmt: skip
+        files = {
+            arm: {s: layout.seed_eval(arm, s, set_name) / "predictions.jsonl" for s in seeds}
+            for arm, seeds in done.items()
+        }
         sets[set_name] = load_set(set_name, files)
     training, curves = _training(layout)
     stage_walls = [read_marker(p.parent)["wall_s"] for p in layout.out.rglob(".done.json")]

@@ -151,9 +151,24 @@ def decide(exp: Experiment, sets: dict[str, SetResults]) -> dict[str, Any]:
     for k, c in enumerate(exp.comparisons):
         missing = [arm for arm in (c.a, c.b) if arm not in sets[c.set].arms]
         if missing:  # a partial report: the arm has no finished seed yet
-            rows.append({"id": c.id, "statement": c.statement, "set": c.set, "subset": "all", "a": c.a, "b": c.b,
-                         "expect": c.expect, "verdict": "inconclusive", "reason": f"{missing[0]} not run yet",
-                         "ci": None, "mae_a": None, "mae_b": None, "margin": None, "parsed_only": None})  # fmt: skip
+            rows.append(
+                {
+                    "id": c.id,
+                    "statement": c.statement,
+                    "set": c.set,
+                    "subset": "all",
+                    "a": c.a,
+                    "b": c.b,
+                    "expect": c.expect,
+                    "verdict": "inconclusive",
+                    "reason": f"{missing[0]} not run yet",
+                    "ci": None,
+                    "mae_a": None,
+                    "mae_b": None,
+                    "margin": None,
+                    "parsed_only": None,
+                }
+            )
         else:
             rows.append(_compare(exp, c, sets[c.set], seed=k + 1))
     by_id = {r["id"]: r["verdict"] for r in rows}

@@ -76,9 +76,27 @@ CHAT_TEMPLATES = {
 # datasets, the short templated reasoning the SFT targets use and the chat template's own text. BPE merges
 # are learned from these; anything else still encodes, byte by byte.
 _OBJECTS = (
-    "people", "persons", "pedestrians", "heads", "sheep", "cows", "animals", "vehicles", "cars", "wheat heads",
-    "plants", "leaves", "manatees", "fish", "birds", "dots", "objects", "trees", "boats", "crowd",
-)  # fmt: skip
+    "people",
+    "persons",
+    "pedestrians",
+    "heads",
+    "sheep",
+    "cows",
+    "animals",
+    "vehicles",
+    "cars",
+    "wheat heads",
+    "plants",
+    "leaves",
+    "manatees",
+    "fish",
+    "birds",
+    "dots",
+    "objects",
+    "trees",
+    "boats",
+    "crowd",
+)
 _SENTENCES = (
     "Please count the number of {obj} in the image.",
     "How many {obj} are in the image?",

@@ -56,8 +56,15 @@ def image_points(
     """Match one image's predicted points (original pixels, ``(N, 2)``) to its true points at every radius."""
     matches = {r: match_points(pred, true, r) for r in radii}
     first = next(iter(matches.values()))
-    return ImagePoints(dataset, first.n_true, first.n_pred, first.n_true,
-                       {r: m.matched for r, m in matches.items()}, capped, outside)  # fmt: skip
+    return ImagePoints(
+        dataset,
+        first.n_true,
+        first.n_pred,
+        first.n_true,
+        {r: m.matched for r, m in matches.items()},
+        capped,
+        outside,
+    )
 
 
 def _radius_key(radius: float) -> str:
@@ -71,8 +78,13 @@ def localisation_metrics(rows: Sequence[ImagePoints], radii: Sequence[float] = D
     """
     n_pred = sum(r.n_pred for r in rows)
     n_true = sum(r.n_true for r in rows)
-    out: dict = {"n": len(rows), "points_predicted": n_pred, "points_true": n_true,
-                 "points_capped": sum(r.capped for r in rows), "points_outside": sum(r.outside for r in rows)}  # fmt: skip
+    out: dict = {
+        "n": len(rows),
+        "points_predicted": n_pred,
+        "points_true": n_true,
+        "points_capped": sum(r.capped for r in rows),
+        "points_outside": sum(r.outside for r in rows),
+    }
     for radius in radii:
         matched = sum(r.matched[radius] for r in rows)
         total = n_pred + n_true

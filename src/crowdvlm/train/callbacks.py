@@ -64,10 +64,16 @@ class JsonlLogCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             self.writer.write(
-                {"event": "train_begin", "step": state.global_step, "max_steps": state.max_steps,
-                 "world_size": args.world_size, "backend": getattr(args.distributed_state, "backend", None),
-                 "time": time.time(), **self.run_info}
-            )  # fmt: skip
+                {
+                    "event": "train_begin",
+                    "step": state.global_step,
+                    "max_steps": state.max_steps,
+                    "world_size": args.world_size,
+                    "backend": getattr(args.distributed_state, "backend", None),
+                    "time": time.time(),
+                    **self.run_info,
+                }
+            )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:

@@ -39,8 +39,10 @@ def run_command(kind: str, argv: list[str]) -> int:
     setup_logging(job)  # the CLI owns logging; run_sft/run_grpo called from Python leave it alone
     done = finished_run(job)
     if done is not None:
-        print(f"crowdvlm train {kind}: {job.output_dir} is complete ({done.global_step} steps, final model "
-              "saved): nothing to resume; raise --max_steps to train further")  # fmt: skip
+        print(
+            f"crowdvlm train {kind}: {job.output_dir} is complete ({done.global_step} steps, final model "
+            "saved): nothing to resume; raise --max_steps to train further"
+        )
         return 0
     _runner(kind)(job)  # data is checked (ConfigError) before the model is loaded
     release_process_group()  # torchrun children must not exit with gloo threads alive

@@ -125,9 +125,15 @@ class RankAgreementCallback(TrainerCallback):
         if not state.is_world_process_zero:
             return
         self.writer.write(
-            {"event": "ranks", "when": when, "step": state.global_step, "zero3": _zero_stage(model) == 3,
-             "time": time.time(), "ranks": ranks}
-        )  # fmt: skip
+            {
+                "event": "ranks",
+                "when": when,
+                "step": state.global_step,
+                "zero3": _zero_stage(model) == 3,
+                "time": time.time(),
+                "ranks": ranks,
+            }
+        )
         for key in ("trainable", "frozen"):
             values = [r[key] for r in ranks]
             if any(not math.isclose(v, values[0], rel_tol=1e-9, abs_tol=1e-9) for v in values):

@@ -92,8 +92,9 @@ def load_train_dataset(job: TrainJob):
             "fix or remove them, or set skip_bad_images: true to leave them out"
         )
     if report is not None:
-        logger.warning("training without %d bad image(s) (%s), listed in %s", len(skips.skipped),
-                       skips.summary(), report)  # fmt: skip
+        logger.warning(
+            "training without %d bad image(s) (%s), listed in %s", len(skips.skipped), skips.summary(), report
+        )
     logger.info("training data: %d rows from %s", len(dataset), ", ".join(s.dataset))
     return dataset
 

@@ -294,12 +294,26 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
                 features, image_to_feature = encode_unique_images(unwrapped, pixel_values, image_grid_thw)
         if reason in (None, "no images in the batch"):
             shared = self._logps_with_shared_prefix(
-                model, unwrapped, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy,
-                compute_aux_loss, extra, **({} if reason else dict(
-                    features=features.per_image, image_to_feature=image_to_feature, image_grid_thw=image_grid_thw,
-                    num_images=num_images,
-                )),
-            )  # fmt: skip
+                model,
+                unwrapped,
+                input_ids,
+                attention_mask,
+                logits_to_keep,
+                batch_size,
+                compute_entropy,
+                compute_aux_loss,
+                extra,
+                **(
+                    {}
+                    if reason
+                    else dict(
+                        features=features.per_image,
+                        image_to_feature=image_to_feature,
+                        image_grid_thw=image_grid_thw,
+                        num_images=num_images,
+                    )
+                ),
+            )
             if shared is not None:
                 if padding is not None:  # ZeRO-3 dummy vision calls: backward must reach them on every rank
                     shared = (shared[0] + padding, *shared[1:])
@@ -308,9 +322,18 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
             if reason not in ("disabled", "no images in the batch"):
                 self._fall_back("vision", reason)
             logps, entropies, aux_loss = super()._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
-                pixel_values=pixel_values, image_grid_thw=image_grid_thw, num_images=num_images, **extra,
-            )  # fmt: skip
+                model,
+                input_ids,
+                attention_mask,
+                logits_to_keep,
+                batch_size,
+                compute_entropy,
+                compute_aux_loss,
+                pixel_values=pixel_values,
+                image_grid_thw=image_grid_thw,
+                num_images=num_images,
+                **extra,
+            )
             return (logps if padding is None else logps + padding), entropies, aux_loss
 
         # Same chunked loop as TRL's, with features in place of pixels.
@@ -351,9 +374,18 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
         return logps, entropies, aux_loss
 
     def _logps_with_shared_prefix(
-        self, model, unwrapped, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy,
-        compute_aux_loss, extra, **images,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, None] | None:  # fmt: skip
+        self,
+        model,
+        unwrapped,
+        input_ids,
+        attention_mask,
+        logits_to_keep,
+        batch_size,
+        compute_entropy,
+        compute_aux_loss,
+        extra,
+        **images,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, None] | None:
         """The packed-prompt log-probs, or ``None`` (after logging why, once per reason) to run per row."""
         if not self.share_prefix:
             return None
@@ -361,9 +393,16 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
         if reason is None:
             try:
                 return packed_logps_and_entropies(
-                    model, unwrapped, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy,
-                    self.accelerator.autocast, **images,
-                )  # fmt: skip
+                    model,
+                    unwrapped,
+                    input_ids,
+                    attention_mask,
+                    logits_to_keep,
+                    batch_size,
+                    compute_entropy,
+                    self.accelerator.autocast,
+                    **images,
+                )
             except PrefixNotShared as err:  # this batch only
                 reason = str(err)
         if reason != "no prompt repeats in the batch":
