@@ -12,7 +12,7 @@ from crowdvlm.parsing import MAX_POINTS, parse_count, parse_points
 from crowdvlm.pointing.frame import Frame, ResizeRule, reading_order, resized_size
 from crowdvlm.pointing.matching import match_points
 from crowdvlm.pointing.targets import point_answer
-from crowdvlm.rewards import REWARDS, PointCountReward, build_reward
+from crowdvlm.rewards import REWARDS, BinaryCountReward, PointCountReward, build_reward
 
 
 def listing(points, count=None) -> str:
@@ -356,7 +356,7 @@ def test_point_rewards_are_registered_picklable_and_named():
         assert pickle.loads(pickle.dumps(reward)).__name__ == reward.__name__
     assert REWARDS["point_fgrpr"].__name__ == "point_fgrpr"
     assert build_reward("point_count", base="binary").__name__ == "point_count"
-    assert PointCountReward("binary").__name__ == "point_binary"
+    assert PointCountReward(BinaryCountReward()).__name__ == "point_binary"
 
 
 def test_point_rewards_refuse_missing_columns_and_bad_parameters():

@@ -113,7 +113,7 @@ def test_tolerance_equals_fgrpr_for_large_counts_and_parameters_are_fields():
     assert build_reward("gaussian", rel_sigma=0.5)(["<answer>15</answer>"], [20]) == [
         pytest.approx(1.5 * math.exp(-0.125))
     ]
-    with pytest.raises(ValueError, match="tau must be > 0"):
+    with pytest.raises(ValueError, match="ratio tau must be a number > 0"):
         build_reward("ratio", tau=0)
 
 
