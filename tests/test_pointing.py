@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from crowdvlm.parsing import MAX_POINTS, parse_count, parse_points
-from crowdvlm.pointing.frame import Frame, ResizeRule, reading_order, resized_size
+from crowdvlm.pointing.frame import Frame, reading_order
 from crowdvlm.pointing.matching import match_points
 from crowdvlm.pointing.targets import point_answer
+from crowdvlm.resize import ResizeRule, resized_size
 from crowdvlm.rewards import REWARDS, BinaryCountReward, PointCountReward, build_reward
 
 
@@ -148,21 +149,31 @@ def test_resized_frame_matches_the_processors_own_resize(tiny_model_dir, width, 
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(tiny_model_dir)
-    frame = ResizeRule.from_processor(processor).frame(width, height)
+    frame = Frame.resized(width, height, ResizeRule.from_processor(processor))
     assert (frame.width, frame.height) == processor_grid(processor, width, height)
 
 
-def test_resized_size_agrees_with_transformers_smart_resize():
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+def test_one_resize_rule_for_frames_and_the_training_image_check(tiny_model_dir):
+    """The pointing frame and the training image check read the same rule from the processor: they accept and
+    refuse the same sizes (an aspect ratio over 200 is refused by both, with the image named)."""
+    from transformers import AutoProcessor
 
-    rng = np.random.default_rng(0)
-    for _ in range(500):
-        w, h = (int(v) for v in rng.integers(20, 4000, size=2))
-        if max(w, h) / min(w, h) > 200:
-            continue
-        lo = int(rng.integers(1, 50)) * 784
-        hi = lo + int(rng.integers(0, 2000)) * 784
-        assert resized_size(w, h, 28, lo, hi) == smart_resize(h, w, 28, lo, hi)[::-1]
+    from crowdvlm.data.images import processor_size_rule
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    check, rule = processor_size_rule(processor), ResizeRule.from_processor(processor)
+    check(640, 480)
+    assert Frame.make("resized", 640, 480, rule).width == rule.size(640, 480)[0]
+    for refuse in (lambda: check(10_000, 10), lambda: Frame.make("resized", 10_000, 10, rule)):
+        with pytest.raises(ValueError, match="image 10000x10: the processor refuses it"):
+            refuse()
+
+
+def test_pixel_bounds_are_checked_wherever_they_are_set():
+    with pytest.raises(ValueError, match="min_pixels .* larger than max_pixels"):
+        ResizeRule(28, 5000, 4000)
+    with pytest.raises(ValueError, match="positive integer"):
+        ResizeRule(28, 0, 4000)
 
 
 FRAME_CASES = [
@@ -201,7 +212,7 @@ MAPPING_CASES = [
     "original, framed", [c[1:] for c in MAPPING_CASES], ids=[c[0] for c in MAPPING_CASES]
 )
 def test_frame_mapping_edge_cases(original, framed):
-    frame = ResizeRule(28, 56 * 56, 112 * 112).frame(224, 168)
+    frame = Frame.resized(224, 168, ResizeRule(28, 56 * 56, 112 * 112))
     assert (frame.width, frame.height) == (112, 84)
     assert frame.to_frame(original).tolist() == framed
     assert frame.from_frame(framed).tolist() == [list(map(float, p)) for p in original]
@@ -210,7 +221,7 @@ def test_frame_mapping_edge_cases(original, framed):
 
 
 def test_non_square_resize_scales_each_axis_by_its_own_factor():
-    frame = Frame.resized(1000, 300, min_pixels=56 * 56, max_pixels=112 * 112)
+    frame = Frame.resized(1000, 300, ResizeRule(28, 56 * 56, 112 * 112))
     sx, sy = frame.scale
     assert frame.width % 28 == 0 and frame.height % 28 == 0 and frame.width * frame.height <= 112 * 112
     assert sx == frame.width / 1000 and sy == frame.height / 300 and sx != sy

@@ -10,8 +10,8 @@ from PIL import Image
 from crowdvlm.data.manifest import manifest_to_dataset, write_manifest
 from crowdvlm.evaluate.localisation import write_localisation
 from crowdvlm.evaluate.predictions import Prediction, PredictionWriter
-from crowdvlm.pointing.frame import ResizeRule
 from crowdvlm.pointing.metrics import ImagePoints, localisation_summary
+from crowdvlm.resize import ResizeRule
 
 RULE = ResizeRule(factor=28, min_pixels=56 * 56, max_pixels=112 * 112)  # 224x168 -> the 112x84 frame
 

@@ -20,7 +20,6 @@ Point coordinates are continuous (pixel ``i`` spans ``[i, i + 1)``), so a horizo
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from crowdvlm.data.errors import DataError
+from crowdvlm.resize import ResizeRule
 
 ORIENTATION_TAG = 0x0112  # EXIF "Orientation"
 _SWAPS_AXES = (5, 6, 7, 8)  # orientations that turn a W x H file into an H x W image
@@ -127,21 +127,21 @@ def check_image_and_points(
 def processor_size_rule(processor) -> Callable[[int, int], None]:
     """A function ``(width, height) -> None`` that raises ``ValueError`` where the processor would.
 
-    Qwen-VL image processors decide from the size alone (``smart_resize``: aspect ratio at most 200), so
-    their own function is called with the processor's settings. Any other processor is run on a blank image
-    of each distinct size once (slower, but it is the processor itself that decides).
+    Qwen-VL image processors decide from the size alone (the resize rule of :mod:`crowdvlm.resize`: aspect
+    ratio at most 200). Any other processor is run on a blank image of each distinct size once (slower, but it
+    is the processor itself that decides).
     """
-    image_processor = getattr(processor, "image_processor", processor)
-    smart_resize = getattr(sys.modules.get(type(image_processor).__module__), "smart_resize", None)
-    patch, merge = getattr(image_processor, "patch_size", None), getattr(image_processor, "merge_size", None)
-    size = getattr(image_processor, "size", None) or {}
-    min_pixels, max_pixels = size.get("shortest_edge"), size.get("longest_edge")
-    if smart_resize is not None and patch and merge and min_pixels and max_pixels:
+    try:
+        resize = ResizeRule.from_processor(processor)
+    except ValueError:  # not a Qwen-VL processor: ask the processor itself
+        resize = None
+    if resize is not None:
 
         def rule(width: int, height: int) -> None:
-            smart_resize(height, width, factor=patch * merge, min_pixels=min_pixels, max_pixels=max_pixels)
+            resize.size(width, height)
 
         return rule
+    image_processor = getattr(processor, "image_processor", processor)
 
     verdicts: dict[tuple[int, int], str | None] = {}
 

@@ -26,8 +26,9 @@ from crowdvlm.evaluate.predictions import PREDICTIONS_FILE, Prediction, latest_b
 from crowdvlm.evaluate.report import REPORT_FILE, format_value
 from crowdvlm.evaluate.run import _write_json
 from crowdvlm.parsing import parse_points
-from crowdvlm.pointing.frame import Frame, ResizeRule
+from crowdvlm.pointing.frame import Frame
 from crowdvlm.pointing.metrics import DEFAULT_RADII, ImagePoints, image_points, localisation_summary
+from crowdvlm.resize import ResizeRule
 
 __all__ = ["LOCALISATION_FILE", "OVERLAY_DIR", "frame_rule_for", "write_localisation"]
 

@@ -211,7 +211,7 @@ def evaluate_model(
     summary = {k: overall.get(k) for k in ("n", "mae", "mae_parsed", "accuracy", "parse_failure_rate")}
     if ev["output"] == "points":
         from crowdvlm.evaluate.localisation import write_localisation
-        from crowdvlm.pointing.frame import ResizeRule
+        from crowdvlm.resize import ResizeRule
 
         rule = ResizeRule.from_processor(backend.processor)
         located = write_localisation(out_dir, manifests, "resized", rule, overlays=0)

@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.resize import check_pixel_bounds
+
 logger = logging.getLogger(__name__)
 
 # Names of the vision-side submodules across the VLM families transformers ships (Qwen2/2.5/3-VL: `visual`;
@@ -119,10 +121,7 @@ def set_image_pixels(processor, min_pixels: int | None = None, max_pixels: int |
         size["shortest_edge"] = int(min_pixels)
     if max_pixels is not None:
         size["longest_edge"] = int(max_pixels)
-    if size["shortest_edge"] > size["longest_edge"]:
-        raise ValueError(
-            f"min_pixels ({size['shortest_edge']}) is larger than max_pixels ({size['longest_edge']})"
-        )
+    check_pixel_bounds(size["shortest_edge"], size["longest_edge"])
     image_processor.size = size
 
 

@@ -6,13 +6,13 @@ frame, which depends on the model family's grounding convention:
 * ``resized`` (Qwen2.5-VL): absolute pixels of the image *after* the processor's resize. Qwen2-VL / 2.5-VL
   processors resize with ``smart_resize``: each side is rounded to a multiple of ``patch_size * merge_size``
   (28), then the whole image is scaled down (up) so that its area is at most ``max_pixels`` (at least
-  ``min_pixels``). :func:`resized_size` computes the same sizes from the processor's own settings.
+  ``min_pixels``). :class:`crowdvlm.resize.ResizeRule` computes the same sizes with the processor's own rule.
 * ``relative-1000`` (Qwen3-VL, also Qwen2-VL's boxes): coordinates on a 0-1000 scale of each side.
 * ``original``: pixels of the original image (for API models that are told nothing else).
 
 A :class:`Frame` is one image's mapping; ``to_frame`` / ``from_frame`` convert points both ways.
 
->>> frame = Frame.resized(640, 480, min_pixels=56 * 56, max_pixels=112 * 112)
+>>> frame = Frame.resized(640, 480, ResizeRule(factor=28, min_pixels=56 * 56, max_pixels=112 * 112))
 >>> frame.width, frame.height
 (112, 84)
 >>> frame.to_frame([[320.0, 240.0]]).tolist()
@@ -21,87 +21,18 @@ A :class:`Frame` is one image's mapping; ``to_frame`` / ``from_frame`` convert p
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["CONVENTIONS", "Frame", "ResizeRule", "reading_order", "resized_size"]
+from crowdvlm.resize import ResizeRule
+
+__all__ = ["CONVENTIONS", "Frame", "reading_order"]
 
 CONVENTIONS = ("resized", "relative-1000", "original")
 RELATIVE_SCALE = 1000
-# Qwen2-VL's smart_resize refuses images more elongated than this.
-MAX_ASPECT_RATIO = 200
-
-
-def resized_size(width: int, height: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """``(width, height)`` of an image after the Qwen2-VL / Qwen2.5-VL processor's resize.
-
-    Both sides become multiples of ``factor`` (``patch_size * merge_size``), the aspect ratio is kept as
-    closely as that allows, and the area is brought within ``[min_pixels, max_pixels]``.
-
-    Raises:
-        ValueError: a side is not positive, or the aspect ratio exceeds 200 (the processor refuses it too).
-
-    >>> resized_size(1024, 768, 28, 3136, 12544)
-    (112, 84)
-    >>> resized_size(30, 30, 28, 3136, 12544)   # too small: scaled up to at least min_pixels
-    (56, 56)
-    """
-    if width <= 0 or height <= 0:
-        raise ValueError(f"image size must be positive, got {width}x{height}")
-    if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
-        raise ValueError(
-            f"image {width}x{height}: aspect ratio over {MAX_ASPECT_RATIO}, the processor refuses it"
-        )
-    w = round(width / factor) * factor
-    h = round(height / factor) * factor
-    if w * h > max_pixels:
-        shrink = math.sqrt(width * height / max_pixels)
-        w = max(factor, math.floor(width / shrink / factor) * factor)
-        h = max(factor, math.floor(height / shrink / factor) * factor)
-    elif w * h < min_pixels:
-        grow = math.sqrt(min_pixels / (width * height))
-        w = math.ceil(width * grow / factor) * factor
-        h = math.ceil(height * grow / factor) * factor
-    return w, h
-
-
-@dataclass(frozen=True)
-class ResizeRule:
-    """A processor's resize settings: what :func:`resized_size` needs, read from the processor itself."""
-
-    factor: int
-    min_pixels: int
-    max_pixels: int
-
-    @classmethod
-    def from_processor(cls, processor: Any) -> ResizeRule:
-        """Read ``patch_size``, ``merge_size`` and the ``size`` bounds of a Qwen-VL (image) processor.
-
-        Raises:
-            ValueError: the processor is not a Qwen-VL one (no pixel-area bounds or no merge size).
-        """
-        image_processor = getattr(processor, "image_processor", processor)
-        size = dict(getattr(image_processor, "size", None) or {})
-        patch, merge = (
-            getattr(image_processor, "patch_size", None),
-            getattr(image_processor, "merge_size", None),
-        )
-        if not patch or not merge or "shortest_edge" not in size or "longest_edge" not in size:
-            raise ValueError(
-                f"{type(image_processor).__name__} has no Qwen-VL resize settings (patch_size, merge_size, "
-                "size.shortest_edge/longest_edge); use point frame 'relative-1000' or 'original' for this model"
-            )
-        return cls(int(patch) * int(merge), int(size["shortest_edge"]), int(size["longest_edge"]))
-
-    def frame(self, width: int, height: int) -> Frame:
-        """The ``resized`` frame of a ``width`` x ``height`` image."""
-        return Frame.resized(
-            width, height, factor=self.factor, min_pixels=self.min_pixels, max_pixels=self.max_pixels
-        )
 
 
 @dataclass(frozen=True)
@@ -121,17 +52,9 @@ class Frame:
     convention: str = "resized"
 
     @classmethod
-    def resized(
-        cls,
-        width: int,
-        height: int,
-        *,
-        factor: int = 28,
-        min_pixels: int = 56 * 56,
-        max_pixels: int = 28 * 28 * 1280,
-    ) -> Frame:
-        """Qwen2.5-VL: pixels of the processor-resized image (defaults: the Qwen2-VL processor's)."""
-        w, h = resized_size(width, height, factor, min_pixels, max_pixels)
+    def resized(cls, width: int, height: int, rule: ResizeRule) -> Frame:
+        """Qwen2.5-VL: pixels of the image after the processor's resize (``rule``)."""
+        w, h = rule.size(width, height)
         return cls(width, height, w, h, "resized")
 
     @classmethod
@@ -144,7 +67,7 @@ class Frame:
         if convention == "resized":
             if rule is None:
                 raise ValueError("point frame 'resized' needs the processor's resize settings")
-            return rule.frame(width, height)
+            return cls.resized(width, height, rule)
         if convention == "relative-1000":
             return cls(width, height, RELATIVE_SCALE, RELATIVE_SCALE, convention)
         if convention == "original":

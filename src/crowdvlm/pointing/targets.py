@@ -15,8 +15,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from crowdvlm.pointing.frame import Frame, ResizeRule, reading_order
+from crowdvlm.pointing.frame import Frame, reading_order
 from crowdvlm.prompts import POINT_LABEL
+from crowdvlm.resize import ResizeRule
 
 __all__ = ["add_frame_sizes", "frame_of_row", "image_size", "point_answer", "point_frame_for"]
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from crowdvlm.evaluate.backends.base import Answer, EvalItem, Prepared, try_load_image
 from crowdvlm.prompts import conversational_prompt
+from crowdvlm.resize import check_pixel_bounds
 
 __all__ = ["VLLMBackend"]
 
@@ -58,6 +59,7 @@ class VLLMBackend:
         self.model_name = str(model)
         self.max_new_tokens = max_new_tokens
         self.processor = AutoProcessor.from_pretrained(model)  # only for its chat template
+        check_pixel_bounds(min_pixels, max_pixels)  # the rule the HF processor applies, before vLLM starts
         pixels = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
         self.llm = vllm.LLM(
             model=str(model),
