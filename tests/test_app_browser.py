@@ -66,7 +66,7 @@ def model_options(tiny_model_dir: Path) -> tuple[list[str], str]:
 
     base = Path(os.path.relpath(resources.files("crowdvlm.demo") / "base"))  # relative: the page shows it
     prompt = json.loads((base / "base_recipe.json").read_text())["prompt"]
-    options += ["--prompt", prompt["template"], "--output", prompt["output"]]
+    options += ["--prompt-template", prompt["prompt_template"], "--output-format", prompt["output_format"]]
     return ["--model", str(base), *options], prompt["question"]
 
 

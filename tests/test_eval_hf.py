@@ -128,7 +128,7 @@ def test_eval_cli_writes_every_file(tiny_model_dir, manifests, tmp_path, capsys)
         assert {"n", "mae", "rmse", "nae", "accuracy", "parse_failure_rate"} <= group.keys()
 
     run = json.loads((out / "run.json").read_text())
-    assert run["template"] == "eval" and run["backend"] == "hf" and run["sessions"][0]["images"] == 11
+    assert run["prompt_template"] == "eval" and run["backend"] == "hf" and run["sessions"][0]["images"] == 11
     report = (out / "report.md").read_text()
     assert "## Per dataset" in report and "missing: cannot load image" in report
 

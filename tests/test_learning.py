@@ -47,7 +47,7 @@ def eval_metrics(model: Path, data: Path, out: Path) -> dict:
         str(out),
         "--batch-size",
         "16",
-        "--prompt",
+        "--prompt-template",
         "train",
         "--max-new-tokens",
         "48",

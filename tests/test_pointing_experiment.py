@@ -35,7 +35,7 @@ report: {{n_boot: 100}}
 def test_pointing_experiment_declares_the_issue_arms():
     exp = load_experiment(POINTING)
     assert exp.seeds == (0, 1, 2) and exp.sets["train"].counts == (0, 15) == exp.sets["test"].counts
-    assert {a: exp.eval_of(a)["output"] for a in exp.arms} == {
+    assert {a: exp.eval_of(a)["output_format"] for a in exp.arms} == {
         "base_answer": "answer-only",
         "base_points": "points",
         "sft_answer": "answer-only",
@@ -53,10 +53,10 @@ def test_pointing_experiment_declares_the_issue_arms():
 
 def test_an_arm_eval_output_is_checked(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f"extends: {POINTING}\narms: {{sft_points: {{eval: {{output: boxes}}}}}}\n")
+    bad.write_text(f"extends: {POINTING}\narms: {{sft_points: {{eval: {{output_format: boxes}}}}}}\n")
     assert crowdvlm(["experiment", "check", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "arms.sft_points.eval.output: expected think or answer-only or points, got 'boxes'" in err
+    assert "arms.sft_points.eval.output_format: expected think or answer-only or points, got 'boxes'" in err
     bad.write_text(f"extends: {POINTING}\narms: {{sft_points: {{eval: {{radius: 3}}}}}}\n")
     assert crowdvlm(["experiment", "check", str(bad)]) == 2
     assert "arms.sft_points.eval.radius: unknown key" in capsys.readouterr().err
@@ -74,7 +74,7 @@ def toy_run(tmp_path_factory):
 def test_point_arms_answer_with_points_and_get_localisation(toy_run):
     for arm in ("base_answer", *POINT_ARMS, "sft_answer", "grpo_fgrpr"):
         folder = toy_run / "evals" / arm / ("test" if arm.startswith("base") else "s0/test")
-        output = json.loads((folder / "run.json").read_text())["output"]
+        output = json.loads((folder / "run.json").read_text())["output_format"]
         assert output == ("points" if arm in POINT_ARMS else "answer-only"), arm
         assert (folder / "localisation.json").is_file() == (arm in POINT_ARMS), arm
     # the point GRPO arm trained on the point rewards, the answer-only one on FGRPR
@@ -104,4 +104,4 @@ def test_report_holds_the_claim_row_and_the_localisation_table(toy_run):
     assert "| **P** | pointing beats answer-only on count MAE" in report
     assert "| P: pointing beats answer-only on count MAE | P |" in report
     assert "| GRPO pointing | 10 |" in report  # its localisation row
-    assert "Evaluation of SFT (pointing): output `points`" in report
+    assert "Evaluation of SFT (pointing): output_format `points`" in report

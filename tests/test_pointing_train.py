@@ -116,14 +116,23 @@ def test_eval_with_points_writes_localisation_and_predict_draws_points(
 ):
     from crowdvlm.evaluate.cli import eval_main, predict_main
 
-    common = ["--model", str(point_sft), "--device", "cpu", "--max-new-tokens", "120", "--prompt", "train"]
+    common = [
+        "--model",
+        str(point_sft),
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "120",
+        "--prompt-template",
+        "train",
+    ]
     argv = [
         *common,
         "--data",
         str(point_manifest),
         "--out",
         str(tmp_path / "run"),
-        "--output",
+        "--output-format",
         "points",
         "--limit",
         "4",

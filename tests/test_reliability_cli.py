@@ -67,8 +67,8 @@ RESUME_CHANGES = {
     # what changes: (extra options of the resumed run, what the message must name)
     "limit": (["--limit", "1"], "--limit null -> 1"),
     "model": (["--model", "other-gpt"], '--model "fake-gpt" -> "other-gpt"'),
-    "prompt": (["--prompt", "train"], '--prompt "eval" -> "train"'),
-    "output": (["--output", "answer-only"], '--output "think" -> "answer-only"'),
+    "prompt": (["--prompt-template", "train"], '--prompt-template "eval" -> "train"'),
+    "output": (["--output-format", "answer-only"], '--output-format "think" -> "answer-only"'),
     "parse": (["--strict-parse"], '--strict-parse "lenient" -> "strict"'),
     "max_new_tokens": (["--max-new-tokens", "17"], "--max-new-tokens 256 -> 17"),
 }

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def _top_parser() -> argparse.ArgumentParser:
     lines = [f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()]
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="crowdvlm",
         description="Teach vision-language models to count precisely (GRPO + FGRPR).",
         epilog="commands:\n"

@@ -23,6 +23,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="crowdvlm app",
         description="A web page to try a counting model: one image -> count, reasoning, points and time; "
         "several images or a zip -> a table and a CSV. Needs the app extra: pip install 'crowdvlm[app]'.",
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--strict-parse", action="store_true", help="read answers with the paper's strict rule"
     )
-    add_point_options(parser)  # with --output points the answer's points are drawn on the image
+    add_point_options(parser)  # with --output-format points the answer's points are drawn on the image
     server = parser.add_argument_group("server")
     server.add_argument(
         "--host",
@@ -110,12 +111,12 @@ def main(argv: list[str]) -> int:
 
     backend = _open_backend(args)  # as `crowdvlm predict` opens it (bad model: one-line UsageError)
     points_reader = None
-    if args.output == "points":
+    if args.output_format == "points":
         points_reader = frame_points_reader(args.point_frame, point_frame_rule(args, backend))
     service = CountingService(
         backend,
-        template=args.prompt,
-        output=args.output,
+        template=args.prompt_template,
+        output=args.output_format,
         strict_parse=args.strict_parse,
         batch_size=args.batch_size,
         limits=limits,

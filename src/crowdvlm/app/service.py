@@ -40,7 +40,7 @@ PointsReader = Callable[[str, tuple[int, int]], list[tuple[float, float]]]
 
 
 def frame_points_reader(convention: str, rule=None) -> PointsReader:
-    """Read an answer's points as ``crowdvlm predict --output points`` does, in the image's own pixels.
+    """Read an answer's points as ``crowdvlm predict --output-format points`` does, in the image's own pixels.
 
     Args:
         convention: the frame the model points in (``--point-frame``: resized, relative-1000, original).
@@ -110,8 +110,8 @@ class CountingService:
 
     Args:
         backend: an inference backend (:mod:`crowdvlm.evaluate.backends`), loaded once.
-        template: prompt template (as ``crowdvlm predict --prompt``).
-        output: output instruction (as ``crowdvlm predict --output``).
+        template: prompt template (as ``crowdvlm predict --prompt-template``).
+        output: output instruction (as ``crowdvlm predict --output-format``).
         strict_parse: read answers with the paper's strict rule.
         batch_size: images per ``generate`` call in a batch request.
         limits: bounds on one request.

@@ -22,11 +22,13 @@ def _size(text: str) -> tuple[int, int]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="crowdvlm data", description="Datasets to manifests; synthetic data."
+        allow_abbrev=False, prog="crowdvlm data", description="Datasets to manifests; synthetic data."
     )
     sub = parser.add_subparsers(dest="action", required=True, metavar="action")
 
-    conv = sub.add_parser("convert", help="convert a dataset in its native format to a JSONL manifest")
+    conv = sub.add_parser(
+        "convert", allow_abbrev=False, help="convert a dataset in its native format to a JSONL manifest"
+    )
     conv.add_argument("--format", required=True, choices=list(FORMATS), help="the dataset's native format")
     conv.add_argument(
         "--root", required=True, help="dataset folder (for --format crowdvlm: the JSON/JSONL/YAML file)"
@@ -52,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--question", help="folder: the full question instead")
     conv.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    syn = sub.add_parser("synth", help="generate synthetic counting images with exact counts and points")
+    syn = sub.add_parser(
+        "synth", allow_abbrev=False, help="generate synthetic counting images with exact counts and points"
+    )
     syn.add_argument("--out", required=True, help="output folder (images/ and manifest.jsonl)")
     syn.add_argument("--n", type=int, required=True, help="number of images")
     syn.add_argument(
@@ -73,12 +77,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     syn.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    st = sub.add_parser("stats", help="count histogram, per-dataset table and image sizes of manifests")
+    st = sub.add_parser(
+        "stats", allow_abbrev=False, help="count histogram, per-dataset table and image sizes of manifests"
+    )
     st.add_argument("manifests", nargs="+", help="manifest files")
     st.add_argument("--plot", help="save a count histogram here (.png)")
     st.add_argument("--json", action="store_true", help="print the numbers as JSON")
 
-    sh = sub.add_parser("show", help="draw a grid of images with their points and counts")
+    sh = sub.add_parser("show", allow_abbrev=False, help="draw a grid of images with their points and counts")
     sh.add_argument("manifest", help="manifest file")
     sh.add_argument("--n", type=int, default=8, help="images in the grid (default 8)")
     sh.add_argument("--out", required=True, help="grid image to write (.png)")

@@ -149,8 +149,8 @@ def rebuild_base(
         "image_size": demo.image_size,
         "prompt": {
             "question": demo.question,
-            "template": job.script.prompt_template,
-            "output": job.script.output_format,
+            "prompt_template": job.script.prompt_template,
+            "output_format": job.script.output_format,
         },
         "steps_done": result.global_step,
         "train_loss": result.metrics.get("train_loss"),

@@ -42,13 +42,13 @@ def _add_backend_options(parser: argparse.ArgumentParser) -> None:
         "--max-new-tokens", type=positive_int, default=256, help="answer length budget (default: 256)"
     )
     parser.add_argument(
-        "--prompt",
+        "--prompt-template",
         choices=TEMPLATES,
         default="eval",
         help="prompt template (default: eval, the paper's evaluation one)",
     )
     parser.add_argument(
-        "--output",
+        "--output-format",
         choices=OUTPUTS,
         default="think",
         help="output instruction (default: think: <think>..<answer>)",
@@ -186,19 +186,21 @@ def eval_main(argv: list[str]) -> int:
     for manifest in manifests:
         check_input_file(manifest, "--data", "manifest file")
     check_output_dir(args.out)
-    items = items_from_manifests(manifests, template=args.prompt, output=args.output, limit=args.limit)
+    items = items_from_manifests(
+        manifests, template=args.prompt_template, output=args.output_format, limit=args.limit
+    )
     if not items:
         raise UsageError(f"--data: no images in {', '.join(map(str, manifests))}")
     # What identifies the evaluation, checked on --resume (with the backend's and the items' fingerprint).
     settings = {
-        "template": args.prompt,
-        "output": args.output,
+        "prompt_template": args.prompt_template,
+        "output_format": args.output_format,
         "data": [str(m.resolve()) for m in manifests],
         "limit": args.limit,
     }
     backend = _open_backend(args)
     try:
-        rule = point_frame_rule(args, backend) if args.output == "points" else None
+        rule = point_frame_rule(args, backend) if args.output_format == "points" else None
         metrics = evaluate(
             backend,
             items,
@@ -212,7 +214,7 @@ def eval_main(argv: list[str]) -> int:
         )
     finally:
         _close(backend)
-    if args.output == "points":
+    if args.output_format == "points":
         from crowdvlm.evaluate.localisation import write_localisation
 
         summary = write_localisation(
@@ -324,29 +326,29 @@ def predict_main(argv: list[str]) -> int:
         type=Path,
         default=None,
         metavar="DIR",
-        help="ask for point answers (--output points) and write each image with its points drawn to DIR",
+        help="ask for point answers (--output-format points) and write each image with its points drawn to DIR",
     )
     args = parser.parse_args(argv)
     _setup_logging(level=logging.WARNING)
     if args.points is not None:
-        args.output = "points"
+        args.output_format = "points"
 
     from crowdvlm.evaluate.run import answer_batches
     from crowdvlm.prompts import build_prompt
 
-    prompt = build_prompt(args.question, template=args.prompt, output=args.output)
+    prompt = build_prompt(args.question, template=args.prompt_template, output=args.output_format)
     items = [EvalItem(str(path), "predict", path, prompt) for path in args.images]
     backend = _open_backend(args)
     failed = 0
     try:
-        rule = point_frame_rule(args, backend) if args.output == "points" else None
+        rule = point_frame_rule(args, backend) if args.output_format == "points" else None
         for batch in answer_batches(
             backend, items, batch_size=args.batch_size, parse_strict=args.strict_parse
         ):
             for p in batch:
                 failed += p.error is not None
                 points = None
-                if args.output == "points" and not p.error:
+                if args.output_format == "points" and not p.error:
                     points = predicted_points(Path(p.image), p.text, args, rule)
                 _print_prediction(p.id, p.pred, p.text, p.error, args, points)
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from crowdvlm.errors import UsageError
 
@@ -25,6 +25,10 @@ __all__ = [
 
 class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors raise :class:`UsageError` instead of printing usage and exiting."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # --max-new refused, not taken as --max-new-tokens
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see `{self.prog} --help`)")

@@ -1,4 +1,4 @@
-"""The point-answer options of `crowdvlm eval` and `crowdvlm predict` (``--output points``), and their use.
+"""The point-answer options of `crowdvlm eval` and `crowdvlm predict` (``--output-format points``), and their use.
 
 Kept apart from :mod:`crowdvlm.evaluate.cli` so that each command's flow stays readable; heavy imports happen
 inside the functions, so ``--help`` stays instant.
@@ -27,7 +27,7 @@ def add_point_options(parser: argparse.ArgumentParser, *, evaluation: bool = Fal
     from crowdvlm.pointing.frame import CONVENTIONS
     from crowdvlm.pointing.metrics import DEFAULT_RADII
 
-    points = parser.add_argument_group("point answers (--output points)")
+    points = parser.add_argument_group("point answers (--output-format points)")
     points.add_argument(
         "--point-frame",
         choices=CONVENTIONS,

@@ -93,7 +93,7 @@ def write_report(
     _plot_datasets(metrics["per_dataset"], out_dir / PLOTS["mae_per_dataset"])
 
     lines = ["# Evaluation report", ""]
-    for key in ("model", "backend", "template", "output", "parse", "max_new_tokens", "data"):
+    for key in ("model", "backend", "prompt_template", "output_format", "parse", "max_new_tokens", "data"):
         if settings.get(key) is not None:
             value = settings[key]
             lines.append(f"- **{key}**: {', '.join(map(str, value)) if isinstance(value, list) else value}")

@@ -28,8 +28,8 @@ ITEMS_DIGEST = "items_sha256"
 RESUME_KEYS: dict[str, str] = {
     "backend": "--backend",
     "model": "--model",
-    "template": "--prompt",
-    "output": "--output",
+    "prompt_template": "--prompt-template",
+    "output_format": "--output-format",
     "max_new_tokens": "--max-new-tokens",
     "parse": "--strict-parse",
     "data": "--data",

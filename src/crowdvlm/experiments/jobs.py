@@ -76,19 +76,8 @@ def parse_arm_job(
 ):
     """The arm's recipe plus its overrides plus the run's own keys, parsed as ``crowdvlm train`` parses them."""
     from crowdvlm.errors import UsageError
-    from crowdvlm.train.config import ConfigError, make_parser, parse_job
+    from crowdvlm.train.config import ConfigError, parse_job
 
-    # argparse would take an unknown key that prefixes a real one (lr_sched -> lr_scheduler_type) as that key
-    known = {action.dest for action in make_parser(arm.train)._actions}
-    unknown = sorted(set(arm.overrides) - known)
-    if unknown:
-        import difflib
-
-        close = difflib.get_close_matches(unknown[0], known, n=2)
-        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-        raise UsageError(
-            f"{exp.path}: arms.{arm.name}.overrides.{unknown[0]}: not a key of crowdvlm train {arm.train}{hint}"
-        )
     try:
         return parse_job(
             arm.train,
@@ -185,7 +174,7 @@ def evaluate_model(
 
     Args:
         settings: the arm's eval settings (:meth:`Experiment.eval_of`); the experiment's ``eval`` if None.
-            With ``output: points`` the run also gets ``crowdvlm eval --output points``' localisation metrics
+            With ``output_format: points`` the run also gets ``crowdvlm eval --output-format points``' localisation metrics
             (``localisation.json``; points in the frame of the model's own processor).
 
     Returns:
@@ -197,7 +186,7 @@ def evaluate_model(
 
     ev = settings or exp.eval
     backend = HFBackend.load(model_dir, max_new_tokens=ev["max_new_tokens"], device="cpu")
-    items = items_from_manifests(manifests, template=ev["template"], output=ev["output"])
+    items = items_from_manifests(manifests, template=ev["prompt_template"], output=ev["output_format"])
     metrics = evaluate(
         backend,
         items,
@@ -205,11 +194,11 @@ def evaluate_model(
         batch_size=ev["batch_size"],
         report=False,
         progress=progress,
-        settings={"template": ev["template"], "output": ev["output"]},
+        settings={"prompt_template": ev["prompt_template"], "output_format": ev["output_format"]},
     )
     overall = metrics["overall"]
     summary = {k: overall.get(k) for k in ("n", "mae", "mae_parsed", "accuracy", "parse_failure_rate")}
-    if ev["output"] == "points":
+    if ev["output_format"] == "points":
         from crowdvlm.evaluate.localisation import write_localisation
         from crowdvlm.resize import ResizeRule
 

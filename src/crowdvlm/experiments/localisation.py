@@ -1,7 +1,7 @@
 """Localisation of the point arms of an experiment: F1 per radius and the count read from the points.
 
-An arm evaluated with ``output: points`` has a ``localisation.json`` next to each seed's predictions (written
-by :func:`crowdvlm.evaluate.localisation.write_localisation`, the same file ``crowdvlm eval --output points``
+An arm evaluated with ``output_format: points`` has a ``localisation.json`` next to each seed's predictions (written
+by :func:`crowdvlm.evaluate.localisation.write_localisation`, the same file ``crowdvlm eval --output-format points``
 writes). This module gathers them into ``results.json`` (mean and sd over seeds) and renders the report's
 table; arms that answer counts only have no row.
 """
@@ -28,7 +28,7 @@ def collect_localisation(layout) -> dict[str, dict[str, Any]]:
     for set_name in exp.test_sets:
         for arm in exp.arms:
             paths = [layout.seed_eval(arm, s, set_name) / LOCALISATION_FILE for s in layout.seeds_of(arm)]
-            if exp.eval_of(arm)["output"] != "points" or not all(p.is_file() for p in paths):
+            if exp.eval_of(arm)["output_format"] != "points" or not all(p.is_file() for p in paths):
                 continue
             runs = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
             radii = runs[0]["radii"]

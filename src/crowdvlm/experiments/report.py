@@ -175,7 +175,7 @@ def _setup(exp: Experiment) -> list[str]:
         f"- Base: `{exp.base_as_written}`; every trained arm starts from it and sees the same training images per "
         f"seed. Image size {exp.image_size} px"
         + (f"; every image is asked “{exp.question}”." if exp.question else "."),
-        f"- Evaluation: prompt `{ev['template']}` / `{ev['output']}`, greedy, at most {ev['max_new_tokens']} new tokens.",
+        f"- Evaluation: prompt `{ev['prompt_template']}` / `{ev['output_format']}`, greedy, at most {ev['max_new_tokens']} new tokens.",
         *[
             f"- Evaluation of {arm.label}: "
             + ", ".join(f"{k} `{v}`" for k, v in exp.eval_of(arm.name).items() if k in arm.eval)

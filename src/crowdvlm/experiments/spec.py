@@ -10,7 +10,7 @@ An experiment file is YAML (see docs/experiments.md and ``recipes/experiments/``
     validation_set: val             # the lr grid is decided here, before any test set is looked at
     test_sets: [test, ood]
     seeds: [0, 1, 2]
-    eval:   {template: train, output: answer-only, max_new_tokens: 10, batch_size: 50}
+    eval:   {prompt_template: train, output_format: answer-only, max_new_tokens: 10, batch_size: 50}
     arms:   {base: {model: base}, sft: {train: sft, recipe: ../demo/sft.yaml, lr_grid: [1e-5, 3e-5]}}
     comparisons: [{id: C1, a: grpo_binary, b: sft, set: test, expect: higher, margin: 0.05}]
     claims: {C3: {statement: ..., parts: [C3a, C3b]}}
@@ -223,8 +223,8 @@ def _arm(path: Path, name: str, raw: Any) -> ArmSpec:
 
 #: ``eval:`` keys (of the experiment, or of one arm) and their defaults: crowdvlm eval's settings.
 EVAL_DEFAULTS: dict[str, Any] = {
-    "template": "eval",
-    "output": "think",
+    "prompt_template": "eval",
+    "output_format": "think",
     "max_new_tokens": 256,
     "batch_size": 8,
 }
@@ -232,16 +232,16 @@ EVAL_DEFAULTS: dict[str, Any] = {
 
 def _eval_settings(keys: Keys, defaults: dict[str, Any]) -> dict[str, Any]:
     """The ``eval`` keys given (and the ``defaults`` of the others), checked; ``points`` adds localisation."""
-    from crowdvlm.prompts import OUTPUTS
+    from crowdvlm.prompts import OUTPUTS, TEMPLATES
 
     out = {}
     for key in EVAL_DEFAULTS:
         if key not in keys.raw and key not in defaults:
             continue
-        if key == "output":
+        if key == "output_format":
             check, hint = (lambda v: v in OUTPUTS), " or ".join(OUTPUTS)
-        elif key == "template":
-            check, hint = None, ""
+        elif key == "prompt_template":
+            check, hint = (lambda v: v in TEMPLATES), " or ".join(TEMPLATES)
         else:
             check, hint = (lambda v: v >= 1), "a positive integer"
         out[key] = keys.get(key, type(EVAL_DEFAULTS[key]), defaults.get(key, ...), check=check, hint=hint)

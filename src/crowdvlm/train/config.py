@@ -212,6 +212,7 @@ def make_parser(kind: str):
     parser = TrlParser(
         (ModelArguments, _script_class(kind), _trl_config_class(kind)),
         prog=f"crowdvlm train {kind}",
+        allow_abbrev=False,  # an unknown key that prefixes a real one (lr_sched) is refused, not taken as it
         description="--config RECIPE.yaml  the recipe (YAML); every key below, ours or TRL's, overrides it "
         "as --key value",
     )
@@ -327,9 +328,8 @@ def parse_job(
         raise ConfigError(f"{where}{err}") from None
     except ValueError as err:
         if "not used by the HfArgumentParser" in str(err):
-            unknown = [
-                a[2:].split("=")[0] for a in argv if a.startswith("--") and a[2:].split("=")[0] not in known
-            ]
+            keys_given = [a[2:].split("=")[0] for a in argv if a.startswith("--")]
+            unknown = [k for k in keys_given if k not in known and k != "config"]  # TrlParser reads --config
             raise ConfigError(where + _unknown_keys_message(unknown or [str(err)], known, kind)) from None
         hint = next((h for key, h in _HINTS.items() if key in str(err)), "")
         raise ConfigError(f"{where}{err} {hint}".strip()) from err
