@@ -13,6 +13,7 @@ from crowdvlm.experiments.report import terminal_table, write_report
 from crowdvlm.experiments.spec import load_experiment
 from crowdvlm.experiments.stages import DONE_FILE, Stage, eta, is_done, run_stages
 from crowdvlm.experiments.summary import collect
+from crowdvlm.train.config import CONFIG_FILE
 
 # Per arm, how far its answers are off (constant error per image); binary also fails to parse some OOD answers.
 OFFSET = {"base": 4, "sft": 2, "grpo_binary": 3, "grpo_fgrpr": 1}
@@ -77,6 +78,8 @@ def finished(tmp_path):
             _marker(run, steps=10, log="log.jsonl", units=100, wall_s=5.0 if arm == "sft" else 50.0)
             if arm != "sft":
                 reward = "binary" if arm == "grpo_binary" else "fgrpr"
+                config = {"kind": "grpo", "script": {"rewards": [reward, "answer_format"]}}
+                (run / CONFIG_FILE).write_text(json.dumps(config))  # what the run trained with
                 with (run / "log.jsonl").open("w") as f:
                     f.write(json.dumps({"event": "train_begin", "step": 0}) + "\n")
                     for step in range(1, 21):

@@ -27,13 +27,15 @@ __all__ = ["collect", "grpo_curves", "task_reward_of"]
 _CURVE_KEYS = ("task_reward", "frac_reward_zero_std", "kl", "entropy")
 
 
-def task_reward_of(arm) -> str | None:
-    """The first reward a GRPO arm is trained with (the task reward; the others are format terms)."""
-    import yaml
+def task_reward_of(run_dir: Path) -> str | None:
+    """The first reward a GRPO run was trained with (the task reward; the others are format terms), read from
+    the configuration the run saved, so it is the reward the run really used, however the recipe wrote it."""
+    from crowdvlm.train.config import read_job_summary
 
-    rewards = arm.overrides.get("rewards")
-    if rewards is None:
-        rewards = (yaml.safe_load(Path(arm.recipe).read_text(encoding="utf-8")) or {}).get("rewards")
+    try:
+        rewards = read_job_summary(run_dir)["script"].get("rewards")
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     return rewards[0] if rewards else None
 
 
@@ -81,7 +83,7 @@ def _training(layout: Layout) -> tuple[dict[str, Any], dict[str, Any]]:
         if not seeds:
             continue
         markers = [read_marker(layout.seed_run(arm.name, s)) for s in seeds]
-        reward = task_reward_of(arm) if arm.train == "grpo" else None
+        reward = task_reward_of(layout.seed_run(arm.name, seeds[0])) if arm.train == "grpo" else None
         curves[arm.name] = {}
         for seed, marker in zip(seeds, markers, strict=True):
             log = layout.seed_run(arm.name, seed) / marker.get("log", "log.jsonl")

@@ -15,13 +15,12 @@ from typing import Any
 
 from crowdvlm.train.callbacks import JsonlLogCallback, JsonlWriter, RewardRecorder, SampleCompletionsCallback
 from crowdvlm.train.cluster import RankAgreementCallback
-from crowdvlm.train.config import TrainJob, job_summary
+from crowdvlm.train.config import CONFIG_FILE, TrainJob, job_summary
 from crowdvlm.train.errors import ConfigError
 from crowdvlm.train.resume import finished_state, last_checkpoint
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "crowdvlm_config.json"  # the resolved configuration, written next to the checkpoints
 BAD_IMAGES_FILE = "bad_images.tsv"  # the images the check before training found unusable
 
 

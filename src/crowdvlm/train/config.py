@@ -338,6 +338,26 @@ def parse_job(
     return job
 
 
+#: The resolved configuration of a run (:func:`job_summary`), written next to its checkpoints.
+CONFIG_FILE = "crowdvlm_config.json"
+
+
+def read_job_summary(output_dir: str | Path) -> dict[str, Any]:
+    """The configuration a run saved (:data:`CONFIG_FILE` in its output folder), as the run resolved it.
+
+    Raises:
+        ValueError: the file is missing or not a JSON object (the message names it).
+    """
+    path = Path(output_dir) / CONFIG_FILE
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: the run's saved configuration cannot be read ({err})") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("script"), dict):
+        raise ValueError(f"{path}: expected a run configuration written by crowdvlm train")
+    return summary
+
+
 def job_summary(job: TrainJob) -> dict[str, Any]:
     """The resolved configuration as a JSON-able dict (written next to the checkpoints)."""
 
