@@ -28,7 +28,14 @@ DEFAULT_SFT_REASONING = (
 
 @dataclass
 class ModelArguments:
-    """What model to load and how (shared by SFT and GRPO)."""
+    """What model to load and how (shared by SFT and GRPO).
+
+    Not a subclass of ``trl.ModelConfig`` on purpose: that class also declares 4/8-bit loading, DoRA, rsLoRA,
+    ``lora_modules_to_save`` and ``model_revision``, which crowdvlm's loader (:func:`crowdvlm.modeling.load_model_and_processor`)
+    does not apply; inheriting them would let a recipe set ``load_in_4bit: true`` and silently train in full
+    precision. The fields shared with it keep TRL's names and meaning (LoRA defaults differ: r 64 / alpha 128,
+    the paper-scale adapters). A field added here must be applied by the loader.
+    """
 
     model_name_or_path: str | None = field(
         default=None,
