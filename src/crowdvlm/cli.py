@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 
 from crowdvlm import __version__
 from crowdvlm.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, CrowdvlmError
+from crowdvlm.logs import setup_logging
 
 # name -> ("module:function", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     verbose = ns.verbose or os.environ.get("CROWDVLM_TRACEBACK") == "1"
     if verbose:
-        logging.basicConfig(level=logging.DEBUG)
+        setup_logging(verbose=True)
     try:
         return int(resolve(ns.command)(normalize_option_spelling(ns.command, ns.args)) or 0)
     except (Exception, KeyboardInterrupt) as err:  # the one place errors become exit codes

@@ -15,6 +15,7 @@ from crowdvlm.app.uploads import MB, Limits
 from crowdvlm.errors import RunError, UsageError
 from crowdvlm.evaluate.cli import DEFAULT_QUESTION, _add_backend_options, _open_backend
 from crowdvlm.evaluate.point_options import add_point_options, point_frame_rule
+from crowdvlm.logs import setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -81,12 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """`crowdvlm app`: load the model once, serve the page until Ctrl-C."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("httpx", "httpx2", "openai", "urllib3", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(verbose=args.verbose)
     try:
         limits = Limits(
             max_upload_bytes=int(args.max_upload_mb * MB),

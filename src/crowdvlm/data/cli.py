@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 from crowdvlm.data.convert import FORMATS
 from crowdvlm.data.synth_styles import STYLES
 from crowdvlm.errors import UsageError
+from crowdvlm.logs import setup_logging
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -130,7 +130,7 @@ def _convert(args) -> int:
 def main(argv: list[str]) -> int:
     """Run one ``crowdvlm data`` action; bad input raises ``UsageError`` (exit 2), printed by ``crowdvlm.cli``."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         return _run(args)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, ValueError) as err:

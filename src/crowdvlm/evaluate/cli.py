@@ -21,6 +21,7 @@ from crowdvlm.evaluate.cli_checks import (
     positive_int,
 )
 from crowdvlm.evaluate.point_options import add_point_options, point_frame_rule, predicted_points
+from crowdvlm.logs import setup_logging
 from crowdvlm.parsing import thinking_text
 from crowdvlm.prompts import OUTPUTS, TEMPLATES, question_for
 
@@ -130,15 +131,7 @@ def _close(backend) -> None:
 
 
 def _setup_logging(verbose: bool = False, level: int = logging.INFO) -> None:
-    """Log to stderr; the HTTP stack's records (URLs, headers: credentials) are dropped even with -v."""
-    from crowdvlm.evaluate.backends.credentials import install_http_log_filter
-
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    install_http_log_filter()
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # chatty at debug level
+    setup_logging(level, verbose=verbose)
 
 
 # -- crowdvlm eval ---------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.logs import DATE_FORMAT, FORMAT
+
 __all__ = ["main", "run_experiment"]
 
 logger = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ def setup_output() -> None:
     import warnings
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
     handler.addFilter(_ExperimentLogFilter())
     root = logging.getLogger()
     if not any(isinstance(f, _ExperimentLogFilter) for h in root.handlers for f in h.filters):

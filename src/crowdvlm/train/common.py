@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.logs import setup_logging as setup_console_logging
 from crowdvlm.train.callbacks import JsonlLogCallback, JsonlWriter, RewardRecorder, SampleCompletionsCallback
 from crowdvlm.train.cluster import RankAgreementCallback
 from crowdvlm.train.config import CONFIG_FILE, TrainJob, job_summary
@@ -40,12 +40,7 @@ def setup_logging(job: TrainJob) -> None:
     import transformers
 
     level = logging.INFO if job.training.process_index == 0 else logging.WARNING
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    setup_console_logging(level)
     logging.getLogger("crowdvlm").setLevel(level)
     transformers.utils.logging.set_verbosity(job.training.get_process_log_level())
 
