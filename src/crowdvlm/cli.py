@@ -13,7 +13,8 @@ import os
 import sys
 
 from crowdvlm import __version__
-from crowdvlm.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, CrowdvlmError
+from crowdvlm.argparsing import CommandParser
+from crowdvlm.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, CrowdvlmError, UsageError
 from crowdvlm.logs import setup_logging
 
 # name -> ("module:function", one-line help)
@@ -32,8 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _top_parser() -> argparse.ArgumentParser:
     lines = [f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()]
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False,
+    parser = CommandParser(
         prog="crowdvlm",
         description="Teach vision-language models to count precisely (GRPO + FGRPR).",
         epilog="commands:\n"
@@ -89,15 +89,8 @@ def _exit_code(err: BaseException) -> int:
     """The documented exit code of an exception escaping a command (see :mod:`crowdvlm.errors`)."""
     if isinstance(err, KeyboardInterrupt):
         return EXIT_INTERRUPTED
-    if isinstance(err, CrowdvlmError):
+    if isinstance(err, CrowdvlmError):  # UsageError and its kinds (DataError, ConfigError) exit 2
         return err.exit_code
-    # Lazy: data/train errors are imported only if they exist in this run (keeps --help free of torch).
-    data_errors = sys.modules.get("crowdvlm.data.errors")
-    if data_errors is not None and isinstance(err, data_errors.DataError):
-        return EXIT_BAD_INPUT
-    train_config = sys.modules.get("crowdvlm.train.config")
-    if train_config is not None and isinstance(err, train_config.ConfigError):
-        return EXIT_BAD_INPUT
     return EXIT_FAILED
 
 
@@ -118,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         parser.print_help()
         return EXIT_BAD_INPUT
-    ns = parser.parse_args(argv)
+    try:
+        ns = parser.parse_args(argv)
+    except UsageError as err:
+        print(f"crowdvlm: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     verbose = ns.verbose or os.environ.get("CROWDVLM_TRACEBACK") == "1"
     if verbose:
         setup_logging(verbose=True)

@@ -12,6 +12,7 @@ import sys
 import threading
 
 from crowdvlm.app.uploads import MB, Limits
+from crowdvlm.argparsing import CommandParser
 from crowdvlm.errors import RunError, UsageError
 from crowdvlm.evaluate.cli import DEFAULT_QUESTION, _add_backend_options, _open_backend
 from crowdvlm.evaluate.point_options import add_point_options, point_frame_rule
@@ -23,8 +24,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False,
+    parser = CommandParser(
         prog="crowdvlm app",
         description="A web page to try a counting model: one image -> count, reasoning, points and time; "
         "several images or a zip -> a table and a CSV. Needs the app extra: pip install 'crowdvlm[app]'.",

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from crowdvlm.argparsing import CommandParser
 from crowdvlm.data.convert import FORMATS
 from crowdvlm.data.synth_styles import STYLES
 from crowdvlm.errors import UsageError
@@ -21,14 +22,10 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False, prog="crowdvlm data", description="Datasets to manifests; synthetic data."
-    )
+    parser = CommandParser(prog="crowdvlm data", description="Datasets to manifests; synthetic data.")
     sub = parser.add_subparsers(dest="action", required=True, metavar="action")
 
-    conv = sub.add_parser(
-        "convert", allow_abbrev=False, help="convert a dataset in its native format to a JSONL manifest"
-    )
+    conv = sub.add_parser("convert", help="convert a dataset in its native format to a JSONL manifest")
     conv.add_argument("--format", required=True, choices=list(FORMATS), help="the dataset's native format")
     conv.add_argument(
         "--root", required=True, help="dataset folder (for --format crowdvlm: the JSON/JSONL/YAML file)"
@@ -54,9 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--question", help="folder: the full question instead")
     conv.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    syn = sub.add_parser(
-        "synth", allow_abbrev=False, help="generate synthetic counting images with exact counts and points"
-    )
+    syn = sub.add_parser("synth", help="generate synthetic counting images with exact counts and points")
     syn.add_argument("--out", required=True, help="output folder (images/ and manifest.jsonl)")
     syn.add_argument("--n", type=int, required=True, help="number of images")
     syn.add_argument(
@@ -77,14 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     syn.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    st = sub.add_parser(
-        "stats", allow_abbrev=False, help="count histogram, per-dataset table and image sizes of manifests"
-    )
+    st = sub.add_parser("stats", help="count histogram, per-dataset table and image sizes of manifests")
     st.add_argument("manifests", nargs="+", help="manifest files")
     st.add_argument("--plot", help="save a count histogram here (.png)")
     st.add_argument("--json", action="store_true", help="print the numbers as JSON")
 
-    sh = sub.add_parser("show", allow_abbrev=False, help="draw a grid of images with their points and counts")
+    sh = sub.add_parser("show", help="draw a grid of images with their points and counts")
     sh.add_argument("manifest", help="manifest file")
     sh.add_argument("--n", type=int, default=8, help="images in the grid (default 8)")
     sh.add_argument("--out", required=True, help="grid image to write (.png)")

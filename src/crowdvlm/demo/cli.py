@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from crowdvlm.argparsing import CommandParser
 from crowdvlm.demo import DEMO_FILE, QUICK_FILE
 from crowdvlm.errors import UsageError
 
@@ -23,8 +24,7 @@ __all__ = ["DEMO_FILE", "QUICK_FILE", "main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        allow_abbrev=False,
+    p = CommandParser(
         prog="crowdvlm demo",
         description="Train SFT, GRPO with the 0/1 reward and GRPO with FGRPR from one tiny base on synthetic "
         "counting data, evaluate them in- and out-of-domain, and test the paper's three claims.",

@@ -10,10 +10,10 @@ import json
 import logging
 from pathlib import Path
 
+from crowdvlm.argparsing import CommandParser
 from crowdvlm.errors import RunError, UsageError
 from crowdvlm.evaluate.backends.base import EvalItem
 from crowdvlm.evaluate.cli_checks import (
-    Parser,
     check_input_file,
     check_output_dir,
     non_negative_int,
@@ -144,7 +144,7 @@ def eval_main(argv: list[str]) -> int:
         UsageError: bad options or input (exit 2), found before the model is loaded where possible.
         RunError: the evaluation failed (exit 1).
     """
-    parser = Parser(
+    parser = CommandParser(
         prog="crowdvlm eval",
         description="Evaluate a model on one or more manifests: predictions.jsonl, metrics.json, report.md, plots.",
     )
@@ -265,7 +265,7 @@ def _num(value, pct: bool = False) -> str:
 
 def compare_main(argv: list[str]) -> int:
     """`crowdvlm compare`: side-by-side tables of several eval runs, with bootstrap CIs of MAE differences."""
-    parser = Parser(
+    parser = CommandParser(
         prog="crowdvlm compare",
         description="Compare eval runs: MAE / RMSE / accuracy per dataset and per count bucket; MAE differences "
         "against the first run with paired bootstrap 95%% confidence intervals.",
@@ -302,7 +302,7 @@ def compare_main(argv: list[str]) -> int:
 
 def predict_main(argv: list[str]) -> int:
     """`crowdvlm predict`: count the objects in a few images."""
-    parser = Parser(prog="crowdvlm predict", description="Count the objects in images.")
+    parser = CommandParser(prog="crowdvlm predict", description="Count the objects in images.")
     _add_backend_options(parser)
     parser.add_argument("images", nargs="+", type=Path, help="image files")
     parser.add_argument(

@@ -2,36 +2,23 @@
 
 Every failure is a :class:`crowdvlm.errors.UsageError` (exit 2) whose one line names the option and the
 value, which ``crowdvlm.cli.main`` prints; argparse's own errors (an unknown option, ``--batch-size abc``)
-are turned into the same kind of line by :class:`Parser`.
+are turned into the same kind of line by :class:`crowdvlm.argparsing.CommandParser`.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, NoReturn
 
 from crowdvlm.errors import UsageError
 
 __all__ = [
-    "Parser",
     "check_input_file",
     "check_output_dir",
     "non_negative_int",
     "positive_float",
     "positive_int",
 ]
-
-
-class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors raise :class:`UsageError` instead of printing usage and exiting."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("allow_abbrev", False)  # --max-new refused, not taken as --max-new-tokens
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 def positive_int(text: str) -> int:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.argparsing import CommandParser
 from crowdvlm.logs import DATE_FORMAT, FORMAT
 
 __all__ = ["main", "run_experiment"]
@@ -97,8 +98,7 @@ def run_experiment(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        allow_abbrev=False,
+    p = CommandParser(
         prog="crowdvlm experiment",
         description="Run an experiment file: data, arms (recipes + overrides), seeds, lr grids, test sets and "
         "comparisons with a verdict each (docs/experiments.md).",
@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         ("check", "validate the file and every arm's recipe; run nothing"),
         ("report", "rebuild the report of a finished (or partly finished) run"),
     ):
-        a = sub.add_parser(action, allow_abbrev=False, help=text, description=text)
+        a = sub.add_parser(action, help=text, description=text)
         a.add_argument("file", type=Path, help="the experiment YAML (e.g. recipes/experiments/demo.yaml)")
         if action != "check":
             a.add_argument("--out", type=Path, default=None, help="output folder (default runs/<name>)")

@@ -6,19 +6,16 @@ import argparse
 import json
 from pathlib import Path
 
+from crowdvlm.argparsing import CommandParser
 from crowdvlm.errors import UsageError
 from crowdvlm.modeling.tiny_families import FAMILIES, FAMILY_NAMES
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        allow_abbrev=False, prog="crowdvlm model", description="Build or inspect models."
-    )
+    parser = CommandParser(prog="crowdvlm model", description="Build or inspect models.")
     sub = parser.add_subparsers(dest="action", required=True, metavar="action")
 
-    tiny = sub.add_parser(
-        "tiny", allow_abbrev=False, help="build a tiny random-weight Qwen VLM in Hugging Face format"
-    )
+    tiny = sub.add_parser("tiny", help="build a tiny random-weight Qwen VLM in Hugging Face format")
     tiny.add_argument("--out", required=True, help="folder to write (created if missing; must be empty)")
     tiny.add_argument("--overwrite", action="store_true", help="write into a folder that is not empty")
     tiny.add_argument(
@@ -44,9 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         help="largest image area (default: 4x4 image tokens, 12544 for qwen2_5_vl)",
     )
 
-    merge = sub.add_parser(
-        "merge", allow_abbrev=False, help="merge a LoRA run or checkpoint into its base model (for vLLM)"
-    )
+    merge = sub.add_parser("merge", help="merge a LoRA run or checkpoint into its base model (for vLLM)")
     merge.add_argument("adapter", help="folder with adapter_config.json (a LoRA run's output or checkpoint)")
     merge.add_argument("--out", required=True, help="folder to write the merged model and processor to")
     merge.add_argument("--overwrite", action="store_true", help="write into a folder that is not empty")
@@ -54,9 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         "--base", default=None, help="base model (default: the one named in the adapter config)"
     )
 
-    info = sub.add_parser(
-        "info", allow_abbrev=False, help="parameter counts, architecture and processor settings of a model"
-    )
+    info = sub.add_parser("info", help="parameter counts, architecture and processor settings of a model")
     info.add_argument("path", help="model folder or Hub id")
     return parser
 
