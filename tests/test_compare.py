@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from crowdvlm.errors import UsageError
 from crowdvlm.evaluate.cli import compare_main
-from crowdvlm.evaluate.compare import compare_runs, load_run, paired_bootstrap_mae_diff, write_comparison
+from crowdvlm.evaluate.compare import compare_runs, load_run, write_comparison
 from crowdvlm.evaluate.predictions import Prediction, PredictionWriter
 from crowdvlm.evaluate.scoring import compute_metrics
 
@@ -22,44 +21,6 @@ def _write_run(path, rows, *, with_metrics=True):
     if with_metrics:
         (path / "metrics.json").write_text(json.dumps(compute_metrics(preds)))
     return path
-
-
-def test_bootstrap_identical_models_differ_by_zero():
-    errors = np.arange(50, dtype=float)
-    r = paired_bootstrap_mae_diff(errors, errors, n=500)
-    assert (r["diff"], r["low"], r["high"], r["significant"]) == (0.0, 0.0, 0.0, False)
-
-
-def test_bootstrap_interval_covers_the_difference_and_is_reproducible():
-    rng = np.random.default_rng(1)
-    a = rng.exponential(10, 400)
-    b = a + rng.normal(-2.0, 3.0, 400)  # b better by ~2 on average, noisy
-    r1 = paired_bootstrap_mae_diff(a, b, n=1000, seed=7)
-    r2 = paired_bootstrap_mae_diff(list(a), list(b), n=1000, seed=7)
-    assert r1 == r2
-    assert r1["diff"] == pytest.approx(float(np.mean(b - a)))
-    assert r1["low"] < r1["diff"] < r1["high"] < 0 and r1["significant"]
-    assert r1["n_images"] == 400
-    # the pairing matters: an unpaired resample of the same data would be far wider
-    assert r1["high"] - r1["low"] < 1.5
-
-
-def test_bootstrap_noise_only_is_not_significant():
-    rng = np.random.default_rng(2)
-    a = rng.exponential(5, 200)
-    b = a + rng.normal(0, 0.5, 200) * rng.choice([-1, 1], 200)
-    r = paired_bootstrap_mae_diff(a, np.abs(b), n=1000)
-    assert r["low"] < 0 < r["high"] or not r["significant"]
-
-
-@pytest.mark.parametrize(("a", "b"), [([1, 2], [1]), ([], [1])])
-def test_bootstrap_rejects_unpaired_inputs(a, b):
-    with pytest.raises(ValueError, match="same length"):
-        paired_bootstrap_mae_diff(a, b)
-
-
-def test_bootstrap_without_images():
-    assert paired_bootstrap_mae_diff([], [])["diff"] is None
 
 
 def test_compare_matches_images_by_id(tmp_path):

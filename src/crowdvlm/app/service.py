@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import logging
 import tempfile
 import threading
 import time
@@ -30,7 +29,6 @@ from crowdvlm.prompts import build_prompt
 
 __all__ = ["CSV_COLUMNS", "CountingService", "Prediction", "PointsReader", "frame_points_reader", "to_csv"]
 
-logger = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 500
 CSV_COLUMNS = ("image", "count", "error", "answer")

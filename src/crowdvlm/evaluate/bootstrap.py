@@ -49,6 +49,11 @@ class DiffCI:
     n_seeds: int
     per_seed: tuple[float, ...]
 
+    @property
+    def excludes_zero(self) -> bool:
+        """Whether the interval lies wholly on one side of 0 (the difference is significant at ``level``)."""
+        return self.low > 0 or self.high < 0
+
     def to_dict(self) -> dict:
         return asdict(self)
 

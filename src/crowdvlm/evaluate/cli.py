@@ -25,8 +25,6 @@ from crowdvlm.logs import setup_logging
 from crowdvlm.parsing import thinking_text
 from crowdvlm.prompts import OUTPUTS, TEMPLATES, question_for
 
-logger = logging.getLogger(__name__)
-
 BACKENDS = ("hf", "vllm", "openai")
 DEFAULT_QUESTION = question_for("people")
 # The app imports the reader of the reasoning by this name; the one reader is crowdvlm.parsing's.

@@ -36,7 +36,7 @@ from crowdvlm.evaluate.report import format_value
 from crowdvlm.evaluate.scoring import absolute_error, compute_metrics, is_scored
 from crowdvlm.metrics import DEFAULT_BUCKET_EDGES, bucket_label, bucket_labels
 
-__all__ = ["Run", "compare_runs", "load_run", "paired_bootstrap_mae_diff", "write_comparison"]
+__all__ = ["Run", "compare_runs", "load_run", "write_comparison"]
 
 _KEEP = ("n", "mae", "rmse", "accuracy")
 
@@ -93,49 +93,6 @@ def _read_metrics(path: Path) -> dict[str, Any]:
     return metrics
 
 
-def paired_bootstrap_mae_diff(
-    a_errors: Sequence[float],
-    b_errors: Sequence[float],
-    *,
-    n: int = 2000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> dict[str, Any]:
-    """Difference in MAE, ``mean(b) - mean(a)``, with a paired bootstrap confidence interval.
-
-    ``a_errors[i]`` and ``b_errors[i]`` are the absolute errors of two models on the same image ``i``;
-    images are resampled with replacement, keeping the pairs together.
-
-    Args:
-        a_errors: absolute errors of the reference model.
-        b_errors: absolute errors of the other model, same images in the same order.
-        n: bootstrap resamples.
-        seed: random seed (the result is deterministic given it).
-        confidence: coverage of the interval.
-
-    Returns:
-        ``{"diff", "low", "high", "n_images", "significant"}``; a negative ``diff`` means ``b`` is better.
-        ``significant`` is True when the interval excludes 0. Values are None when there is no image.
-
-    >>> r = paired_bootstrap_mae_diff([2, 3, 4, 5], [1, 2, 3, 4], n=200)
-    >>> r["diff"], r["low"], r["high"], r["significant"]
-    (-1.0, -1.0, -1.0, True)
-    """
-    a, b = np.asarray(a_errors, dtype=np.float64), np.asarray(b_errors, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"paired errors must have the same length, got {len(a)} and {len(b)}")
-    if len(a) == 0:
-        return {"diff": None, "low": None, "high": None, "n_images": 0, "significant": False}
-    ci = paired_bootstrap(b[None, :], a[None, :], n_boot=n, level=confidence, seed=seed)  # one "seed"
-    return {
-        "diff": ci.diff,
-        "low": ci.low,
-        "high": ci.high,
-        "n_images": ci.n_images,
-        "significant": bool(ci.low > 0 or ci.high < 0),
-    }
-
-
 def _mean_cell(cells: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
     """One table cell of a group of runs: ``n`` of the first run, the other keys averaged over the runs."""
     out: dict[str, Any] = {"n": cells[0].get("n")}
@@ -162,7 +119,7 @@ def _group_diff(base: list[Run], other: list[Run], ids: list[str], *, n: int, se
         "high": ci.high,
         "n_images": ci.n_images,
         "n_seeds": ci.n_seeds,
-        "significant": bool(ci.low > 0 or ci.high < 0),
+        "significant": ci.excludes_zero,
     }
 
 

@@ -10,7 +10,6 @@ Plots (matplotlib's object API, no pyplot state, so it is safe off the main thre
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from crowdvlm.evaluate.scoring import is_scored
 
 __all__ = ["PLOTS", "REPORT_FILE", "format_value", "metrics_table", "write_report"]
 
-logger = logging.getLogger(__name__)
 
 REPORT_FILE = "report.md"
 PLOTS = {

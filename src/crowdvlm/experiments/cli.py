@@ -24,8 +24,6 @@ from crowdvlm.logs import DATE_FORMAT, FORMAT
 
 __all__ = ["main", "run_experiment"]
 
-logger = logging.getLogger(__name__)
-
 
 class _ExperimentLogFilter(logging.Filter):
     """The experiment's own INFO lines pass; other libraries' (trainers, evaluation) only from WARNING up."""

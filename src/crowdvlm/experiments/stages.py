@@ -13,7 +13,6 @@ are shown as a count of stages not yet measured.
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +22,6 @@ from typing import Any
 
 __all__ = ["DONE_FILE", "Stage", "eta", "is_done", "read_marker", "run_stages"]
 
-logger = logging.getLogger(__name__)
 
 DONE_FILE = ".done.json"
 

@@ -16,7 +16,6 @@ Run: ``crowdvlm train grpo --config recipes/tiny/grpo_fgrpr.yaml [--key value ..
 from __future__ import annotations
 
 import logging
-import sys
 
 from crowdvlm.train.callbacks import RewardRecorder
 from crowdvlm.train.common import (
@@ -85,14 +84,3 @@ def run_grpo(job: TrainJob) -> TrainResult:
     result = train_and_save(trainer, job, processor)
     logger.info("GRPO done: %d steps, model saved to %s", result.global_step, result.output_dir)
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``crowdvlm train grpo --config RECIPE.yaml [--key value ...]``."""
-    from crowdvlm.cli import main as crowdvlm_main  # dispatches by name: no import cycle with train.cli
-
-    return crowdvlm_main(["train", "grpo", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

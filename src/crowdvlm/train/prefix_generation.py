@@ -18,13 +18,10 @@ and so are the per-batch conditions (:func:`batch_unsupported_reason`).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-
-logger = logging.getLogger(__name__)
 
 
 def _base_model(model: Any) -> Any:

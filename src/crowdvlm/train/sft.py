@@ -17,7 +17,6 @@ Run: ``crowdvlm train sft --config recipes/tiny/sft.yaml [--key value ...]``
 from __future__ import annotations
 
 import logging
-import sys
 
 from crowdvlm.train.common import (
     TrainResult,
@@ -107,14 +106,3 @@ def run_sft(job: TrainJob) -> TrainResult:
     result = train_and_save(trainer, job, processor)
     logger.info("SFT done: %d steps, model saved to %s", result.global_step, result.output_dir)
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``crowdvlm train sft --config RECIPE.yaml [--key value ...]``."""
-    from crowdvlm.cli import main as crowdvlm_main  # dispatches by name: no import cycle with train.cli
-
-    return crowdvlm_main(["train", "sft", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,6 @@ the previous batch generates.
 from __future__ import annotations
 
 import copy
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,6 @@ from crowdvlm.evaluate.backends.base import Answer, EvalItem, Prepared, try_load
 from crowdvlm.prompts import conversational_prompt
 
 __all__ = ["HFBackend", "resolve_device"]
-
-logger = logging.getLogger(__name__)
 
 
 def resolve_device(device: str = "auto") -> str:
