@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,7 +199,11 @@ def resume_checkpoint(job: TrainJob) -> str | None:
         return job.training.resume_from_checkpoint
     if not job.script.resume:
         return None
-    checkpoint = last_checkpoint(job.output_dir, need_optimizer=not job.training.save_only_model)
+    # accelerate/torchrun set WORLD_SIZE: a DeepSpeed checkpoint must then hold a shard of every rank
+    world_size = int(os.environ.get("WORLD_SIZE", "0")) or None
+    checkpoint = last_checkpoint(
+        job.output_dir, need_optimizer=not job.training.save_only_model, world_size=world_size
+    )
     if checkpoint is None:
         logger.warning("--resume: no complete checkpoint in %s yet, starting from step 0", job.output_dir)
         return None
