@@ -132,6 +132,22 @@ def points_from_array(
     return arr
 
 
+def inside(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Mask of the ``(N, 2)`` points inside an image of ``size``, borders included (the BL / DM-Count rule)."""
+    w, h = size
+    return (points[:, 0] >= 0) & (points[:, 0] <= w) & (points[:, 1] >= 0) & (points[:, 1] <= h)
+
+
+def drop_outside(points: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, dict | None]:
+    """``(points inside the image, meta)``; ``meta`` is ``{"dropped_outside": n}`` when any were dropped.
+
+    The readers keep that count in a record's ``meta``; ``crowdvlm data convert`` sums it and says so.
+    """
+    keep = inside(points, size)
+    meta = None if keep.all() else {"dropped_outside": int((~keep).sum())}
+    return points[keep], meta
+
+
 def record_fields(raw: Any, file: str | Path, record: str, *, hint: str = "") -> dict:
     """``raw`` if it is a JSON object with ``image``, ``problem`` and ``solution``; else a ``malformed`` DataError.
 
