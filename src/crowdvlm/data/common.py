@@ -82,13 +82,19 @@ def _first_bad_point(raw: Any) -> str:
 
 
 def points_from_array(
-    raw: Any, file: str | Path, *, record: str | None = None, allow_negative: bool = False
+    raw: Any,
+    file: str | Path,
+    *,
+    record: str | None = None,
+    allow_negative: bool = False,
+    exactly_two_columns: bool = False,
 ) -> np.ndarray:
     """The one point validator: an (N, 2) float64 array of ``[x, y]`` from a list of pairs or an array.
 
     Checks that every coordinate is a number (never a string or a bool), finite and (unless
-    ``allow_negative``) non-negative. Extra columns (JHU's ``w h o b``) are dropped. An empty input gives
-    shape (0, 2).
+    ``allow_negative``) non-negative. Extra columns (JHU's ``w h o b``) are dropped, unless
+    ``exactly_two_columns`` (the ``.mat`` formats: a transposed 2 x N or a 1 x N row would otherwise be read
+    as 2 or 1 points). An empty input gives shape (0, 2).
 
     Raises:
         DataError: ``bad-coordinates``, naming ``file``, ``record`` and the first bad point.
@@ -104,7 +110,7 @@ def points_from_array(
     )  # numpy turns True into 1 silently
     if arr.dtype.kind not in "iuf" or has_bool:
         raise DataError(file, _first_bad_point(raw), record=record, kind="bad-coordinates")
-    if arr.ndim != 2 or arr.shape[1] < 2:
+    if arr.ndim != 2 or arr.shape[1] < 2 or (exactly_two_columns and arr.shape[1] != 2):
         raise DataError(
             file,
             f"expected an N x 2 array of [x, y], got shape {arr.shape}",
@@ -306,7 +312,11 @@ def read_pair(
 def read_ann_points(mat: Path, *, record: str | None = None, allow_negative: bool = False) -> np.ndarray:
     """The checked ``annPoints`` (N x 2 ``[x, y]``) of a UCF-style .mat (UCF-QNRF, UCF_CC_50, NWPU)."""
     return points_from_array(
-        load_mat(mat, "annPoints", record=record), mat, record=record, allow_negative=allow_negative
+        load_mat(mat, "annPoints", record=record),
+        mat,
+        record=record,
+        allow_negative=allow_negative,
+        exactly_two_columns=True,
     )
 
 
