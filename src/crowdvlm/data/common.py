@@ -20,6 +20,10 @@ from crowdvlm.data.images import check_image, check_image_and_points  # noqa: F4
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _DIGITS = re.compile(r"(\d+)")
+#: A question, not a document: a longer ``problem`` is refused where a record is read (a 50 MB one once
+#: reached the tokenizer and aborted an evaluation out of memory). Ten thousand characters is about 2,500
+#: tokens, far above any counting question and far below any model's context.
+MAX_PROBLEM_CHARS = 10_000
 
 
 def load_mat(path: str | Path, key: str, *, record: str | None = None) -> Any:
@@ -152,6 +156,17 @@ def drop_outside(points: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray,
     keep = inside(points, size)
     meta = None if keep.all() else {"dropped_outside": int((~keep).sum())}
     return points[keep], meta
+
+
+def check_problem_length(problem: str, file: str | Path, record: str) -> None:
+    """Refuse a ``problem`` longer than :data:`MAX_PROBLEM_CHARS` (a ``malformed`` DataError)."""
+    if len(problem) > MAX_PROBLEM_CHARS:
+        raise DataError(
+            file,
+            f"problem is {len(problem)} characters; the limit is {MAX_PROBLEM_CHARS} (a question, not a document)",
+            record=record,
+            kind="malformed",
+        )
 
 
 def record_fields(raw: Any, file: str | Path, record: str, *, hint: str = "") -> dict:

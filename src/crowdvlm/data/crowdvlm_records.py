@@ -34,7 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from crowdvlm.data.common import check_image, count_field, drop_outside, record_fields, record_points
+from crowdvlm.data.common import (
+    check_image,
+    check_problem_length,
+    count_field,
+    drop_outside,
+    record_fields,
+    record_points,
+)
 from crowdvlm.data.errors import DataError, SkipLog, collect
 from crowdvlm.data.text import read_lines, read_text
 
@@ -150,6 +157,7 @@ def to_record(
             record=where,
             kind="malformed",
         )
+    check_problem_length(raw["problem"], file, where)
     image_path = Path(image) if Path(image).is_absolute() else image_root / image
     rec = {k: v for k, v in raw.items() if k not in ("image", "problem", "solution")}
     rec.update(

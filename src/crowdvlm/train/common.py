@@ -117,11 +117,10 @@ def add_point_frames(dataset, job: TrainJob, processor):
     return add_frame_sizes(dataset, job.script.point_frame, rule)
 
 
-def _size_rule(job: TrainJob):
-    """The size rules of the processor the run will use (its min/max pixels applied); no model is loaded."""
+def load_processor(job: TrainJob):
+    """The processor the run will use (its min/max pixels applied), without loading the model."""
     from transformers import AutoProcessor
 
-    from crowdvlm.data.images import processor_size_rule
     from crowdvlm.modeling import set_image_pixels
 
     processor = AutoProcessor.from_pretrained(job.model.model_name_or_path)
@@ -129,7 +128,14 @@ def _size_rule(job: TrainJob):
         set_image_pixels(processor, job.model.min_pixels, job.model.max_pixels)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    return processor_size_rule(processor)
+    return processor
+
+
+def _size_rule(job: TrainJob):
+    """The size rules of the processor the run will use; no model is loaded."""
+    from crowdvlm.data.images import processor_size_rule
+
+    return processor_size_rule(load_processor(job))
 
 
 def _write_bad_images(job: TrainJob, skips) -> Path | None:
