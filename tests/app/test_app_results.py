@@ -27,6 +27,14 @@ def service(tmp_path):
     svc.close()
 
 
+@pytest.fixture
+def uploads(tmp_path):
+    """gradio's upload folder stand-in: the only folder the handlers open files from."""
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    return folder
+
+
 @pytest.mark.parametrize("cell", ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1"])
 def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(cell):
     rows = list(csv.reader(io.StringIO(to_csv([Prediction(cell, error=cell, answer=cell)]), newline="")))
@@ -59,12 +67,10 @@ def test_messages_lose_server_paths(text, shown):
     assert without_paths(text) == shown
 
 
-def test_errors_on_the_page_and_in_the_csv_show_no_server_path(service, tmp_path):
-    roots = tmp_path / "uploads"
-    roots.mkdir()
-    good = roots / "thirty.png"
+def test_errors_on_the_page_and_in_the_csv_show_no_server_path(service, uploads):
+    good = uploads / "thirty.png"
     good.write_bytes(png(30))
-    handlers = PageHandlers(service, [roots])
+    handlers = PageHandlers(service, [uploads])
 
     def boom(items):
         raise FileNotFoundError(2, "No such file or directory", "/srv/secret/weights/model.bin")
@@ -78,19 +84,17 @@ def test_errors_on_the_page_and_in_the_csv_show_no_server_path(service, tmp_path
 
     service.backend.prepare = unloadable
     rows, csv_path, _ = handlers.count_many([str(good)], "How many?")
-    assert str(roots) not in rows[0][2] and "thirty.png" in rows[0][2]
+    assert str(uploads) not in rows[0][2] and "thirty.png" in rows[0][2]
     with open(csv_path, encoding="utf-8") as f:
-        assert str(roots) not in f.read()
+        assert str(uploads) not in f.read()
 
 
-def test_a_big_upload_is_served_back_as_a_compact_jpeg(service, tmp_path):
-    roots = tmp_path / "uploads"
-    roots.mkdir()
-    big = roots / "crowd.png"
+def test_a_big_upload_is_served_back_as_a_compact_jpeg(service, uploads):
+    big = uploads / "crowd.png"
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (2000, 3000, 3), dtype=np.uint8)).save(big)
     service.limits = type(service.limits)(max_upload_bytes=100 * 1024 * 1024)
-    shown, result, _ = PageHandlers(service, [roots]).count_one(str(big), "How many?")
+    shown, result, _ = PageHandlers(service, [uploads]).count_one(str(big), "How many?")
     assert "crowdvlm-count'>9<" in result
     assert isinstance(shown, str) and shown.endswith(
         ".jpg"
@@ -99,12 +103,10 @@ def test_a_big_upload_is_served_back_as_a_compact_jpeg(service, tmp_path):
         assert served.format == "JPEG" and served.size == (3000, 2000)
 
 
-def test_zip_members_are_removed_once_the_request_is_answered(service, tmp_path):
-    roots = tmp_path / "uploads"
-    roots.mkdir()
-    archive = roots / "b.zip"
+def test_zip_members_are_removed_once_the_request_is_answered(service, uploads):
+    archive = uploads / "b.zip"
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("thirty.png", png(30))
-    rows, _, _ = PageHandlers(service, [roots]).count_many([str(archive)], "How many?")
+    rows, _, _ = PageHandlers(service, [uploads]).count_many([str(archive)], "How many?")
     assert rows[0][:2] == ["b.zip/thirty.png", 2]
     assert not [p for p in service.work_dir.rglob("*") if p.is_file() and p.suffix != ".csv"]

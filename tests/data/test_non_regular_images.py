@@ -80,6 +80,13 @@ def test_pointing_image_size_refuses_a_named_pipe(tmp_path):
         image_size(fifo(tmp_path / "crowd.png"))
 
 
+def test_a_manifest_that_is_a_named_pipe_is_refused(tmp_path):
+    from crowdvlm.data.manifest import read_manifest
+
+    with pytest.raises(DataError, match=r"m.jsonl: not a regular file \(a named pipe\)"):
+        read_manifest(fifo(tmp_path / "m.jsonl"))
+
+
 def test_convert_counts_a_named_pipe_as_a_skipped_bad_image(tmp_path):
     native.write_image(tmp_path / "imgs" / "0.png")
     fifo(tmp_path / "imgs" / "1.png")

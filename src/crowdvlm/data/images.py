@@ -93,6 +93,16 @@ def _file_type(mode: int) -> str:
     return "not a plain file"
 
 
+def special_file(path: str | Path) -> str | None:
+    """What ``path`` is when it is a named pipe, socket or device (opening one may block or never end);
+    None for a regular file, a folder or nothing at all (opening those fails or works as usual)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else _file_type(mode)
+
+
 def regular_file(path: str | Path) -> Path:
     """``path`` if it is a regular file (links followed), checked without opening it.
 
