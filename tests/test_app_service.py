@@ -24,8 +24,10 @@ class ScriptedBackend:
     def __init__(self, answers: dict[int, str]):
         self.answers = answers
         self.batches: list[list[str]] = []
+        self.files: list[str] = []  # the file names the service handed over
 
     def prepare(self, items):
+        self.files += [item.image.name for item in items]
         loaded = [try_load_image(item.image) for item in items]
         return Prepared(items, [error for _, error in loaded], [image for image, _ in loaded if image])
 
@@ -90,9 +92,10 @@ def test_counts_reasoning_points_and_per_image_errors(service, tmp_path):
     # Refused images never reach the model; the others go in batches of 2, with the eval prompt.
     assert [len(batch) for batch in service.backend.batches] == [2, 1]
     assert service.backend.batches[0][0].startswith("How many dots are in the image? ")
-    # Zip members reach the backend as files written by the service, never under the member's name.
-    written = sorted(p.name for p in service.work_dir.rglob("*") if p.is_file())
-    assert written == ["0001.img", "0003.img"]
+    # Zip members reach the backend as files written by the service, never under the member's name, and
+    # are removed once the request is answered.
+    assert service.backend.files == ["thirty.png", "0001.img", "0003.img"]
+    assert not [p for p in service.work_dir.rglob("*") if p.is_file()]
 
 
 def test_page_handlers_show_results_refusals_and_errors_and_keep_serving(service, tmp_path):

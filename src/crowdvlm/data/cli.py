@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument(
         "--keep-outside",
         action="store_true",
-        help="ucf-qnrf: keep annotated points outside the image (default: drop them, as BL/DM-Count)",
+        help="ucf-qnrf, crowdvlm: keep annotated points outside the image (default: drop them, as BL/DM-Count)",
     )
     conv.add_argument("--part", choices=["A", "B"], help="shanghaitech: one part only (default: both)")
     conv.add_argument("--image-root", help="crowdvlm: folder the record image paths are relative to")
@@ -92,7 +92,12 @@ def _convert(args) -> int:
     options = {
         "shanghaitech": {"parts": (args.part,)} if args.part else {},
         "ucf-qnrf": {"keep_outside": args.keep_outside},
-        "crowdvlm": {"image_root": args.image_root, "dataset": args.dataset, "seed": args.seed},
+        "crowdvlm": {
+            "image_root": args.image_root,
+            "dataset": args.dataset,
+            "seed": args.seed,
+            "keep_outside": args.keep_outside,
+        },
         "folder": {
             "csv_path": args.csv,
             "objects": args.objects,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,11 +111,10 @@ def add_point_frames(dataset, job: TrainJob, processor):
     return add_frame_sizes(dataset, job.script.point_frame, rule)
 
 
-def _size_rule(job: TrainJob):
-    """The size rules of the processor the run will use (its min/max pixels applied); no model is loaded."""
+def load_processor(job: TrainJob):
+    """The processor the run will use (its min/max pixels applied), without loading the model."""
     from transformers import AutoProcessor
 
-    from crowdvlm.data.images import processor_size_rule
     from crowdvlm.modeling import set_image_pixels
 
     processor = AutoProcessor.from_pretrained(job.model.model_name_or_path)
@@ -122,7 +122,14 @@ def _size_rule(job: TrainJob):
         set_image_pixels(processor, job.model.min_pixels, job.model.max_pixels)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    return processor_size_rule(processor)
+    return processor
+
+
+def _size_rule(job: TrainJob):
+    """The size rules of the processor the run will use; no model is loaded."""
+    from crowdvlm.data.images import processor_size_rule
+
+    return processor_size_rule(load_processor(job))
 
 
 def _write_bad_images(job: TrainJob, skips) -> Path | None:
@@ -192,7 +199,11 @@ def resume_checkpoint(job: TrainJob) -> str | None:
         return job.training.resume_from_checkpoint
     if not job.script.resume:
         return None
-    checkpoint = last_checkpoint(job.output_dir, need_optimizer=not job.training.save_only_model)
+    # accelerate/torchrun set WORLD_SIZE: a DeepSpeed checkpoint must then hold a shard of every rank
+    world_size = int(os.environ.get("WORLD_SIZE", "0")) or None
+    checkpoint = last_checkpoint(
+        job.output_dir, need_optimizer=not job.training.save_only_model, world_size=world_size
+    )
     if checkpoint is None:
         logger.warning("--resume: no complete checkpoint in %s yet, starting from step 0", job.output_dir)
         return None

@@ -137,6 +137,13 @@ class SFTScriptArguments(_ScriptArguments):
             "help": "Text inside <think></think> of the SFT targets (think format); {count} is the count."
         },
     )
+    skip_long_targets: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave out rows whose SFT target (e.g. the point list of a dense crowd) is longer than the "
+            "model takes, counted in the log (default: refuse the run before loading the model)."
+        },
+    )
 
 
 @dataclass
