@@ -24,15 +24,43 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_BUCKET_EDGES",
+    "absolute_errors",
     "bucket_label",
     "bucket_labels",
     "bucket_metrics",
     "count_metrics",
     "grouped_metrics",
+    "scored_counts",
 ]
 
 #: Upper bounds (inclusive) of the default count buckets: 0-10, 11-50, 51-100, 101-500, 501-1000, >1000.
 DEFAULT_BUCKET_EDGES: tuple[int, ...] = (10, 50, 100, 500, 1000)
+
+
+def scored_counts(preds: Sequence[int | None] | np.ndarray) -> np.ndarray:
+    """The predictions as the metrics score them: a parse failure counts as a prediction of **0**.
+
+    Args:
+        preds: predicted counts, ``None`` (or, in an integer array of any shape, a negative value) for a
+            parse failure.
+
+    >>> scored_counts([10, None]).tolist(), scored_counts(np.array([[5, -1]])).tolist()
+    ([10.0, 0.0], [[5.0, 0.0]])
+    """
+    if isinstance(preds, np.ndarray):
+        return np.where(preds >= 0, preds, 0).astype(np.float64)
+    return np.array([0 if p is None else p for p in preds], dtype=np.float64)
+
+
+def absolute_errors(
+    preds: Sequence[int | None] | np.ndarray, truths: Sequence[int] | np.ndarray
+) -> np.ndarray:
+    """``|ŷ - y|`` per image of :func:`scored_counts`; ``truths`` broadcast (``(N,)`` against ``(seeds, N)``).
+
+    >>> absolute_errors([10, None], [12, 3]).tolist()
+    [2.0, 3.0]
+    """
+    return np.abs(scored_counts(preds) - np.asarray(truths, dtype=np.float64))
 
 
 def count_metrics(
@@ -67,7 +95,7 @@ def count_metrics(
 
     y = np.asarray(truths, dtype=np.float64)
     parsed = np.array([p is not None for p in preds])
-    y_hat = np.array([p if p is not None else 0 for p in preds], dtype=np.float64)
+    y_hat = scored_counts(preds)
     err = np.abs(y_hat - y)
     positive = y > 0
     return {

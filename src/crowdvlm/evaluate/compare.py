@@ -7,7 +7,8 @@
 
 A model may be a *group* of runs, one per training seed: its cells are means over the seeds, and its
 difference against the baseline pairs seed k with seed k (a single run pairs with every seed) and resamples
-seeds and images (:func:`crowdvlm.evaluate.bootstrap.paired_bootstrap`).
+seeds and images: the seeds × images engine of :mod:`crowdvlm.evaluate.results`, shared with the experiment
+report.
 
 Written as ``compare.md``, ``compare.json`` and ``compare.png``.
 """
@@ -21,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from crowdvlm.errors import RunError, UsageError
 from crowdvlm.evaluate.bootstrap import format_interval, paired_bootstrap
 from crowdvlm.evaluate.predictions import (
@@ -33,8 +32,9 @@ from crowdvlm.evaluate.predictions import (
     read_predictions,
 )
 from crowdvlm.evaluate.report import format_value
-from crowdvlm.evaluate.scoring import absolute_error, compute_metrics, is_scored
-from crowdvlm.metrics import DEFAULT_BUCKET_EDGES, bucket_label, bucket_labels
+from crowdvlm.evaluate.results import mean_or_none, paired_rows, prediction_rows
+from crowdvlm.evaluate.scoring import compute_metrics, is_scored
+from crowdvlm.metrics import DEFAULT_BUCKET_EDGES, absolute_errors, bucket_label, bucket_labels
 
 __all__ = ["Run", "compare_runs", "load_run", "write_comparison"]
 
@@ -95,24 +95,22 @@ def _read_metrics(path: Path) -> dict[str, Any]:
 
 def _mean_cell(cells: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
     """One table cell of a group of runs: ``n`` of the first run, the other keys averaged over the runs."""
-    out: dict[str, Any] = {"n": cells[0].get("n")}
-    for key in keys:
-        if key != "n":
-            values = [c.get(key) for c in cells]
-            out[key] = None if any(v is None for v in values) else float(np.mean(values))
-    return out
+    return {"n": cells[0].get("n"), **{k: mean_or_none([c.get(k) for c in cells]) for k in keys if k != "n"}}
 
 
 def _group_diff(base: list[Run], other: list[Run], ids: list[str], *, n: int, seed: int) -> dict[str, Any]:
-    """MAE(other) − MAE(base) on ``ids``: seeds paired in order (a single run pairs with every seed)."""
+    """MAE(other) − MAE(base) on ``ids``: runs paired as seeds (:func:`~crowdvlm.evaluate.results.paired_rows`:
+    in order, a single run pairs with every seed)."""
     if not ids:
         return {"diff": None, "low": None, "high": None, "n_images": 0, "n_seeds": 0, "significant": False}
-    seeds = max(len(base), len(other))
-    pick = lambda group, k: group[k if len(group) > 1 else 0]  # noqa: E731
-    err = lambda group: np.asarray(  # noqa: E731
-        [[absolute_error(pick(group, k).predictions[i]) for i in ids] for k in range(seeds)], dtype=np.float64
+    truths = [base[0].predictions[i].truth for i in ids]
+    rows_other, rows_base = paired_rows(
+        range(len(other)), range(len(base)), broadcast=min(len(base), len(other)) == 1
+    )
+    errors = lambda group, rows: absolute_errors(  # noqa: E731
+        prediction_rows([group[k].predictions for k in rows], ids), truths
     )  # (S, N)
-    ci = paired_bootstrap(err(other), err(base), n_boot=n, seed=seed)
+    ci = paired_bootstrap(errors(other, rows_other), errors(base, rows_base), n_boot=n, seed=seed)
     return {
         "diff": ci.diff,
         "low": ci.low,

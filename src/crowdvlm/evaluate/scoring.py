@@ -23,6 +23,7 @@ from crowdvlm.metrics import (
     count_metrics,
     grouped_metrics,
 )
+from crowdvlm.metrics import absolute_errors as absolute_errors_of
 
 __all__ = ["absolute_error", "absolute_errors", "compute_metrics", "is_scored"]
 
@@ -33,8 +34,8 @@ def is_scored(p: Prediction) -> bool:
 
 
 def absolute_error(p: Prediction) -> float:
-    """``|pred - truth|`` of a scored prediction (a parse failure counts as 0, as in the metrics)."""
-    return float(abs((p.pred if p.pred is not None else 0) - p.truth))
+    """``|pred - truth|`` of a scored prediction (:func:`crowdvlm.metrics.absolute_errors`)."""
+    return float(absolute_errors_of([p.pred], [p.truth])[0])
 
 
 def absolute_errors(predictions: Iterable[Prediction]) -> dict[str, float]:

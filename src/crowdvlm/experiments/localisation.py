@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from crowdvlm.evaluate.localisation import LOCALISATION_FILE
-from crowdvlm.experiments.results import _mean_sd
+from crowdvlm.evaluate.results import format_mean_sd, mean_sd
 
 __all__ = ["collect_localisation", "localisation_table"]
 
@@ -36,19 +36,12 @@ def collect_localisation(layout) -> dict[str, dict[str, Any]]:
             out.setdefault(set_name, {})[arm] = {
                 "radii": radii,
                 "n": runs[0]["overall"]["n"],
-                "f1": {f"r{r:g}": _mean_sd([run["overall"][f"r{r:g}"]["f1"] for run in runs]) for r in radii},
-                "precision": _mean_sd([run["overall"][last]["precision"] for run in runs]),
-                "recall": _mean_sd([run["overall"][last]["recall"] for run in runs]),
-                "mae_points": _mean_sd([run["overall"]["count_from_points"]["mae"] for run in runs]),
+                "f1": {f"r{r:g}": mean_sd([run["overall"][f"r{r:g}"]["f1"] for run in runs]) for r in radii},
+                "precision": mean_sd([run["overall"][last]["precision"] for run in runs]),
+                "recall": mean_sd([run["overall"][last]["recall"] for run in runs]),
+                "mae_points": mean_sd([run["overall"]["count_from_points"]["mae"] for run in runs]),
             }
     return out
-
-
-def _cell(stat: dict[str, float | None], digits: int = 3) -> str:
-    if stat["mean"] is None:
-        return "–"
-    text = f"{stat['mean']:.{digits}f}"
-    return text if not stat["sd"] else f"{text} ± {stat['sd']:.{digits}f}"
 
 
 def localisation_table(results: dict[str, Any], set_name: str) -> str:
@@ -70,10 +63,10 @@ def localisation_table(results: dict[str, Any], set_name: str) -> str:
         cells = [
             results["labels"].get(arm, arm),
             str(m["n"]),
-            *(_cell(m["f1"][f"r{r:g}"]) for r in radii),
-            _cell(m["precision"]),
-            _cell(m["recall"]),
-            _cell(m["mae_points"], 2),
+            *(format_mean_sd(m["f1"][f"r{r:g}"], 3) for r in radii),
+            format_mean_sd(m["precision"], 3),
+            format_mean_sd(m["recall"], 3),
+            format_mean_sd(m["mae_points"], 2),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.evaluate.bootstrap import format_interval
+from crowdvlm.evaluate.results import format_mean_sd
 from crowdvlm.experiments.localisation import localisation_table
 from crowdvlm.experiments.plots import plot_all
 from crowdvlm.experiments.spec import Experiment
@@ -18,18 +20,8 @@ from crowdvlm.experiments.spec import Experiment
 __all__ = ["comparisons_table", "render_markdown", "terminal_table", "write_report"]
 
 
-def _ms(stat: dict[str, float | None], digits: int = 2, pct: bool = False) -> str:
-    """``mean ± sd`` (sd left out for a single seed)."""
-    mean, sd = stat["mean"], stat["sd"]
-    if mean is None:
-        return "–"
-    scale, unit, digits = (100.0, "%", 0) if pct else (1.0, "", digits)
-    text = f"{mean * scale:.{digits}f}{unit}"
-    return text if not sd else f"{text} ± {sd * scale:.{digits}f}{unit}"
-
-
 def _ci(ci: dict[str, Any] | None) -> str:
-    return "–" if not ci else f"{ci['diff']:+.2f} [{ci['low']:+.2f}, {ci['high']:+.2f}]"
+    return "–" if not ci else format_interval(ci["diff"], ci["low"], ci["high"])
 
 
 def _label(results: dict[str, Any], arm: str) -> str:
@@ -95,8 +87,8 @@ def _arms_table(results: dict[str, Any], set_name: str) -> str:
         o, train = res["overall"], results["training"].get(arm, {})
         lr = f"{train['lr']:g}" if train else "–"
         lines.append(
-            f"| {_label(results, arm)} | {lr} | {_ms(o['mae'])} | {_ms(o['rmse'])} | {_ms(o['accuracy'], pct=True)} | "
-            f"{_ms(o['acc_within_1'], pct=True)} | {_ms(o['parse_failure_rate'], pct=True)} | {_ms(o['mae_parsed'])} | "
+            f"| {_label(results, arm)} | {lr} | {format_mean_sd(o['mae'])} | {format_mean_sd(o['rmse'])} | {format_mean_sd(o['accuracy'], pct=True)} | "
+            f"{format_mean_sd(o['acc_within_1'], pct=True)} | {format_mean_sd(o['parse_failure_rate'], pct=True)} | {format_mean_sd(o['mae_parsed'])} | "
             f"{_wall(train) if train else '–'} |"
         )
     return "\n".join(lines)
@@ -111,7 +103,9 @@ def _breakdown(results: dict[str, Any], set_name: str, key: str) -> str:
     ]
     for arm, res in data["arms"].items():
         lines.append(
-            f"| {_label(results, arm)} | " + " | ".join(_ms(res[key][c]["mae"]) for c in cols) + " |"
+            f"| {_label(results, arm)} | "
+            + " | ".join(format_mean_sd(res[key][c]["mae"]) for c in cols)
+            + " |"
         )
     return "\n".join(lines)
 
@@ -298,7 +292,9 @@ def terminal_table(results: dict[str, Any]) -> str:
     lines = [f"{'arm':<22}" + "".join(f"{s + ' MAE':>18}" for s in sets) + f"{'lr':>10}"]
     for arm in results["sets"][sets[0]]["arms"]:
         lr = results["training"].get(arm, {}).get("lr")
-        cells = "".join(f"{_ms(results['sets'][s]['arms'][arm]['overall']['mae']):>18}" for s in sets)
+        cells = "".join(
+            f"{format_mean_sd(results['sets'][s]['arms'][arm]['overall']['mae']):>18}" for s in sets
+        )
         lines.append(f"{_label(results, arm)[:21]:<22}{cells}{(f'{lr:g}' if lr else '–'):>10}")
     lines.append("")
     for r in results["comparisons"]["rows"]:

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from crowdvlm.metrics import bucket_label, bucket_labels, count_metrics
+from crowdvlm.evaluate.results import metrics_over_seeds, prediction_rows
+from crowdvlm.metrics import absolute_errors, bucket_label, bucket_labels
 
 __all__ = ["ArmPredictions", "SetResults", "load_set", "summarise"]
 
@@ -29,8 +30,8 @@ class ArmPredictions:
         return self.preds >= 0
 
     def errors(self, truths: np.ndarray) -> np.ndarray:
-        """Absolute errors, a parse failure scored as a prediction of 0 (the metrics' convention)."""
-        return np.abs(np.where(self.parsed, self.preds, 0) - truths[None, :]).astype(np.float64)
+        """Absolute errors ``(S, N)`` (:func:`crowdvlm.metrics.absolute_errors`)."""
+        return absolute_errors(self.preds, truths)
 
 
 @dataclass
@@ -78,8 +79,8 @@ def load_set(name: str, files: dict[str, dict[int, Path]]) -> SetResults:
             if set(preds) != set(reference):
                 missing = sorted(set(reference) ^ set(preds))[:3]
                 raise ValueError(f"{path} and {ref_path} hold different images (e.g. {missing})")
-            rows.append([preds[i].pred if preds[i].pred is not None else -1 for i in ids])
-        arms[arm] = ArmPredictions(tuple(sorted(by_seed)), np.asarray(rows, dtype=np.int64))
+            rows.append(preds)
+        arms[arm] = ArmPredictions(tuple(sorted(by_seed)), prediction_rows(rows, ids))
     if reference is None:
         raise ValueError(f"no predictions given for set {name!r}")
     truths = np.asarray([reference[i].truth for i in ids], dtype=np.int64)
@@ -87,29 +88,9 @@ def load_set(name: str, files: dict[str, dict[int, Path]]) -> SetResults:
     return SetResults(name, ids, truths, datasets, arms)
 
 
-def _mean_sd(values: list[float | None]) -> dict[str, float | None]:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return {"mean": None, "sd": None}
-    return {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
-
-
-def _metrics_over_seeds(arm: ArmPredictions, truths: np.ndarray, select: np.ndarray | None = None) -> dict:
-    """count_metrics per seed (on the selected images), as mean and sd over seeds."""
-    keep = np.ones(len(truths), bool) if select is None else select
-    per_seed = []
-    for row in arm.preds:
-        preds = [int(p) if p >= 0 else None for p in row[keep]]
-        per_seed.append(count_metrics(preds, truths[keep].tolist()))
-    keys = ("mae", "mae_parsed", "rmse", "accuracy", "acc_within_1", "parse_failure_rate")
-    out = {k: _mean_sd([m[k] for m in per_seed]) for k in keys}
-    out["n"] = int(keep.sum())
-    out["per_seed_mae"] = [m["mae"] for m in per_seed]
-    return out
-
-
 def summarise(results: SetResults, edges: tuple[int, ...]) -> dict[str, Any]:
-    """Per-arm metrics on the whole set, per dataset and per count bucket (mean and sd over seeds)."""
+    """Per-arm metrics on the whole set, per dataset and per count bucket (mean and sd over seeds,
+    :func:`crowdvlm.evaluate.results.metrics_over_seeds`)."""
     buckets = np.asarray([bucket_label(int(t), edges) for t in results.truths])
     datasets = list(dict.fromkeys(sorted(results.datasets.tolist())))
     out: dict[str, Any] = {"n": len(results.ids), "datasets": datasets, "buckets": [], "arms": {}}
@@ -117,10 +98,12 @@ def summarise(results: SetResults, edges: tuple[int, ...]) -> dict[str, Any]:
     for name, arm in results.arms.items():
         out["arms"][name] = {
             "seeds": list(arm.seeds),
-            "overall": _metrics_over_seeds(arm, results.truths),
+            "overall": metrics_over_seeds(arm.preds, results.truths),
             "per_dataset": {
-                d: _metrics_over_seeds(arm, results.truths, results.datasets == d) for d in datasets
+                d: metrics_over_seeds(arm.preds, results.truths, results.datasets == d) for d in datasets
             },
-            "per_bucket": {b: _metrics_over_seeds(arm, results.truths, buckets == b) for b in out["buckets"]},
+            "per_bucket": {
+                b: metrics_over_seeds(arm.preds, results.truths, buckets == b) for b in out["buckets"]
+            },
         }
     return out

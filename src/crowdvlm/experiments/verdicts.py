@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from crowdvlm.evaluate.bootstrap import DiffCI, paired_bootstrap
+from crowdvlm.evaluate.results import paired_rows
 from crowdvlm.experiments.results import SetResults
 from crowdvlm.experiments.spec import ComparisonSpec, Experiment
 
@@ -108,10 +109,7 @@ def _compare(exp: Experiment, c: ComparisonSpec, results: SetResults, seed: int)
     # Seed s of a pairs with seed s of b (both trained on the same images); an untrained arm's single row
     # pairs with every seed of the other.
     untrained = not exp.arms[c.a].trained or not exp.arms[c.b].trained
-    pick = set.union if untrained else set.intersection
-    seeds = sorted(pick(set(arm_a.seeds), set(arm_b.seeds)))
-    rows_a = [arm_a.seeds.index(s) if s in arm_a.seeds else 0 for s in seeds]
-    rows_b = [arm_b.seeds.index(s) if s in arm_b.seeds else 0 for s in seeds]
+    rows_a, rows_b = paired_rows(arm_a.seeds, arm_b.seeds, broadcast=untrained)
     if not keep.any():
         return {
             **row,
