@@ -11,7 +11,7 @@ import sys
 import pytest
 from PIL import Image
 
-from crowdvlm.app.service import CSV_COLUMNS, CountingService, Prediction, to_csv
+from crowdvlm.app.service import CSV_COLUMNS, CountingService, ImageCount, to_csv
 from crowdvlm.app.uploads import Limits, UploadedImage, UploadRefused
 from crowdvlm.evaluate.backends.base import Answer, Prepared, try_load_image
 
@@ -154,8 +154,8 @@ def test_bad_questions_are_refused(service, question, message):
 
 def test_csv_round_trips_and_quotes_answers(service):
     predictions = [
-        Prediction("a.png", 3, '<answer>3</answer>, "quoted"\nsecond line'),
-        Prediction("z.zip/b,c.png", error="refused: b,c.png is corrupt"),
+        ImageCount("a.png", 3, '<answer>3</answer>, "quoted"\nsecond line'),
+        ImageCount("z.zip/b,c.png", error="refused: b,c.png is corrupt"),
     ]
     path = service.write_csv(predictions)
     rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))

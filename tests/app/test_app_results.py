@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from crowdvlm.app.handlers import PageHandlers
-from crowdvlm.app.service import CountingService, Prediction, to_csv
+from crowdvlm.app.service import CountingService, ImageCount, to_csv
 from crowdvlm.app.uploads import without_paths
 from crowdvlm.evaluate.backends.base import Prepared
 from test_app_service import ScriptedBackend, png
@@ -37,13 +37,13 @@ def uploads(tmp_path):
 
 @pytest.mark.parametrize("cell", ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1"])
 def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(cell):
-    rows = list(csv.reader(io.StringIO(to_csv([Prediction(cell, error=cell, answer=cell)]), newline="")))
+    rows = list(csv.reader(io.StringIO(to_csv([ImageCount(cell, error=cell, answer=cell)]), newline="")))
     safe = "'" + cell.replace("\r", "\n")  # a bare CR would split the row: it becomes a (quoted) newline
     assert rows[1] == [safe, "", safe, safe]
 
 
 def test_csv_leaves_ordinary_cells_and_counts_alone():
-    rows = list(csv.reader(io.StringIO(to_csv([Prediction("a.png", 3, "<answer>3</answer>")]))))
+    rows = list(csv.reader(io.StringIO(to_csv([ImageCount("a.png", 3, "<answer>3</answer>")]))))
     assert rows[1] == ["a.png", "3", "", "<answer>3</answer>"]
 
 

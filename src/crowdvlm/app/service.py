@@ -2,8 +2,9 @@
 
 No gradio import here: the page (:mod:`crowdvlm.app.ui`) is a thin layer over :class:`CountingService`, and
 the tests drive this module directly. Inference is exactly ``crowdvlm predict``'s: the same
-:func:`crowdvlm.prompts.build_prompt`, the backend's ``prepare``/``generate`` (the ones ``crowdvlm eval``
-uses) and :func:`crowdvlm.parsing.parse_count`.
+:func:`crowdvlm.prompts.build_prompt` and the answer loop of ``crowdvlm eval``
+(:func:`crowdvlm.evaluate.run.answer_batches`: the backend's ``prepare``/``generate``,
+:func:`crowdvlm.parsing.parse_count`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ from PIL import Image
 from crowdvlm.app.uploads import Limits, UploadedImage, UploadRefused, open_checked_image, without_paths
 from crowdvlm.evaluate.backends.base import EvalItem
 from crowdvlm.evaluate.cli import thinking_of
-from crowdvlm.evaluate.predictions import storable_text
-from crowdvlm.parsing import parse_count, parse_points
+from crowdvlm.parsing import parse_points
 from crowdvlm.prompts import build_prompt
 
-__all__ = ["CSV_COLUMNS", "CountingService", "Prediction", "PointsReader", "frame_points_reader", "to_csv"]
+__all__ = ["CSV_COLUMNS", "CountingService", "ImageCount", "PointsReader", "frame_points_reader", "to_csv"]
 
 
 MAX_QUESTION_CHARS = 500
@@ -62,7 +62,7 @@ def frame_points_reader(convention: str, rule=None) -> PointsReader:
 
 
 @dataclass
-class Prediction:
+class ImageCount:
     """The outcome for one image: a count (None if the answer had none) or the error that prevented one.
 
     ``points`` are in the image's pixels (empty unless the answer gave points and a reader is set);
@@ -83,7 +83,7 @@ class Prediction:
 
 
 def spreadsheet_safe(cell):
-    """A text cell that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab, CR first),
+    r"""A text cell that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab, CR first),
     prefixed with ``'`` so it shows as text; other cells as they are. A carriage return inside a text cell
     becomes a newline (the csv module quotes a cell with a newline, not one with a bare CR, which would
     split the row).
@@ -97,10 +97,10 @@ def spreadsheet_safe(cell):
     return safe.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def to_csv(predictions: list[Prediction]) -> str:
+def to_csv(predictions: list[ImageCount]) -> str:
     """The predictions as CSV text with a header row (:data:`CSV_COLUMNS`); cells via :func:`spreadsheet_safe`.
 
-    >>> print(to_csv([Prediction("a.png", 3, "<answer>3</answer>"), Prediction("b.png", error="corrupt")]).strip())
+    >>> print(to_csv([ImageCount("a.png", 3, "<answer>3</answer>"), ImageCount("b.png", error="corrupt")]).strip())
     image,count,error,answer
     a.png,3,,<answer>3</answer>
     b.png,,corrupt,
@@ -175,7 +175,7 @@ class CountingService:
 
     def count(
         self, images: list[UploadedImage], question: str | None, *, keep_images: bool = False
-    ) -> tuple[list[Prediction], list[Image.Image | None], float]:
+    ) -> tuple[list[ImageCount], list[Image.Image | None], float]:
         """Count the objects in each image.
 
         Each image is checked (pixels, decodability) first; one that fails gets its error and the others are
@@ -201,9 +201,9 @@ class CountingService:
 
     def _count(
         self, images: list[UploadedImage], prompt: str, request_dir: Path, keep_images: bool
-    ) -> tuple[list[Prediction], list[Image.Image | None]]:
+    ) -> tuple[list[ImageCount], list[Image.Image | None]]:
         """One request, under the lock; its files (zip members) go under ``request_dir``."""
-        predictions = [Prediction(image.name) for image in images]
+        results = [ImageCount(image.name) for image in images]
         decoded: list[Image.Image | None] = []
         items: list[tuple[int, EvalItem]] = []
         for index, image in enumerate(images):
@@ -212,37 +212,36 @@ class CountingService:
                 rgb = open_checked_image(source, image.name, self.limits)
             except UploadRefused as err:
                 decoded.append(None)
-                predictions[index].error = str(err)
+                results[index].error = str(err)
                 continue
-            predictions[index].size = rgb.size
+            results[index].size = rgb.size
             decoded.append(rgb if keep_images else None)
             path = image.path
             if path is None:  # a zip member: written under a name of ours, never the member's own
                 path = request_dir / f"{index:04d}.img"
                 path.write_bytes(image.data)
             items.append((index, EvalItem(image.name, "app", path, prompt)))
-        for start_at in range(0, len(items), self.batch_size):
-            self._run_batch(items[start_at : start_at + self.batch_size], predictions)
-        return predictions, decoded
+        from crowdvlm.evaluate.run import answer_batches
 
-    def _run_batch(
-        self,
-        batch: list[tuple[int, EvalItem]],
-        predictions: list[Prediction],
-    ) -> None:
-        prepared = self.backend.prepare([item for _, item in batch])
-        answers = iter(self.backend.generate(prepared) if prepared.loaded else [])
-        for (index, _), load_error in zip(batch, prepared.errors, strict=True):
-            answer = None if load_error else next(answers)
-            prediction = predictions[index]
-            prediction.error = load_error or answer.error
-            if prediction.error:
+        # the loop `crowdvlm eval` and `predict` run: batches, prefetch, load errors, stored text, parse
+        answered = answer_batches(
+            self.backend,
+            [item for _, item in items],
+            batch_size=self.batch_size,
+            parse_strict=self.strict_parse,
+            prefetch_depth=1,
+        )
+        indices = iter(index for index, _ in items)
+        for answer in itertools.chain.from_iterable(answered):
+            result = results[next(indices)]
+            result.error = answer.error
+            if result.error:
                 continue
-            prediction.answer = storable_text(answer.text)  # as `crowdvlm predict` prints it
-            prediction.count = parse_count(prediction.answer, strict=self.strict_parse)
-            prediction.reasoning = thinking_of(prediction.answer)
+            result.answer, result.count = answer.text, answer.pred
+            result.reasoning = thinking_of(result.answer)
             if self.points_reader is not None:
-                prediction.points = self.points_reader(prediction.answer, prediction.size)
+                result.points = self.points_reader(result.answer, result.size)
+        return results, decoded
 
     def new_file(self, stem: str, suffix: str) -> Path:
         """A new path in the work folder, for a file the page serves (a CSV, an image with its points)."""
@@ -262,7 +261,7 @@ class CountingService:
         """The suffix :meth:`result_file` gives an image of ``size``."""
         return ".png" if size[0] * size[1] <= LOSSLESS_PIXELS else ".jpg"
 
-    def write_csv(self, predictions: list[Prediction]) -> Path:
+    def write_csv(self, predictions: list[ImageCount]) -> Path:
         """Write the predictions as CSV in the work folder and return its path (for the download button)."""
         path = self.new_file("counts", ".csv")
         path.write_text(to_csv(predictions), encoding="utf-8")
