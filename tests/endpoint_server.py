@@ -1,4 +1,4 @@
-"""A misbehaving OpenAI-compatible server on 127.0.0.1, for the reliability tests of `crowdvlm eval`.
+"""A misbehaving OpenAI-compatible server on 127.0.0.1, for the tests of `crowdvlm eval --backend openai`.
 
 Each image's prompt carries a marker ``[case=NAME answer=N]`` that picks the server's behaviour for that
 request, so cases do not depend on the order in which concurrent requests arrive. Every loop here is
@@ -106,7 +106,7 @@ class MisbehavingOpenAI(BaseHTTPRequestHandler):
         if case == "hang":
             self.release.wait(HANG_S)
             return self._answer(f"<answer>{answer}</answer>")
-        # class 5: a careless server that echoes the credentials back everywhere it can
+        # a careless server that echoes the credentials back everywhere it can
         if case == "echo_answer":
             return self._answer(f"<answer>{answer}</answer> {echo}", echo=echo)
         if case == "echo_error":

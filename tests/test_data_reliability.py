@@ -1,7 +1,7 @@
 """Data that passes one reader must not fail another: one image rule, checked values, one-line errors.
 
-Issue 10, classes 2 (the same photo seen the same way everywhere), 7 (values refused where they enter) and
-8 (one line and the documented exit code from ``crowdvlm data`` / ``crowdvlm model``).
+The same photo is seen the same way everywhere, values are refused where they enter, and bad input is one
+line with the documented exit code from ``crowdvlm data`` / ``crowdvlm model``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def is_red(image: Image.Image, point) -> bool:
     return bool(np.abs(np.asarray(image)[y, x].astype(int) - RED).max() < 40)
 
 
-# ----------------------------------------------------------------------------- class 2: one decoding rule
+# ----------------------------------------------------------------------------- one decoding rule
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -104,7 +104,7 @@ def test_upright_jpeg_is_sent_to_the_api_as_is(tmp_path):
     assert base64.b64decode(image_data_url(path).split(",", 1)[1]) == path.read_bytes()
 
 
-# ----------------------------------------------------------------------------- class 1: the image check
+# ----------------------------------------------------------------------------- the image check
 
 
 BAD_IMAGES = {  # writer -> the kind of DataError
@@ -151,7 +151,7 @@ def test_image_check_passes_a_good_image_and_both_rules_agree(tmp_path, size_rul
     assert Generic.calls == 2
 
 
-# ----------------------------------------------------------------------------- class 7: values where they enter
+# ----------------------------------------------------------------------------- values where they enter
 
 
 def _manifest(tmp_path: Path, records: list, raw: bytes | None = None) -> Path:
@@ -278,7 +278,7 @@ def test_native_reader_names_a_non_utf8_file_and_honours_skip_bad(tmp_path, writ
     assert result.n_records == kept and [e.kind for e in result.skips.skipped] == ["not-utf8"]
 
 
-# ----------------------------------------------------------------------------- class 8: one line, exit code
+# ----------------------------------------------------------------------------- one line, exit code
 
 
 def _one_line(capsys) -> str:

@@ -1,4 +1,4 @@
-"""Reliability class 3: no model output makes the parser, a reward or `crowdvlm eval` scoring raise.
+"""No model output makes the parser, a reward or `crowdvlm eval` scoring raise.
 
 One table of hostile answers runs through :func:`parse_count` (both modes), every reward registered in
 ``REWARDS`` (so rewards added later are covered too) and a whole `evaluate` run whose backend answers with

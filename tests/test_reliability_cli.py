@@ -1,7 +1,7 @@
-"""Reliability classes 6 (evaluation half) and 8 for `crowdvlm eval`, `compare` and `predict`.
+"""Resume checks and one-line errors of `crowdvlm eval`, `compare` and `predict`.
 
-Class 6: ``--resume`` with other data, limit, model, prompt settings, parse mode or backend is refused with
-one line that names what differs; the same settings resume. Class 8: bad input and failures are one
+``--resume`` with other data, limit, model, prompt settings, parse mode or backend is refused with
+one line that names what differs; the same settings resume. Bad input and failures are one
 stderr line naming what and where, exit 2 (bad input) or 1 (failed), no traceback without ``-v``.
 
 Everything runs in-process through ``crowdvlm.cli.main`` (the one place errors become lines and codes),
@@ -61,7 +61,7 @@ def _eval_argv(url: str, data: Path, out: Path, *extra: str) -> list[str]:
     return [*fixed.split(), "--base-url", url, "--data", str(data), "--out", str(out), *extra]
 
 
-# -- class 6: resume only the same evaluation -------------------------------------------------------------
+# -- resume only the same evaluation -------------------------------------------------------------
 
 RESUME_CHANGES = {
     # what changes: (extra options of the resumed run, what the message must name)
@@ -156,7 +156,7 @@ def test_resume_of_a_run_from_before_the_fingerprint_warns(tmp_path, caplog):
     assert "predates the run fingerprint" in caplog.text
 
 
-# -- class 8: one line, the documented exit code ------------------------------------------------------------
+# -- one line, the documented exit code ------------------------------------------------------------
 
 
 def test_eval_bad_input_is_one_line_and_exit_2(tmp_path, capsys):

@@ -1,9 +1,9 @@
-"""Reliability classes 4 and 5: `crowdvlm eval --backend openai` against an endpoint that misbehaves.
+"""`crowdvlm eval --backend openai` against an endpoint that misbehaves.
 
 Each test runs the real command (a subprocess, as a user would) against the server of
-:mod:`endpoint_server` on 127.0.0.1, one misbehaviour per image. Class 4: malformed 200s become per-image
+:mod:`endpoint_server` on 127.0.0.1, one misbehaviour per image. Malformed 200s become per-image
 errors (never a crash, never a scored empty answer), a trickling server is cut by the total deadline, and
-Ctrl-C stops at once with ``predictions.jsonl`` intact and resumable. Class 5: a server that echoes the key
+Ctrl-C stops at once with ``predictions.jsonl`` intact and resumable. A server that echoes the key
 and the URL's credentials in its answers, error bodies and headers never gets them into a file, stdout or
 stderr, with ``-v`` too; a one-letter key does not mangle messages.
 """

@@ -185,7 +185,7 @@ def test_bad_dataset_is_one_line_with_status_2(tmp_path, tiny_model_dir, capsys,
     assert len(err.strip().splitlines()) == 1
 
 
-# --------------------------------------------------------------------------- bad images (class 1)
+# --------------------------------------------------------------------------- bad images
 
 
 def bad_image_manifest(folder: Path) -> tuple[Path, list[str]]:
@@ -273,7 +273,7 @@ def test_skip_bad_images_trains_on_the_rest_and_counts_them(tmp_path, tiny_model
     assert sorted(Path(line.split("\t")[1]).name for line in report) == sorted(bad)
 
 
-# --------------------------------------------------------------------------- resume (class 6)
+# --------------------------------------------------------------------------- resume
 
 
 def _save_checkpoint(folder: Path, step: int) -> Path:

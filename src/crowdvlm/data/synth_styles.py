@@ -159,7 +159,7 @@ def paint_rings(rng, count, size):
 
 
 def paint_shapes(rng, count, size):
-    """Disks, squares and triangles of vivid colours on white (the pilot study's in-domain mix)."""
+    """Disks, squares and triangles of vivid colours on white (the in-domain mix of the miniature study in the reference notes)."""
     objs, _ = place(rng, count, _in_box(_radius(size, 0.025, 0.04), size), _apart(2, stretch=1.45))
     img = Image.new("RGB", size, (255, 255, 255))
     draw = ImageDraw.Draw(img)

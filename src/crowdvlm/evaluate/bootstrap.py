@@ -6,7 +6,7 @@ paired with seed ``s`` of the other (both trained on the same images). The quant
 difference of mean absolute errors, ``MAE(a) - MAE(b)``, averaged over seeds and images.
 
 Two sources of noise matter: which test images were drawn, and which training run a seed produced (the
-pilot saw SFT's MAE move by 0.17 between seeds, as much as the effects it looked for). The bootstrap
+miniature study in the reference notes saw SFT's MAE move by 0.17 between seeds, as much as the effects it looked for). The bootstrap
 therefore resamples **both levels**: each replicate draws ``S`` seeds with replacement, then ``N`` images
 with replacement, and averages the paired differences over the drawn (seed, image) cells. With one seed
 only the images are resampled and the interval ignores training noise (the report says so).
