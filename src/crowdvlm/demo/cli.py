@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    from crowdvlm.experiments.cli import run_experiment, setup_output
+    from crowdvlm.experiments.cli import print_outcome, run_experiment, setup_output
 
     setup_output()
     path = args.experiment or (QUICK_FILE if args.quick else DEMO_FILE)
@@ -69,16 +69,13 @@ def main(argv: list[str]) -> int:
         print(f"base rebuilt: {base}")
         return 0
     from crowdvlm.demo.base_model import check_base
-    from crowdvlm.experiments.report import terminal_table
     from crowdvlm.experiments.spec import load_experiment
 
     info = check_base(load_experiment(path).base)
     print(f"crowdvlm demo: {path.name}, base {info['parameters']['total']:,} parameters")
     out = args.out or Path("runs/demo-quick" if args.quick else "runs/demo")
     report, results = run_experiment(path, out, progress=not args.no_progress, report_only=args.report_only)
-    print()
-    print(terminal_table(results))
-    print(f"\nreport: {report}")
+    print_outcome(report, results)
     return 0
 
 

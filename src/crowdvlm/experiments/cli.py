@@ -138,12 +138,17 @@ def main(argv: list[str]) -> int:
         progress=not getattr(args, "no_progress", False),
         report_only=args.action == "report",
     )
+    print_outcome(report, results)
+    return 0
+
+
+def print_outcome(report: Path, results: dict[str, Any]) -> None:
+    """The terminal table of a finished run and where its report is (``experiment`` and ``demo``)."""
     from crowdvlm.experiments.report import terminal_table
 
     print()
     print(terminal_table(results))
     print(f"\nreport: {report}")
-    return 0
 
 
 if __name__ == "__main__":
