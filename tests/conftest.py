@@ -34,3 +34,41 @@ def tiny_family_dir(tmp_path_factory):
         return built[family]
 
     return get
+
+
+def _dots(tmp_path_factory, n: int, counts: tuple[int, int], size: int):
+    from crowdvlm.data.synth import generate
+
+    out = tmp_path_factory.mktemp("synth-dots")
+    return generate(
+        out,
+        n=n,
+        style="dots",
+        min_count=counts[0],
+        max_count=counts[1],
+        size=(size, size),
+        seed=0,
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def dots_manifest(tmp_path_factory):
+    """32 synthetic 112x112 images of 2 to 8 dots: the manifest the training runs learn from."""
+    return _dots(tmp_path_factory, 32, (2, 8), 112)
+
+
+@pytest.fixture(scope="session")
+def small_dots_manifest(tmp_path_factory):
+    """4 synthetic 56x56 images of 1 to 5 dots: enough for a recipe to be checked against."""
+    return _dots(tmp_path_factory, 4, (1, 5), 56)
+
+
+@pytest.fixture
+def uploads(tmp_path):
+    """A stand-in for gradio's upload folder (the only folder the app opens files from), and a folder beside
+    it that requests must not reach."""
+    root = tmp_path / "gradio"
+    root.mkdir()
+    (tmp_path / "private").mkdir()
+    return root

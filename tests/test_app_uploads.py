@@ -26,15 +26,6 @@ def png_bytes(width: int = 32, height: int = 24, noise: bool = False) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def uploads(tmp_path):
-    """A stand-in for gradio's upload folder, and a folder beside it that requests must not reach."""
-    root = tmp_path / "gradio"
-    root.mkdir()
-    (tmp_path / "private").mkdir()
-    return root
-
-
 def write_zip(path, members: dict[str, bytes]):
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, data in members.items():

@@ -19,16 +19,6 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "tiny"
 QUIET = {"report_to": "none", "disable_tqdm": True}
 
 
-@pytest.fixture(scope="session")
-def dots_manifest(tmp_path_factory) -> Path:
-    from crowdvlm.data.synth import generate
-
-    out = tmp_path_factory.mktemp("synth-dots")
-    return generate(
-        out, n=32, style="dots", min_count=2, max_count=8, size=(112, 112), seed=0, progress=False
-    )
-
-
 def run(kind: str, recipe: str, model: Path, manifest: Path, out: Path, **overrides):
     from crowdvlm.train import run_grpo, run_sft
 

@@ -12,22 +12,6 @@ from crowdvlm.train.config import ConfigError, overrides_to_argv, parse_job
 CPU = {"use_cpu": True, "bf16": False, "report_to": "none"}
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory) -> Path:
-    from crowdvlm.data.synth import generate
-
-    return generate(
-        tmp_path_factory.mktemp("synth"),
-        n=4,
-        style="dots",
-        min_count=1,
-        max_count=5,
-        size=(56, 56),
-        seed=0,
-        progress=False,
-    )
-
-
 def write_yaml(path: Path, lines: dict) -> Path:
     import yaml
 
@@ -52,12 +36,12 @@ def test_overrides_to_argv():
     ]
 
 
-def test_good_grpo_job_parses_recipe_and_overrides(tmp_path, tiny_model_dir, manifest):
+def test_good_grpo_job_parses_recipe_and_overrides(tmp_path, tiny_model_dir, small_dots_manifest):
     recipe = write_yaml(
         tmp_path / "r.yaml",
         {
             "model_name_or_path": str(tiny_model_dir),
-            "dataset": str(manifest),
+            "dataset": str(small_dots_manifest),
             "num_generations": 4,
             "per_device_train_batch_size": 4,
             "beta": 0.04,
@@ -68,7 +52,7 @@ def test_good_grpo_job_parses_recipe_and_overrides(tmp_path, tiny_model_dir, man
     job = parse_job(
         "grpo", ["--config", str(recipe), "--learning_rate", "3e-4", "--output_dir", str(tmp_path / "o")]
     )
-    assert job.script.dataset == [str(manifest)]  # a single YAML string becomes a list
+    assert job.script.dataset == [str(small_dots_manifest)]  # a single YAML string becomes a list
     assert (job.training.beta, job.training.loss_type, job.training.learning_rate) == (0.04, "grpo", 3e-4)
     assert job.script.rewards == ["fgrpr", "format"] and job.script.share_prompt is True
 
@@ -93,10 +77,10 @@ BAD_GRPO = [
 
 
 @pytest.mark.parametrize(("extra", "words"), BAD_GRPO, ids=[str(list(e)[0]) for e, _ in BAD_GRPO])
-def test_bad_grpo_config_says_what_to_change(tmp_path, tiny_model_dir, manifest, extra, words):
+def test_bad_grpo_config_says_what_to_change(tmp_path, tiny_model_dir, small_dots_manifest, extra, words):
     base = {
         "model_name_or_path": str(tiny_model_dir),
-        "dataset": [str(manifest)],
+        "dataset": [str(small_dots_manifest)],
         "num_generations": 4,
         "per_device_train_batch_size": 4,
         "output_dir": str(tmp_path / "o"),
@@ -112,7 +96,7 @@ def test_bad_grpo_config_says_what_to_change(tmp_path, tiny_model_dir, manifest,
         assert word in message
 
 
-def test_missing_report_backend_is_named(tiny_model_dir, manifest, tmp_path, monkeypatch):
+def test_missing_report_backend_is_named(tiny_model_dir, small_dots_manifest, tmp_path, monkeypatch):
     import importlib.util
 
     find_spec = importlib.util.find_spec
@@ -123,7 +107,7 @@ def test_missing_report_backend_is_named(tiny_model_dir, manifest, tmp_path, mon
         parse_job(
             "sft",
             model_name_or_path=str(tiny_model_dir),
-            dataset=[str(manifest)],
+            dataset=[str(small_dots_manifest)],
             output_dir=str(tmp_path),
             use_cpu=True,
             bf16=False,
@@ -131,13 +115,13 @@ def test_missing_report_backend_is_named(tiny_model_dir, manifest, tmp_path, mon
         )
 
 
-def test_save_merged_is_refused_under_zero3(tiny_model_dir, manifest, tmp_path, monkeypatch):
+def test_save_merged_is_refused_under_zero3(tiny_model_dir, small_dots_manifest, tmp_path, monkeypatch):
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
     with pytest.raises(ConfigError, match="crowdvlm model merge"):
         parse_job(
             "grpo",
             model_name_or_path=str(tiny_model_dir),
-            dataset=[str(manifest)],
+            dataset=[str(small_dots_manifest)],
             num_generations=2,
             per_device_train_batch_size=2,
             use_peft=True,
@@ -147,24 +131,24 @@ def test_save_merged_is_refused_under_zero3(tiny_model_dir, manifest, tmp_path, 
         )
 
 
-def test_unknown_command_line_option_is_rejected(tiny_model_dir, manifest, tmp_path):
+def test_unknown_command_line_option_is_rejected(tiny_model_dir, small_dots_manifest, tmp_path):
     with pytest.raises(ConfigError, match="lerning_rate.*did you mean learning_rate"):
         parse_job(
             "sft",
             model_name_or_path=str(tiny_model_dir),
-            dataset=[str(manifest)],
+            dataset=[str(small_dots_manifest)],
             lerning_rate=1e-3,
             output_dir=str(tmp_path),
             **CPU,
         )
 
 
-def test_existing_checkpoint_needs_resume(tmp_path, tiny_model_dir, manifest):
+def test_existing_checkpoint_needs_resume(tmp_path, tiny_model_dir, small_dots_manifest):
     (tmp_path / "checkpoint-4").mkdir()
     (tmp_path / "checkpoint-4" / "trainer_state.json").write_text("{}")
     args = {
         "model_name_or_path": str(tiny_model_dir),
-        "dataset": [str(manifest)],
+        "dataset": [str(small_dots_manifest)],
         "output_dir": str(tmp_path),
         **CPU,
     }
@@ -210,7 +194,7 @@ def test_bad_manifest_fails_before_the_model_loads(tmp_path, tiny_model_dir, mon
         assert word in str(info.value)
 
 
-def test_cli_reports_config_errors_with_status_2(tmp_path, capsys, manifest):
+def test_cli_reports_config_errors_with_status_2(tmp_path, capsys, small_dots_manifest):
     from crowdvlm.cli import main
 
     code = main(
@@ -220,7 +204,7 @@ def test_cli_reports_config_errors_with_status_2(tmp_path, capsys, manifest):
             "--model_name_or_path",
             str(tmp_path / "missing"),
             "--dataset",
-            str(manifest),
+            str(small_dots_manifest),
             "--output_dir",
             str(tmp_path / "o"),
             "--use_cpu",

@@ -42,16 +42,6 @@ def deepspeed_installed():
 
 
 @pytest.fixture(scope="module")
-def dots_manifest(tmp_path_factory) -> Path:
-    from crowdvlm.data.synth import generate
-
-    out = tmp_path_factory.mktemp("synth-dots")
-    return generate(
-        out, n=16, style="dots", min_count=1, max_count=9, size=(112, 112), seed=0, progress=False
-    )
-
-
-@pytest.fixture(scope="module")
 def zero3_config(tmp_path_factory) -> Path:
     from crowdvlm.train.cluster import write_zero3_cpu_variant
 

@@ -13,22 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from crowdvlm.train.callbacks import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "tiny" / "grpo_fgrpr.yaml"
-
-
-@pytest.fixture(scope="module")
-def dots_manifest(tmp_path_factory) -> Path:
-    from crowdvlm.data.synth import generate
-
-    out = tmp_path_factory.mktemp("synth-dots")
-    return generate(
-        out, n=16, style="dots", min_count=2, max_count=8, size=(112, 112), seed=0, progress=False
-    )
 
 
 def grpo_args(model: Path, manifest: Path, out: Path, **overrides) -> list[str]:

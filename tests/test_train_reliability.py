@@ -20,22 +20,6 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "tiny"
 CPU = {"use_cpu": True, "bf16": False, "report_to": "none", "disable_tqdm": True}
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory) -> Path:
-    from crowdvlm.data.synth import generate
-
-    return generate(
-        tmp_path_factory.mktemp("synth"),
-        n=4,
-        style="dots",
-        min_count=1,
-        max_count=5,
-        size=(56, 56),
-        seed=0,
-        progress=False,
-    )
-
-
 def grpo_recipe(tmp_path: Path, model: Path, manifest: Path, **extra) -> Path:
     keys = {
         "model_name_or_path": str(model),
@@ -76,8 +60,10 @@ BAD_VALUES = [
 
 
 @pytest.mark.parametrize(("extra", "words"), BAD_VALUES, ids=[json.dumps(e) for e, _ in BAD_VALUES])
-def test_bad_value_is_refused_before_the_model_loads(tmp_path, tiny_model_dir, manifest, extra, words):
-    recipe = grpo_recipe(tmp_path, tiny_model_dir, manifest, **extra)
+def test_bad_value_is_refused_before_the_model_loads(
+    tmp_path, tiny_model_dir, small_dots_manifest, extra, words
+):
+    recipe = grpo_recipe(tmp_path, tiny_model_dir, small_dots_manifest, **extra)
     with pytest.raises(ConfigError) as info:
         parse_job("grpo", recipe=recipe)
     message = str(info.value)
@@ -87,35 +73,37 @@ def test_bad_value_is_refused_before_the_model_loads(tmp_path, tiny_model_dir, m
 
 
 @pytest.mark.parametrize(("given", "parsed"), [("fgrpr", ["fgrpr"]), ("fgrpr, format", ["fgrpr", "format"])])
-def test_rewards_given_as_a_string_become_the_list(tmp_path, tiny_model_dir, manifest, given, parsed):
-    job = parse_job("grpo", recipe=grpo_recipe(tmp_path, tiny_model_dir, manifest, rewards=given))
+def test_rewards_given_as_a_string_become_the_list(
+    tmp_path, tiny_model_dir, small_dots_manifest, given, parsed
+):
+    job = parse_job("grpo", recipe=grpo_recipe(tmp_path, tiny_model_dir, small_dots_manifest, rewards=given))
     assert job.script.rewards == parsed
 
 
-def test_integral_float_steps_are_accepted_as_ints(tmp_path, tiny_model_dir, manifest):
-    job = parse_job("grpo", recipe=grpo_recipe(tmp_path, tiny_model_dir, manifest, max_steps=10.0))
+def test_integral_float_steps_are_accepted_as_ints(tmp_path, tiny_model_dir, small_dots_manifest):
+    job = parse_job("grpo", recipe=grpo_recipe(tmp_path, tiny_model_dir, small_dots_manifest, max_steps=10.0))
     assert job.training.max_steps == 10 and isinstance(job.training.max_steps, int)
 
 
-def test_output_dir_in_the_base_model_is_refused(tmp_path, tiny_model_dir, manifest):
+def test_output_dir_in_the_base_model_is_refused(tmp_path, tiny_model_dir, small_dots_manifest):
     for out in (tiny_model_dir, tiny_model_dir / "run"):
         with pytest.raises(ConfigError, match="inside the base model's folder"):
             parse_job(
                 "sft",
                 model_name_or_path=str(tiny_model_dir),
-                dataset=[str(manifest)],
+                dataset=[str(small_dots_manifest)],
                 output_dir=str(out),
                 **CPU,
             )
 
 
-def test_finished_run_without_resume_is_refused(tmp_path, tiny_model_dir, manifest):
+def test_finished_run_without_resume_is_refused(tmp_path, tiny_model_dir, small_dots_manifest):
     (tmp_path / "trainer_state.json").write_text(json.dumps({"global_step": 3, "max_steps": 3}))
     with pytest.raises(ConfigError, match="already holds a finished run"):
         parse_job(
             "sft",
             model_name_or_path=str(tiny_model_dir),
-            dataset=[str(manifest)],
+            dataset=[str(small_dots_manifest)],
             output_dir=str(tmp_path),
             **CPU,
         )
@@ -320,7 +308,7 @@ def test_incomplete_newest_checkpoint_falls_back_to_the_previous(tmp_path, caplo
 
 
 def test_resume_finished_run_trains_nothing_then_a_torn_checkpoint_is_skipped(
-    tmp_path, tiny_model_dir, manifest, capsys
+    tmp_path, tiny_model_dir, small_dots_manifest, capsys
 ):
     from crowdvlm.cli import main
     from crowdvlm.train.resume import read_state
@@ -330,7 +318,7 @@ def test_resume_finished_run_trains_nothing_then_a_torn_checkpoint_is_skipped(
     args = {
         "recipe": RECIPES / "sft.yaml",
         "model_name_or_path": str(tiny_model_dir),
-        "dataset": [str(manifest)],
+        "dataset": [str(small_dots_manifest)],
         "output_dir": str(out),
         "per_device_train_batch_size": 2,
         "save_steps": 1,
@@ -349,7 +337,7 @@ def test_resume_finished_run_trains_nothing_then_a_torn_checkpoint_is_skipped(
         "--model_name_or_path",
         str(tiny_model_dir),
         "--dataset",
-        str(manifest),
+        str(small_dots_manifest),
         "--output_dir",
         str(out),
         "--per_device_train_batch_size",

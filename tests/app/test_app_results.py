@@ -27,14 +27,6 @@ def service(tmp_path):
     svc.close()
 
 
-@pytest.fixture
-def uploads(tmp_path):
-    """gradio's upload folder stand-in: the only folder the handlers open files from."""
-    folder = tmp_path / "uploads"
-    folder.mkdir()
-    return folder
-
-
 @pytest.mark.parametrize("cell", ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1"])
 def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(cell):
     rows = list(csv.reader(io.StringIO(to_csv([ImageCount(cell, error=cell, answer=cell)]), newline="")))
