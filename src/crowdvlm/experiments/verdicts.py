@@ -94,9 +94,8 @@ def _subset(comparison: ComparisonSpec, truths: np.ndarray) -> tuple[str, np.nda
     return (f"count >= {lo}" if hi is None else f"count {lo}-{hi}"), keep
 
 
-def _compare(exp: Experiment, c: ComparisonSpec, results: SetResults, seed: int) -> dict[str, Any]:
-    subset, keep = _subset(c, results.truths)
-    row: dict[str, Any] = {
+def _row(c: ComparisonSpec, subset: str) -> dict[str, Any]:
+    return {
         "id": c.id,
         "statement": c.statement,
         "set": c.set,
@@ -105,22 +104,24 @@ def _compare(exp: Experiment, c: ComparisonSpec, results: SetResults, seed: int)
         "b": c.b,
         "expect": c.expect,
     }
+
+
+def _inconclusive(row: dict[str, Any], reason: str) -> dict[str, Any]:
+    """A comparison that could not be made (no image in its count range, an arm not run yet)."""
+    empty = dict.fromkeys(("ci", "mae_a", "mae_b", "margin", "parsed_only"))
+    return {**row, "verdict": "inconclusive", "reason": reason, **empty}
+
+
+def _compare(exp: Experiment, c: ComparisonSpec, results: SetResults, seed: int) -> dict[str, Any]:
+    subset, keep = _subset(c, results.truths)
+    row = _row(c, subset)
     arm_a, arm_b = results.arms[c.a], results.arms[c.b]
     # Seed s of a pairs with seed s of b (both trained on the same images); an untrained arm's single row
     # pairs with every seed of the other.
     untrained = not exp.arms[c.a].trained or not exp.arms[c.b].trained
     rows_a, rows_b = paired_rows(arm_a.seeds, arm_b.seeds, broadcast=untrained)
     if not keep.any():
-        return {
-            **row,
-            "verdict": "inconclusive",
-            "reason": f"no image of {c.set} has {subset}",
-            "ci": None,
-            "mae_a": None,
-            "mae_b": None,
-            "margin": None,
-            "parsed_only": None,
-        }
+        return _inconclusive(row, f"no image of {c.set} has {subset}")
     err_a = arm_a.errors(results.truths)[rows_a][:, keep]  # (S, N_selected)
     err_b = arm_b.errors(results.truths)[rows_b][:, keep]
     kw = dict(n_boot=exp.n_boot, level=exp.ci_level, seed=seed)
@@ -149,24 +150,7 @@ def decide(exp: Experiment, sets: dict[str, SetResults]) -> dict[str, Any]:
     for k, c in enumerate(exp.comparisons):
         missing = [arm for arm in (c.a, c.b) if arm not in sets[c.set].arms]
         if missing:  # a partial report: the arm has no finished seed yet
-            rows.append(
-                {
-                    "id": c.id,
-                    "statement": c.statement,
-                    "set": c.set,
-                    "subset": "all",
-                    "a": c.a,
-                    "b": c.b,
-                    "expect": c.expect,
-                    "verdict": "inconclusive",
-                    "reason": f"{missing[0]} not run yet",
-                    "ci": None,
-                    "mae_a": None,
-                    "mae_b": None,
-                    "margin": None,
-                    "parsed_only": None,
-                }
-            )
+            rows.append(_inconclusive(_row(c, "all"), f"{missing[0]} not run yet"))
         else:
             rows.append(_compare(exp, c, sets[c.set], seed=k + 1))
     by_id = {r["id"]: r["verdict"] for r in rows}
