@@ -11,9 +11,25 @@ from typing import Any
 
 from crowdvlm.errors import UsageError
 
-__all__ = ["PACKAGE_DIR", "Keys", "read_yaml", "resolve_path"]
+__all__ = ["PACKAGE_DIR", "SHIPPED_EXPERIMENTS", "Keys", "experiment_file", "read_yaml", "resolve_path"]
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
+#: The experiment files shipped inside the package (the demo's, the reward study, pointing); their arms'
+#: recipes are beside them in ``crowdvlm/recipes/``, so they run from an installed wheel too.
+SHIPPED_EXPERIMENTS = PACKAGE_DIR / "recipes" / "experiments"
+
+
+def experiment_file(value: str | Path) -> Path:
+    """The experiment file a command names: a path, ``package:X`` (inside crowdvlm), or the bare name of a
+    shipped experiment (``demo``, ``reward_study``: ``crowdvlm/recipes/experiments/<name>.yaml``)."""
+    text = str(value)
+    if text.startswith("package:"):
+        return PACKAGE_DIR / text.removeprefix("package:")
+    path = Path(text)
+    shipped = SHIPPED_EXPERIMENTS / f"{text}.yaml"
+    if not path.exists() and path.name == text and not path.suffix and shipped.is_file():
+        return shipped
+    return path
 
 
 def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
