@@ -13,7 +13,7 @@ from crowdvlm.train.config import parse_job
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 # The recipes the shipped experiments use (demo, pointing) live in the package, so they run installed.
 PACKAGE_RECIPES = Path(__file__).resolve().parents[1] / "src" / "crowdvlm" / "recipes"
-NOT_TRAIN = ("accelerate", "experiments")  # launch configs; experiment files (tests/test_experiments_spec.py)
+NOT_TRAIN = ("accelerate", "experiments", "eval")  # launch configs; experiments; eval recipes
 TRAIN_RECIPES = sorted(
     p for root in (RECIPES, PACKAGE_RECIPES) for p in root.glob("*/*.yaml") if p.parent.name not in NOT_TRAIN
 )
