@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "crowdvlm"
 
-TOY = """extends: {quick}
+TOY = """extends: package:recipes/experiments/demo_quick.yaml
 name: demo-toy
 data: {{sets: {{train: {{n: 8}}, val: {{n: 5}}, test: {{n: 10}}, ood: {{n: 6}}, ood_near: {{n: 6}}}}}}
 eval: {{batch_size: 16}}
@@ -102,10 +102,11 @@ def test_installed_shipped_experiment_checks(installed):
 
 
 def test_installed_demo_runs_a_toy_size(installed):
-    """``crowdvlm demo --experiment`` with a file that extends the installed demo_quick.yaml, as a user would."""
+    """``crowdvlm demo --experiment`` with a file that extends the installed demo_quick.yaml (``extends:
+    package:...``), as a user would shrink the demo."""
     quick = installed.python("from crowdvlm.demo import QUICK_FILE; print(QUICK_FILE)").strip()
     assert Path(quick).is_relative_to(installed.site)
-    (installed.work / "toy.yaml").write_text(TOY.format(quick=quick))
+    (installed.work / "toy.yaml").write_text(TOY.replace("{{", "{").replace("}}", "}"))
     out = installed.run("demo", "--experiment", "toy.yaml", "--no-progress", "--out", "demo")
     assert "C1" in out and "report:" in out
     assert (installed.work / "demo" / "report" / "report.md").is_file()

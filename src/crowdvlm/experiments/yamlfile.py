@@ -52,7 +52,8 @@ def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return raw
     if not isinstance(parent, str):
         raise UsageError(f"{path}: extends: expected a file name, got {parent!r}")
-    return _merge(read_yaml((path.parent / parent).resolve(), (*seen, path)), raw)
+    target = experiment_file(parent) if parent.startswith("package:") else (path.parent / parent).resolve()
+    return _merge(read_yaml(target, (*seen, path)), raw)
 
 
 class _Anchored(str):
