@@ -17,19 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from test_demo_cli import TOY  # the toy sizes of the demo test
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "crowdvlm"
-
-TOY = """extends: package:recipes/experiments/demo_quick.yaml
-name: demo-toy
-data: {{sets: {{train: {{n: 8}}, val: {{n: 5}}, test: {{n: 10}}, ood: {{n: 6}}, ood_near: {{n: 6}}}}}}
-eval: {{batch_size: 16}}
-arms:
-  sft: {{overrides: {{per_device_train_batch_size: 4}}}}
-  grpo_binary: {{overrides: {{per_device_train_batch_size: 8, num_generations: 4}}}}
-  grpo_fgrpr: {{overrides: {{per_device_train_batch_size: 8, num_generations: 4}}}}
-report: {{n_boot: 100}}
-"""
 
 
 class Installed:
@@ -106,7 +97,7 @@ def test_installed_demo_runs_a_toy_size(installed):
     package:...``), as a user would shrink the demo."""
     quick = installed.python("from crowdvlm.demo import QUICK_FILE; print(QUICK_FILE)").strip()
     assert Path(quick).is_relative_to(installed.site)
-    (installed.work / "toy.yaml").write_text(TOY.replace("{{", "{").replace("}}", "}"))
+    (installed.work / "toy.yaml").write_text(TOY.format(quick="package:recipes/experiments/demo_quick.yaml"))
     out = installed.run("demo", "--experiment", "toy.yaml", "--no-progress", "--out", "demo")
     assert "C1" in out and "report:" in out
     assert (installed.work / "demo" / "report" / "report.md").is_file()

@@ -8,10 +8,11 @@ import json
 import pytest
 
 from crowdvlm.evaluate.compare import compare_runs, load_run, write_comparison
-from crowdvlm.evaluate.predictions import Prediction, PredictionWriter
+from crowdvlm.evaluate.predictions import Prediction
 from crowdvlm.evaluate.report import write_report
 from crowdvlm.evaluate.scoring import compute_metrics
 from crowdvlm.metrics import count_metrics
+from test_compare import _write_run
 
 
 @pytest.mark.parametrize(
@@ -61,12 +62,8 @@ def test_eval_metrics_hold_bootstrap_intervals_around_each_value(tmp_path):
 
 
 def _run(path, rows):
-    preds = _predictions(rows)
-    path.mkdir(parents=True)
-    with PredictionWriter(path / "predictions.jsonl") as w:
-        w.write_batch(preds)
-    (path / "metrics.json").write_text(json.dumps(compute_metrics(preds)))
-    return path
+    """An eval run of ``rows`` ``(truth, pred)`` on one dataset."""
+    return _write_run(path, [(f"i{k}", "countbenchqa", t, p, None) for k, (t, p) in enumerate(rows)])
 
 
 def test_compare_reports_accuracy_differences_with_intervals(tmp_path):

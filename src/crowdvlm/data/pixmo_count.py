@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from crowdvlm.data.common import check_image_and_points, count_field, make_record, points_from_array
+from crowdvlm.data.common import check_image_and_points, count_field, make_record, record_points
 from crowdvlm.data.errors import DataError, SkipLog, collect
 from crowdvlm.data.fetch import FetchItem, fetched_image
 from crowdvlm.data.tables import read_rows, table_files
@@ -49,8 +49,9 @@ def pixmo_fetch_items(root: str | Path, split: str | None = None) -> list[FetchI
     ]
 
 
-def _points(raw: Any, table: Path, record: str) -> np.ndarray | None:
-    """PixMo's points: ``{x: [...], y: [...]}`` (datasets' Sequence of a struct) or ``[{x, y}, ...]``."""
+def _point_pairs(raw: Any, table: Path, record: str) -> list | None:
+    """PixMo's points as ``[[x, y], ...]``: stored as ``{x: [...], y: [...]}`` (datasets' Sequence of a struct)
+    or ``[{x, y}, ...]``; None where the split publishes none."""
     if raw is None:
         return None
     if isinstance(raw, dict):
@@ -59,10 +60,8 @@ def _points(raw: Any, table: Path, record: str) -> np.ndarray | None:
             raise DataError(
                 table, f"points: {len(xs)} x but {len(ys)} y", record=record, kind="bad-coordinates"
             )
-        pairs = list(zip(xs, ys, strict=True))
-    else:
-        pairs = [(p.get("x"), p.get("y")) if isinstance(p, dict) else p for p in raw]
-    return points_from_array([list(p) for p in pairs], table, record=record) if pairs else None
+        return [[x, y] for x, y in zip(xs, ys, strict=True)]
+    return [[p.get("x"), p.get("y")] if isinstance(p, dict) else p for p in raw]
 
 
 def load_pixmo_count(
@@ -92,19 +91,12 @@ def load_pixmo_count(
                         record=record,
                         kind="missing-image",
                     )
-                points = _points(row.get("points"), table, record)
-                if points is not None and len(points) != count:
-                    raise DataError(
-                        table,
-                        f"count is {count} but there are {len(points)} points",
-                        record=record,
-                        kind="count-mismatch",
-                    )
-                size, points = (
-                    check_image_and_points(image, points, record=record)
-                    if points is not None
-                    else (check_image_and_points(image, np.zeros((0, 2)), record=record)[0], None)
+                pairs = _point_pairs(row.get("points"), table, record)
+                points = None if pairs is None else np.asarray(record_points(pairs, count, table, record))
+                size, upright = check_image_and_points(
+                    image, np.zeros((0, 2)) if points is None else points, record=record
                 )
+                points = None if points is None else upright
                 label = str(row.get("label") or "objects")
                 return make_record(
                     image,

@@ -24,7 +24,7 @@ def apply_recipe(parser: argparse.ArgumentParser, argv: list[str]) -> Path | Non
         UsageError: the file is missing or not a YAML mapping, or a key is not an option of the command (or
             is one of the run's own: model, data, out, resume); the message names the file and the key.
     """
-    import yaml
+    from crowdvlm.experiments.yamlfile import load_mapping
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", type=Path)
@@ -34,12 +34,7 @@ def apply_recipe(parser: argparse.ArgumentParser, argv: list[str]) -> Path | Non
         return None
     if not path.is_file():
         raise UsageError(f"--config: {path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise UsageError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"{path}: an evaluation recipe must be a YAML mapping of option: value")
+    raw = load_mapping(path, "an evaluation recipe")
     options = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
     for key, value in raw.items():
         if key in PER_RUN:

@@ -11,7 +11,15 @@ from typing import Any
 
 from crowdvlm.errors import UsageError
 
-__all__ = ["PACKAGE_DIR", "SHIPPED_EXPERIMENTS", "Keys", "experiment_file", "read_yaml", "resolve_path"]
+__all__ = [
+    "PACKAGE_DIR",
+    "SHIPPED_EXPERIMENTS",
+    "Keys",
+    "experiment_file",
+    "load_mapping",
+    "read_yaml",
+    "resolve_path",
+]
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 #: The experiment files shipped inside the package (the demo's, the reward study, pointing); their arms'
@@ -32,20 +40,26 @@ def experiment_file(value: str | Path) -> Path:
     return path
 
 
-def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """The file's mapping with its ``extends`` chain merged in (the child's keys win)."""
+def load_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (``{}`` when empty); one UsageError naming the file otherwise."""
     import yaml
 
-    if path in seen:
-        raise UsageError(f"{path}: extends: the chain {' -> '.join(map(str, seen))} loops back to it")
-    if not path.is_file():
-        raise UsageError(f"{seen[-1] if seen else path}: experiment file {path} not found")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise UsageError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(raw, dict):
-        raise UsageError(f"{path}: an experiment file must be a YAML mapping of key: value")
+        raise UsageError(f"{path}: {what} must be a YAML mapping of key: value")
+    return raw
+
+
+def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The file's mapping with its ``extends`` chain merged in (the child's keys win)."""
+    if path in seen:
+        raise UsageError(f"{path}: extends: the chain {' -> '.join(map(str, seen))} loops back to it")
+    if not path.is_file():
+        raise UsageError(f"{seen[-1] if seen else path}: experiment file {path} not found")
+    raw = load_mapping(path, "an experiment file")
     _anchor(raw, path.parent)
     parent = raw.pop("extends", None)
     if parent is None:
