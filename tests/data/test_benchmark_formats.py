@@ -107,7 +107,9 @@ def test_pixmo_count_points_must_match_the_count(tmp_path):
     sha = hashlib.sha256(data).hexdigest()
     (root / "images" / f"{sha}.png").write_bytes(data)
     write_pixmo(root, "train", [("http://x/a.png", sha, 3, [(1.0, 1.0)], "cup")])
-    with pytest.raises(DataError, match=r"\(row 0 \(http://x/a.png\)\): solution is 3 but there are 1 points"):
+    with pytest.raises(
+        DataError, match=r"\(row 0 \(http://x/a.png\)\): solution is 3 but there are 1 points"
+    ):
         convert("pixmo-count", root, tmp_path / "o.jsonl", progress=False)
 
 
