@@ -251,12 +251,15 @@ def test_bad_options_exit_2_with_one_line(args, message):
     assert len(errors) == 1 and "Traceback" not in result.stderr
 
 
-def test_the_makefile_installs_the_gradio_the_app_is_tested_with():
+def test_the_app_extra_pins_the_gradio_the_app_is_tested_with():
+    """`pip install crowdvlm[app]` installs this gradio with its dependencies (no --no-deps step)."""
+    import tomllib
     from pathlib import Path
 
     import gradio
 
-    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
-    assert f"GRADIO := gradio=={gradio.__version__}\n" in makefile
-    cli = (Path(__file__).parents[1] / "src/crowdvlm/app/cli.py").read_text()
-    assert f"gradio=={gradio.__version__}" in cli
+    root = Path(__file__).parents[1]
+    app = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["app"]
+    assert f"gradio=={gradio.__version__}" in app
+    assert "--no-deps" not in (root / "Makefile").read_text()
+    assert f"gradio=={gradio.__version__}" in (root / "src/crowdvlm/app/cli.py").read_text()

@@ -124,8 +124,8 @@ def main(argv: list[str]) -> int:
         from crowdvlm.app.ui import PAGE_CSS, build_page
     except ImportError as err:
         raise UsageError(
-            f"the app needs gradio ({err}): `make setup`, or pip install 'crowdvlm[app]' and then "
-            "pip install --no-deps gradio==6.31.0 (docs/app.md says why --no-deps)"
+            f"the app needs gradio ({err}): `make setup`, or pip install 'crowdvlm[app]' "
+            "(it installs gradio==6.31.0)"
         ) from None
     from crowdvlm.app.cache import CacheJanitor
     from crowdvlm.app.service import frame_points_reader

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from crowdvlm.evaluate.results import metrics_over_seeds, prediction_rows
-from crowdvlm.metrics import absolute_errors, bucket_label, bucket_labels
+from crowdvlm.metrics import absolute_errors, bucket_label, bucket_labels, parsed_mask
 
 __all__ = ["ArmPredictions", "SetResults", "load_set", "summarise"]
 
@@ -27,7 +27,7 @@ class ArmPredictions:
 
     @property
     def parsed(self) -> np.ndarray:
-        return self.preds >= 0
+        return parsed_mask(self.preds)
 
     def errors(self, truths: np.ndarray) -> np.ndarray:
         """Absolute errors ``(S, N)`` (:func:`crowdvlm.metrics.absolute_errors`)."""

@@ -1,6 +1,6 @@
 """The experiment file: what an experiment declares, read and checked before anything runs.
 
-An experiment file is YAML (see docs/experiments.md and ``recipes/experiments/``)::
+An experiment file is YAML (see docs/experiments.md and ``crowdvlm/recipes/experiments/``)::
 
     extends: demo.yaml              # optional: a file this one changes (mappings merge, lists replace)
     name: demo

@@ -19,6 +19,7 @@ from crowdvlm.train.cluster import RankAgreementCallback
 from crowdvlm.train.config import CONFIG_FILE, TrainJob, job_summary
 from crowdvlm.train.errors import ConfigError
 from crowdvlm.train.resume import finished_state, last_checkpoint
+from crowdvlm.train.tensorboard_samples import TensorBoardSamplesCallback
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +185,11 @@ def build_callbacks(job: TrainJob, recorder: RewardRecorder | None = None) -> li
                 writer,
                 every=job.script.sample_completions_steps,
                 k=job.script.num_sample_completions,
+            )
+        )
+        callbacks.append(
+            TensorBoardSamplesCallback(
+                recorder, every=job.script.sample_completions_steps, groups=job.script.num_sample_groups
             )
         )
     return callbacks

@@ -175,6 +175,13 @@ class GRPOScriptArguments(_ScriptArguments):
     num_sample_completions: int = field(
         default=4, metadata={"help": "How many completions each sample shows."}
     )
+    num_sample_groups: int = field(
+        default=2,
+        metadata={
+            "help": "With report_to tensorboard: how many GRPO groups (image, true count, completions, parsed "
+            "counts, rewards) TensorBoard shows every sample_completions_steps."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
