@@ -32,3 +32,73 @@ def count_vision_rows(*modules) -> dict[str, int]:
     for module in modules:
         module.register_forward_hook(count)
     return rows
+
+
+def two_question_dataset(n: int = 2, *, with_images: bool = True):
+    """``n`` prompts alternating two questions, each with its own random 112x112 image (or none); solution 3."""
+    import numpy as np
+    from datasets import Dataset
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    texts = ["How many dots are in the image?", "Count the people."]
+    head = [{"type": "image"}] if with_images else []
+    columns = {
+        "prompt": [
+            [{"role": "user", "content": [*head, {"type": "text", "text": texts[i % 2]}]}] for i in range(n)
+        ],
+        "solution": [3] * n,
+    }
+    if with_images:
+        columns["image"] = [
+            Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)) for _ in range(n)
+        ]
+    return Dataset.from_dict(columns)
+
+
+def one_step_trainer(
+    cls, model_dir, tmp_path, dataset, *, generations: int = 4, lora=False, freeze_vision=False, **config
+):
+    """A ``cls`` trainer (stock ``trl.GRPOTrainer`` or ``GroupSharedGRPOTrainer``) for one fp32 CPU step over the
+    whole of ``dataset``, ``generations`` completions per prompt, rewarded by :func:`length_reward`; ``config``
+    overrides the GRPOConfig fields. Seeded, so two trainers of different classes start from the same weights."""
+    from transformers import set_seed
+    from trl import GRPOConfig
+
+    from crowdvlm.modeling import load_model_and_processor
+
+    set_seed(0)  # LoRA's A matrices are drawn at wrap time
+    model, processor = load_model_and_processor(
+        model_dir,
+        dtype="float32",
+        lora={"r": 4, "alpha": 8, "dropout": 0.0} if lora else None,
+        freeze_vision=freeze_vision,
+    )
+    # TRL pads prompt_ids left but takes mm_token_type_ids from the processor's padding side (trl #5785): with
+    # prompts of different lengths and a right-padding processor stock TRL misplaces image positions, so the
+    # comparison is made where stock TRL is right (the packed prompts read placeholders off the tokens).
+    processor.tokenizer.padding_side = "left"
+    args = dict(
+        output_dir=str(tmp_path / cls.__name__),
+        per_device_train_batch_size=len(dataset) * generations,
+        num_generations=generations,
+        max_completion_length=8,
+        learning_rate=1e-3,
+        beta=0.04,
+        max_steps=1,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        data_seed=0,
+    )
+    args.update(config)
+    return cls(
+        model=model,
+        reward_funcs=[length_reward],
+        args=GRPOConfig(**args),
+        train_dataset=dataset,
+        processing_class=processor,
+    )

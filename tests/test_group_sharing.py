@@ -4,77 +4,20 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from crowdvlm.train import group_sharing
 from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
+from grpo_helpers import one_step_trainer, two_question_dataset
 
 G = 4  # completions per prompt
 PROMPTS = 2  # distinct prompts (images) per batch
 PATCHES = 64  # a 112x112 image at the tiny model's max_pixels: an 8x8 patch grid
 
 
-def length_reward(completions, **kwargs) -> list[float]:
-    """Dense shaping reward so that a random model still gets non-zero advantages."""
-    return [float(len(c[0]["content"]) % 7) for c in completions]
-
-
-def _dataset(n: int = PROMPTS):
-    from datasets import Dataset
-
-    rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)) for _ in range(n)]
-    texts = ["How many dots are in the image?", "Count the people."]
-    prompts = [
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": texts[i % 2]}]}]
-        for i in range(n)
-    ]
-    return Dataset.from_dict({"prompt": prompts, "image": images, "solution": [3] * n})
-
-
-def _trainer(cls, model_dir, tmp_path, *, lora=False, freeze_vision=False, **config):
-    from transformers import set_seed
-    from trl import GRPOConfig
-
-    from crowdvlm.modeling import load_model_and_processor
-
-    set_seed(0)  # LoRA's A matrices are drawn at wrap time
-    model, processor = load_model_and_processor(
-        model_dir,
-        dtype="float32",
-        lora={"r": 4, "alpha": 8, "dropout": 0.0} if lora else None,
-        freeze_vision=freeze_vision,
-    )
-    # TRL pads prompt_ids left but takes mm_token_type_ids from the processor: stock TRL's per-row path places
-    # shorter prompts' image positions right only when the processor pads left too (trl #5785).
-    processor.tokenizer.padding_side = "left"
-    args = dict(
-        output_dir=str(tmp_path / cls.__name__),
-        per_device_train_batch_size=PROMPTS * G,
-        num_generations=G,
-        max_completion_length=8,
-        learning_rate=1e-3,
-        beta=0.04,
-        max_steps=1,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
-        data_seed=0,
-    )
-    args.update(config)
-    return cls(
-        model=model,
-        reward_funcs=[length_reward],
-        args=GRPOConfig(**args),
-        train_dataset=_dataset(),
-        processing_class=processor,
-    )
+def _trainer(cls, model_dir, tmp_path, **config):
+    return one_step_trainer(cls, model_dir, tmp_path, two_question_dataset(PROMPTS), generations=G, **config)
 
 
 class VisionRows:

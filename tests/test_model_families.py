@@ -8,14 +8,13 @@ import hashlib
 import logging
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from crowdvlm.modeling.tiny_families import FAMILIES
 from crowdvlm.train import group_sharing, prefix_generation
 from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
+from grpo_helpers import one_step_trainer, two_question_dataset
 
 G = 4  # completions per prompt
 PROMPTS = 2  # distinct prompts per batch
@@ -54,65 +53,10 @@ def test_tiny_family_is_byte_identical_for_a_seed_and_loads_by_auto_classes(fami
         assert len(model.config.vision_config.deepstack_visual_indexes) >= 1
 
 
-def length_reward(completions, **kwargs) -> list[float]:
-    """Dense shaping reward so that a random model still gets non-zero advantages."""
-    return [float(len(c[0]["content"]) % 7) for c in completions]
-
-
-def _dataset(with_images: bool = True):
-    from datasets import Dataset
-
-    rng = np.random.default_rng(0)
-    texts = ["How many dots are in the image?", "Count the people."]
-    head = [{"type": "image"}] if with_images else []
-    columns = {
-        "prompt": [[{"role": "user", "content": [*head, {"type": "text", "text": t}]}] for t in texts],
-        "solution": [3] * PROMPTS,
-    }
-    if with_images:
-        columns["image"] = [
-            Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)) for _ in texts
-        ]
-    return Dataset.from_dict(columns)
-
-
 def _trainer(cls, model_dir, tmp_path, *, with_images=True, **config):
-    from transformers import set_seed
-    from trl import GRPOConfig
-
-    from crowdvlm.modeling import load_model_and_processor
-
-    set_seed(0)
-    model, processor = load_model_and_processor(model_dir, dtype="float32")
-    # TRL pads prompt_ids left but takes mm_token_type_ids from the processor's padding side (trl #5785): with
-    # prompts of different lengths and a right-padding processor stock TRL misplaces image positions, so the
-    # comparison is made where stock TRL is right (the packed prompts read placeholders off the tokens).
-    processor.tokenizer.padding_side = "left"
-    args = dict(
-        output_dir=str(tmp_path / cls.__name__),
-        per_device_train_batch_size=PROMPTS * G,
-        num_generations=G,
-        max_completion_length=8,
-        learning_rate=1.0,
-        optim="sgd",
-        beta=0.04,
-        max_steps=1,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
-        data_seed=0,
-    )
-    args.update(config)
-    return cls(
-        model=model,
-        reward_funcs=[length_reward],
-        args=GRPOConfig(**args),
-        train_dataset=_dataset(with_images),
-        processing_class=processor,
-    )
+    dataset = two_question_dataset(PROMPTS, with_images=with_images)
+    config = {"learning_rate": 1.0, "optim": "sgd", **config}
+    return one_step_trainer(cls, model_dir, tmp_path, dataset, generations=G, **config)
 
 
 def _sharing_warnings(caplog, family: str = "qwen2_5_vl") -> list[str]:
