@@ -1,4 +1,4 @@
-"""Pieces the multi-process GRPO tests share: a tiny image dataset, a reward with spread, a vision-row counter."""
+"""Pieces the GRPO tests share: tiny image datasets, a reward with spread, a vision-row counter, a one-step trainer."""
 
 from __future__ import annotations
 
