@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from crowdvlm.atomic import atomic_write_json, atomic_write_text
 from crowdvlm.errors import RunError, UsageError
 from crowdvlm.evaluate.bootstrap import format_interval, paired_bootstrap
 from crowdvlm.evaluate.predictions import (
@@ -383,10 +384,8 @@ def write_comparison(
     result = compare_runs(groups, n_bootstrap=n_bootstrap, seed=seed)
     out_dir = Path(out_dir)
     outputs = {
-        "compare.md": lambda path: path.write_text(comparison_markdown(result), encoding="utf-8"),
-        "compare.json": lambda path: path.write_text(
-            json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8"
-        ),
+        "compare.md": lambda path: atomic_write_text(path, comparison_markdown(result)),
+        "compare.json": lambda path: atomic_write_json(path, result, allow_nan=False),
         "compare.png": lambda path: _plot(result, path),
     }
     for name, write in outputs.items():
