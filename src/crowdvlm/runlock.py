@@ -14,6 +14,7 @@ says (its ``flock`` is held).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -92,6 +93,7 @@ class RunLock:
         self.path = self.folder / LOCK_FILE
         self.what = what or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200]
         self._fd: int | None = None
+        self._created = False  # the lock made the folder: removed again on release if nothing was written
 
     @property
     def held(self) -> bool:
@@ -100,6 +102,7 @@ class RunLock:
     def acquire(self) -> RunLock:
         if self._fd is not None:
             return self
+        self._created = not self.folder.exists()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -161,7 +164,8 @@ class RunLock:
             raise RunError(f"cannot write the lock file {self.path}: {os_reason(err)}") from err
 
     def release(self) -> None:
-        """Remove the lock file and drop the lock (a no-op when not held)."""
+        """Remove the lock file and drop the lock (a no-op when not held); a folder the lock created and
+        nothing else wrote to is removed too, so a run refused early leaves no trace."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
@@ -171,6 +175,9 @@ class RunLock:
             logger.warning("could not remove the lock file %s: %s", self.path, os_reason(err))
         finally:
             os.close(fd)
+        if self._created:
+            with contextlib.suppress(OSError):  # not empty: the run wrote there
+                self.folder.rmdir()
 
     def __enter__(self) -> RunLock:
         return self.acquire()
