@@ -58,3 +58,24 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path, c
     with caplog.at_level(logging.WARNING, logger="crowdvlm.runlock"), RunLock(tmp_path) as lock:
         assert json.loads(lock.path.read_text())["pid"] == os.getpid()
     assert f"pid {dead.pid}" in caplog.text and "no longer running" in caplog.text
+
+
+def test_train_and_eval_refuse_a_folder_another_run_holds(tmp_path, capsys):
+    from crowdvlm.cli import main as crowdvlm
+    from crowdvlm.demo.base_model import BASE_DIR
+    from endpoint_server import write_manifest
+
+    data = write_manifest(tmp_path / "d", [("ok", 3), ("ok", 5)])
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "demo" / "sft.yaml"
+    commands = {
+        "train": ["train", "sft", "--config", str(recipe), "--model_name_or_path", str(BASE_DIR)]
+        + ["--dataset", str(data), "--output_dir", str(tmp_path / "out")],
+        "eval": ["eval", "--backend", "openai", "--model", "fake", "--base-url", "http://127.0.0.1:9/v1"]
+        + ["--api-key", "k", "--data", str(data), "--out", str(tmp_path / "out")],
+    }
+    for command, argv in commands.items():
+        with RunLock(tmp_path / "out", what="crowdvlm train grpo"):
+            assert crowdvlm(argv) == 2, command
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'out'} is in use by another run: pid {os.getpid()}" in err, command
+        assert not (tmp_path / "out").exists(), command  # nothing written; the holder's lock made the folder

@@ -48,7 +48,7 @@ def _set(raw, tmp_path, **spec):
             lambda r, t: r["data"]["sets"]["train"].update(seed=-3),
             "data.sets.train.seed: expected an integer seed",
         ),
-        (lambda r, t: _set(r, t, manifests=[str(t)]), f"data.sets.test.manifests: {{tmp}} is not a file"),
+        (lambda r, t: _set(r, t, manifests=[str(t)]), "data.sets.test.manifests: {tmp} is not a file"),
         (
             lambda r, t: _set(r, t, manifests=[str(t / "no.jsonl")]),
             "data.sets.test.manifests: {tmp}/no.jsonl not found",
