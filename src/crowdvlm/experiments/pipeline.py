@@ -34,7 +34,7 @@ from crowdvlm.errors import UsageError
 from crowdvlm.experiments import jobs
 from crowdvlm.experiments.fingerprints import digest, file_digest, model_identity, recipe_inputs
 from crowdvlm.experiments.spec import ArmSpec, Experiment
-from crowdvlm.experiments.stages import OWNER_FILE, Stage, read_marker, read_owner
+from crowdvlm.experiments.stages import OWNER_FILE, Stage, read_json_file, read_marker, read_owner
 from crowdvlm.runlock import LOCK_FILE
 
 __all__ = ["Layout", "build_stages", "claim_folder", "lr_tag", "owner_of"]
@@ -143,7 +143,7 @@ def _select_lr(layout: Layout, arm: ArmSpec) -> dict[str, Any]:
     metric = layout.exp.selection_metric
     grid = []
     for lr in arm.lr_grid:
-        metrics = json.loads((layout.grid_eval(arm.name, lr) / "metrics.json").read_text(encoding="utf-8"))
+        metrics = read_json_file(layout.grid_eval(arm.name, lr) / "metrics.json")
         score = metrics["overall"].get(metric)
         grid.append({"lr": lr, f"val_{metric}": score})
     best = min(grid, key=lambda row: (row[f"val_{metric}"] is None, row[f"val_{metric}"] or 0.0, row["lr"]))

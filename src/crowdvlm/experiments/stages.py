@@ -38,7 +38,17 @@ from crowdvlm.errors import RunError, UsageError
 from crowdvlm.experiments.fingerprints import changed_keys, digest
 from crowdvlm.runlock import LOCK_FILE
 
-__all__ = ["DONE_FILE", "OWNER_FILE", "Stage", "eta", "is_done", "read_marker", "read_owner", "run_stages"]
+__all__ = [
+    "DONE_FILE",
+    "OWNER_FILE",
+    "Stage",
+    "eta",
+    "is_done",
+    "read_json_file",
+    "read_marker",
+    "read_owner",
+    "run_stages",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +104,21 @@ def _read_json(path: Path, what: str) -> dict[str, Any] | None:
     return data
 
 
+def read_json_file(path: str | Path) -> dict[str, Any]:
+    """A JSON object file a stage wrote (metrics, localisation); every failure names the file.
+
+    Raises:
+        RunError: missing, unreadable or not a JSON object.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunError(f"{path}: cannot read it ({err})") from err
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: expected a JSON object")
+    return data
+
+
 def is_done(folder: str | Path) -> bool:
     """Whether the stage owning ``folder`` has finished (an unreadable marker: not finished, with a warning)."""
     return _read_json(Path(folder) / DONE_FILE, "stage marker") is not None
@@ -134,10 +159,8 @@ def _prepare(stage: Stage, owner: str, fingerprint: str) -> bool:
     resume = False
     if folder.exists():
         marker = read_owner(folder) or {}
-        if marker.get("experiment") != owner and any(folder.iterdir()):
-            raise RunError(
-                f"{folder} was not created by this experiment: refusing to clear it"
-            )  # checked earlier
+        if marker.get("experiment") != owner and any(folder.iterdir()):  # _plan refused it already
+            raise RunError(f"{folder} was not created by this experiment: refusing to clear it")
         resume = stage.resumable and marker.get("fingerprint") == fingerprint
         if not resume:
             try:
@@ -176,9 +199,10 @@ def _plan(stages: Sequence[Stage], owner: str, redo_changed: bool) -> tuple[list
             foreign.append(stage.folder)
         todo.append(stage)
     if foreign:
+        more = f" (and {len(foreign) - 1} more folders)" if len(foreign) > 1 else ""
         raise UsageError(
-            f"{foreign[0]} holds files this experiment did not create{f' (and {len(foreign) - 1} more folders)' if len(foreign) > 1 else ''}: "
-            "a stage would clear it; move it away or choose another --out (nothing was touched)"
+            f"{foreign[0]} holds files this experiment did not create{more}: a stage would clear it; move "
+            "it away or choose another --out (nothing was touched)"
         )
     if changed and not redo_changed:
         shown = "; ".join(
