@@ -159,6 +159,10 @@ def test_a_folder_is_claimed_once_and_a_foreign_one_refused(tmp_path, finished):
     (foreign / "notes.txt").write_text("a user's file")
     with pytest.raises(UsageError, match="not empty and was not made by crowdvlm experiment"):
         claim_folder(foreign, exp)
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_text(SMALL.format(demo=DEMO_FILE) + "name: another\n")
+    with pytest.raises(UsageError, match="holds the run of experiment 'demo', not 'another'"):
+        claim_folder(layout.out, load_experiment(renamed))
 
 
 def test_stages_skip_finished_clear_half_written_and_measure_eta(tmp_path):

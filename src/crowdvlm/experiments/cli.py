@@ -96,7 +96,7 @@ def run_experiment(
             )
             run_stages(stages, owner=owner, redo_changed=redo_changed, progress=progress, desc=exp.name)
             atomic_write_json(wall_file, {"wall_s": round(time.perf_counter() - start, 1)})
-    elif not layout.out.is_dir() or owner_of(layout.out) is None:
+    elif not layout.out.is_dir() or owner_of(layout.out, exp) is None:
         raise UsageError(f"{layout.out} holds no run of an experiment (.owner.json): run it first")
     wall = _read_wall(wall_file)
     results = collect(layout, wall_s=wall)

@@ -98,33 +98,44 @@ class Layout:
         return float(read_marker(self.selection(arm))["lr"])
 
 
-def owner_of(out: Path) -> str | None:
+def owner_of(out: Path, exp: Experiment) -> str | None:
     """The id of the experiment that made ``out``, or None when it is no experiment's folder.
 
     A folder made before owner markers existed (it holds ``experiment.json``) is adopted: given an id.
+
+    Raises:
+        UsageError: ``out`` was made by an experiment of another ``name``.
     """
+    out = Path(out)
     marker = read_owner(out)
-    if marker is not None and isinstance(marker.get("experiment"), str):
-        return marker["experiment"]
-    if (Path(out) / "experiment.json").is_file():
-        owner = uuid.uuid4().hex
-        atomic_write_json(
-            Path(out) / OWNER_FILE, {"experiment": owner, "created": time.time(), "adopted": True}
+    if marker is None and (out / "experiment.json").is_file():
+        try:
+            name = json.loads((out / "experiment.json").read_text(encoding="utf-8")).get("name")
+        except (OSError, ValueError, AttributeError) as err:
+            raise UsageError(f"{out / 'experiment.json'}: unreadable ({err}); choose another --out") from None
+        marker = {"experiment": uuid.uuid4().hex, "created": time.time(), "name": name, "adopted": True}
+        atomic_write_json(out / OWNER_FILE, marker)
+    if marker is None or not isinstance(marker.get("experiment"), str):
+        return None
+    if marker.get("name") not in (None, exp.name):
+        raise UsageError(
+            f"{out} holds the run of experiment {marker['name']!r}, not {exp.name!r} ({exp.path.name}): choose "
+            f"another --out, or set name: {marker['name']} in the file if it is meant to continue that run"
         )
-        return owner
-    return None
+    return marker["experiment"]
 
 
 def claim_folder(out: Path, exp: Experiment) -> str:
     """Make ``out`` this experiment's folder (or find it is already), write ``experiment.json``; its id.
 
     Raises:
-        UsageError: ``out`` is a file, or a non-empty folder no experiment made (nothing in it is touched).
+        UsageError: ``out`` is a file, a non-empty folder no experiment made, or the folder of an experiment
+            of another name (nothing in it is touched).
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; expected a folder for the experiment")
-    owner = owner_of(out) if out.is_dir() else None
+    owner = owner_of(out, exp) if out.is_dir() else None
     if owner is None:
         if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
             raise UsageError(
