@@ -16,6 +16,9 @@ def test_writes_and_replaces(tmp_path):
     assert json.loads(path.read_text()) == {"a": 1}
     atomic_write_text(path, "new\n")
     assert path.read_text() == "new\n" and os.listdir(path.parent) == ["state.json"]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would make it, not mkstemp's 0600
 
 
 def test_a_full_disk_keeps_the_old_file_and_names_the_path(tmp_path, monkeypatch):
