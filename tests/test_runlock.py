@@ -66,7 +66,9 @@ def test_train_and_eval_refuse_a_folder_another_run_holds(tmp_path, capsys):
     from endpoint_server import write_manifest
 
     data = write_manifest(tmp_path / "d", [("ok", 3), ("ok", 5)])
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "demo" / "sft.yaml"
+    from crowdvlm.experiments.yamlfile import PACKAGE_DIR
+
+    recipe = PACKAGE_DIR / "recipes" / "demo" / "sft.yaml"
     commands = {
         "train": ["train", "sft", "--config", str(recipe), "--model_name_or_path", str(BASE_DIR)]
         + ["--dataset", str(data), "--output_dir", str(tmp_path / "out")],

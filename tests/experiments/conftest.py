@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+from crowdvlm.experiments.yamlfile import PACKAGE_DIR
+
+RECIPES = PACKAGE_DIR / "recipes"
 TOY = f"""name: toy
 title: A toy
 base: package:demo/base

@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from crowdvlm.atomic import atomic_write_text
-from crowdvlm.data.common import count_field, record_fields, record_points
+from crowdvlm.data.common import (  # noqa: F401  (MAX_PROBLEM_CHARS: the bound is part of the manifest format)
+    MAX_PROBLEM_CHARS,
+    check_problem_length,
+    count_field,
+    record_fields,
+    record_points,
+)
 from crowdvlm.data.errors import DataError, SkipLog, collect
 from crowdvlm.data.text import read_lines
 
@@ -47,6 +53,7 @@ def validate_record(raw: Any, file: str, record: str) -> dict:
             raise DataError(
                 file, f"{key} must be a non-empty string, got {raw[key]!r}", record=record, kind="malformed"
             )
+    check_problem_length(raw["problem"], file, record)
     out["solution"] = count_field(raw["solution"], file, record, allow_none=True)
     for key in ("width", "height"):
         if raw.get(key) is not None:

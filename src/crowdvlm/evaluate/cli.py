@@ -176,7 +176,16 @@ def eval_main(argv: list[str]) -> int:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="an evaluation recipe (YAML of these options, e.g. recipes/eval/countbenchqa.yaml); flags win",
+    )
     add_point_options(parser, evaluation=True)
+    from crowdvlm.evaluate.recipe import apply_recipe
+
+    apply_recipe(parser, argv)
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
 

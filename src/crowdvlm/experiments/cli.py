@@ -1,8 +1,12 @@
 """``crowdvlm experiment``: run an experiment file, check it, or rebuild its report.
 
-    crowdvlm experiment run recipes/experiments/reward_study.yaml [--out runs/reward_study]
-    crowdvlm experiment check recipes/experiments/demo.yaml      # validate file + recipes, run nothing
-    crowdvlm experiment report recipes/experiments/demo.yaml --out runs/demo   # rebuild report.md
+    crowdvlm experiment run reward_study [--out runs/reward_study]   # a shipped experiment, by name
+    crowdvlm experiment check my_experiment.yaml                    # validate file + recipes, run nothing
+    crowdvlm experiment report demo --out runs/demo                 # rebuild report.md
+
+The shipped experiments (demo, demo_quick, reward_study, pointing) live in the package, in
+crowdvlm/recipes/experiments/ (src/crowdvlm/recipes/ in a source checkout): name one, or write a file that
+starts with `extends: <its path>`.
 
 Re-running the same command continues an interrupted experiment: finished stages are skipped, a killed
 training stage continues from its last checkpoint. A finished stage whose inputs changed (its recipe, the
@@ -115,6 +119,8 @@ def _read_wall(path: Path) -> float | None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from crowdvlm.experiments.yamlfile import experiment_file
+
     p = argparse.ArgumentParser(
         prog="crowdvlm experiment",
         description="Run an experiment file: data, arms (recipes + overrides), seeds, lr grids, test sets and "
@@ -129,7 +135,11 @@ def _parser() -> argparse.ArgumentParser:
         ("report", "rebuild the report of a finished (or partly finished) run"),
     ):
         a = sub.add_parser(action, help=text, description=text)
-        a.add_argument("file", type=Path, help="the experiment YAML (e.g. recipes/experiments/demo.yaml)")
+        a.add_argument(
+            "file",
+            type=experiment_file,
+            help="the experiment YAML, or the name of a shipped one (demo, demo_quick, reward_study, pointing)",
+        )
         if action != "check":
             a.add_argument("--out", type=Path, default=None, help="output folder (default runs/<name>)")
         if action == "run":

@@ -1,6 +1,6 @@
 """The experiment file: what an experiment declares, read and checked before anything runs.
 
-An experiment file is YAML (see docs/experiments.md and ``recipes/experiments/``)::
+An experiment file is YAML (see docs/experiments.md and ``crowdvlm/recipes/experiments/``)::
 
     extends: demo.yaml              # optional: a file this one changes (mappings merge, lists replace)
     name: demo
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.data.synth_limits import MAX_COUNT, MAX_IMAGES, MAX_SIDE
 from crowdvlm.experiments.yamlfile import Keys, read_yaml, resolve_path
 
 __all__ = ["ArmSpec", "ClaimSpec", "ComparisonSpec", "Experiment", "SetSpec", "load_experiment"]
@@ -206,7 +207,14 @@ def _set(path: Path, name: str, raw: Any) -> SetSpec:
     if not styles or bad:
         keys.fail("styles", f"unknown style(s) {bad or styles}; valid: {', '.join(sorted(STYLES))}")
     counts = _int_pair(keys, "counts")
-    n = keys.get("n", int, check=lambda v: v >= 1, hint="a positive number of images")
+    if counts[1] > MAX_COUNT:
+        keys.fail("counts", f"at most {MAX_COUNT} objects per image, got {list(counts)}")
+    n = keys.get(
+        "n",
+        int,
+        check=lambda v: 1 <= v <= MAX_IMAGES,
+        hint=f"a positive number of images, at most {MAX_IMAGES}",
+    )
     seed = keys.get("seed", int, check=lambda v: v >= 0, hint="an integer seed >= 0")
     return SetSpec(name, tuple(styles), counts, n, seed, keys.get("balanced", bool, False))
 
@@ -391,7 +399,9 @@ def load_experiment(path: str | Path) -> Experiment:
         base=resolve_path(path, base),
         base_as_written=base,
         question=data.get("question", str, None),
-        image_size=data.get("image_size", int, 112, check=lambda v: v >= 28, hint="pixels, >= 28"),
+        image_size=data.get(
+            "image_size", int, 112, check=lambda v: 28 <= v <= MAX_SIDE, hint=f"pixels, 28 to {MAX_SIDE}"
+        ),
         sets=sets,
         train_set=train_set,
         validation_set=validation_set,

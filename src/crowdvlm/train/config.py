@@ -130,6 +130,13 @@ class SFTScriptArguments(_ScriptArguments):
             "help": "Text inside <think></think> of the SFT targets (think format); {count} is the count."
         },
     )
+    skip_long_targets: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave out rows whose SFT target (e.g. the point list of a dense crowd) is longer than the "
+            "model takes, counted in the log (default: refuse the run before loading the model)."
+        },
+    )
 
 
 @dataclass
@@ -160,6 +167,13 @@ class GRPOScriptArguments(_ScriptArguments):
     )
     num_sample_completions: int = field(
         default=4, metadata={"help": "How many completions each sample shows."}
+    )
+    num_sample_groups: int = field(
+        default=2,
+        metadata={
+            "help": "With report_to tensorboard: how many GRPO groups (image, true count, completions, parsed "
+            "counts, rewards) TensorBoard shows every sample_completions_steps."
+        },
     )
 
     def __post_init__(self) -> None:
