@@ -334,7 +334,8 @@ def test_predict_a_directory_is_that_image_s_error(endpoint, tmp_path, capsys):
     assert cli.main(argv) == 1  # one image could not be counted
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"{image}\t4"
-    assert out[1].startswith(f"{tmp_path}\terror: cannot load image {tmp_path}: IsADirectoryError")
+    assert out[1].startswith(f"{tmp_path}\terror: cannot load image {tmp_path}: NotRegularFileError")
+    assert out[1].endswith("not a regular file (a folder)")
 
 
 def test_strict_mode_failure_is_a_run_error(endpoint, tmp_path, capsys):

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 
 from crowdvlm.data.synth_limits import MAX_COUNT, MAX_IMAGES, MAX_SIDE
+from crowdvlm.demo import DEMO_FILE
 from crowdvlm.errors import UsageError
 from crowdvlm.experiments.spec import load_experiment
 
-DEMO = Path(__file__).resolve().parents[2] / "recipes" / "experiments" / "demo.yaml"
+DEMO = DEMO_FILE  # the shipped demo experiment, inside the package
 
 
 @pytest.mark.parametrize(
