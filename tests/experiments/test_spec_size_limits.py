@@ -10,7 +10,7 @@ from crowdvlm.demo import DEMO_FILE
 from crowdvlm.errors import UsageError
 from crowdvlm.experiments.spec import load_experiment
 
-DEMO = DEMO_FILE
+DEMO = DEMO_FILE  # the shipped demo experiment, inside the package
 
 
 @pytest.mark.parametrize(

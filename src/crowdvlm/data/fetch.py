@@ -30,6 +30,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from crowdvlm.atomic import atomic_write_text
+
 __all__ = ["FetchItem", "FetchResult", "fetch_images", "fetched_image"]
 
 logger = logging.getLogger(__name__)
@@ -179,9 +181,7 @@ def fetch_images(
         lines += [
             f"{s}\t{r}\t{it.sha256}\t{it.url}" for s, r, it in sorted(result.problems, key=lambda p: p[0])
         ]
-        part = report.with_name(report.name + ".part")
-        part.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        part.replace(report)
+        atomic_write_text(report, "\n".join(lines) + "\n")
         result.report = report
     elif report.exists():
         report.unlink()  # a rerun that fetched everything: no stale list of problems

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.atomic import atomic_write_json
+
 __all__ = ["BASE_DATA", "BASE_DIR", "BASE_RECIPE", "check_base", "rebuild_base"]
 
 logger = logging.getLogger(__name__)
@@ -157,6 +159,6 @@ def rebuild_base(
         "build_s": round(time.perf_counter() - start, 1),
         "command": "crowdvlm demo --rebuild-base",
     }
-    (out / RECIPE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out / RECIPE_FILE, record)
     logger.info("demo base rebuilt in %.0f s -> %s", record["build_s"], out)
     return out

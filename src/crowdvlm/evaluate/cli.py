@@ -198,32 +198,36 @@ def eval_main(argv: list[str]) -> int:
         "data": [str(m.resolve()) for m in manifests],
         "limit": args.limit,
     }
-    backend = _open_backend(args)
-    try:
-        rule = point_frame_rule(args, backend) if args.output_format == "points" else None
-        metrics = evaluate(
-            backend,
-            items,
-            args.out,
-            batch_size=args.batch_size,
-            resume=args.resume,
-            strict=args.strict,
-            parse_strict=args.strict_parse,
-            settings=settings,
-            progress=not args.no_progress,
-        )
-    finally:
-        _close(backend)
-    if args.output_format == "points":
-        from crowdvlm.evaluate.localisation import write_localisation
+    from crowdvlm.runlock import RunLock
 
-        summary = write_localisation(
-            args.out, manifests, args.point_frame, rule, radii=args.radii, overlays=args.overlays
-        )
-        located = summary["overall"][f"r{args.radii[-1]:g}"]
-        print(
-            f"localisation: F1 @{args.radii[-1]:g}px {_num(located['f1'])} over {summary['overall']['n']} images"
-        )
+    with RunLock(args.out, what="crowdvlm eval"):  # one run per --out: refused before the model loads
+        backend = _open_backend(args)
+        try:
+            rule = point_frame_rule(args, backend) if args.output_format == "points" else None
+            metrics = evaluate(
+                backend,
+                items,
+                args.out,
+                batch_size=args.batch_size,
+                resume=args.resume,
+                strict=args.strict,
+                parse_strict=args.strict_parse,
+                settings=settings,
+                progress=not args.no_progress,
+            )
+        finally:
+            _close(backend)
+        if args.output_format == "points":
+            from crowdvlm.evaluate.localisation import write_localisation
+
+            summary = write_localisation(
+                args.out, manifests, args.point_frame, rule, radii=args.radii, overlays=args.overlays
+            )
+            located = summary["overall"][f"r{args.radii[-1]:g}"]
+            print(
+                f"localisation: F1 @{args.radii[-1]:g}px {_num(located['f1'])} over {summary['overall']['n']} "
+                "images"
+            )
     overall = metrics["overall"]
     if overall["errors"] and not overall["n"] + overall["unlabelled"]:
         raise RunError(f"none of the images could be evaluated: {_first_error(args.out)}")

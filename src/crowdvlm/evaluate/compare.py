@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.atomic import atomic_write_json, atomic_write_text
 from crowdvlm.errors import RunError, UsageError
 from crowdvlm.evaluate.bootstrap import format_interval, paired_bootstrap
 from crowdvlm.evaluate.compare_plot import OVERALL, plot_comparison
@@ -329,10 +330,8 @@ def write_comparison(
     result = compare_runs(groups, n_bootstrap=n_bootstrap, seed=seed)
     out_dir = Path(out_dir)
     outputs = {
-        "compare.md": lambda path: path.write_text(comparison_markdown(result), encoding="utf-8"),
-        "compare.json": lambda path: path.write_text(
-            json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8"
-        ),
+        "compare.md": lambda path: atomic_write_text(path, comparison_markdown(result)),
+        "compare.json": lambda path: atomic_write_json(path, result, allow_nan=False),
         "compare.png": lambda path: plot_comparison(result, path),
     }
     for name, write in outputs.items():

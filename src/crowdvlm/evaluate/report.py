@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.atomic import atomic_write_text
 from crowdvlm.evaluate.predictions import Prediction, latest_by_id
 from crowdvlm.evaluate.scoring import is_scored
 
@@ -154,7 +155,7 @@ def write_report(
         lines += [f"## Images not evaluated ({len(failed)}; first {min(_ERRORS_LISTED, len(failed))})", ""]
         lines += [f"- {p.id}: {p.error}" for p in failed[:_ERRORS_LISTED]] + [""]
     path = out_dir / REPORT_FILE
-    path.write_text("\n".join(lines), encoding="utf-8")
+    atomic_write_text(path, "\n".join(lines))
     return path
 
 

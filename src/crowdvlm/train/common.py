@@ -6,13 +6,13 @@ built from these functions; nothing here knows which trainer it serves.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.atomic import atomic_write_json
 from crowdvlm.logs import setup_logging as setup_console_logging
 from crowdvlm.train.callbacks import JsonlLogCallback, JsonlWriter, RewardRecorder, SampleCompletionsCallback
 from crowdvlm.train.cluster import RankAgreementCallback
@@ -234,8 +234,7 @@ def finished_run(job: TrainJob) -> TrainResult | None:
 def write_config(job: TrainJob) -> None:
     """Save the resolved configuration next to the checkpoints (main process)."""
     if job.training.process_index == 0:
-        job.output_dir.mkdir(parents=True, exist_ok=True)
-        (job.output_dir / CONFIG_FILE).write_text(json.dumps(job_summary(job), indent=2, default=str) + "\n")
+        atomic_write_json(job.output_dir / CONFIG_FILE, job_summary(job), default=str)
 
 
 def train_and_save(trainer, job: TrainJob, processor) -> TrainResult:
