@@ -20,6 +20,9 @@ Training settings live only in the recipes the arms name; an arm's ``overrides``
 rewards, its epochs) and the runner adds only what makes a run one cell of the experiment: the base model,
 the training set, the output folder, the learning rate of the grid and the seed. Every error is one line
 naming the file and the key.
+
+Over 400 lines on purpose: one concern, the file's schema, with each section's dataclass and the checks of
+its keys read together; the YAML loading (``extends:``, ``package:``) is in :mod:`crowdvlm.experiments.yamlfile`.
 """
 
 from __future__ import annotations
