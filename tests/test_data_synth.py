@@ -12,6 +12,7 @@ from crowdvlm.data.cli import main as data_main
 from crowdvlm.data.manifest import read_manifest
 from crowdvlm.data.synth import generate, render
 from crowdvlm.data.synth_styles import STYLES
+from crowdvlm.errors import UsageError
 
 SIZE = (112, 96)
 
@@ -177,6 +178,5 @@ def test_cli_help_and_bad_size(capsys):
     with pytest.raises(SystemExit) as info:
         data_main(["--help"])
     assert info.value.code == 0
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="expected WxH"):
         data_main(["synth", "--out", "x", "--n", "1", "--size", "big"])
-    assert "expected WxH" in capsys.readouterr().err
