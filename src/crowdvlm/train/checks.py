@@ -122,6 +122,9 @@ def validate_job(job: TrainJob) -> None:
         _validate_rewards(job, where)
         if s.sample_completions_steps < 0 or s.num_sample_completions < 0:
             raise ConfigError(f"{where}sample_completions_steps and num_sample_completions must be >= 0")
+        from crowdvlm.train.dynamic_sampling import check_dynamic_sampling
+
+        check_dynamic_sampling(s, job.training, where)
     _validate_checkpoints(job, where)
 
 
