@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from crowdvlm.train.dynamic_sampling import (
     DynamicSampling,
@@ -15,7 +13,6 @@ from crowdvlm.train.dynamic_sampling import (
     loss_scale,
     merge_rows,
 )
-from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
 
 G = 4
 
@@ -84,3 +81,65 @@ def test_merge_rows_refuses_fields_it_does_not_know():
     base = {**_batch(rows=2), "importance_sampling_ratio": torch.ones(2, 2)}
     with pytest.raises(ValueError, match="importance_sampling_ratio"):
         merge_rows(base, dict(base), [(0, 1)], pad_id=0)
+
+
+# --------------------------------------------------------------------------- recipe keys
+
+RECIPE = "recipes/demo/grpo.yaml"
+
+
+@pytest.fixture
+def recipe_paths(tiny_model_dir, tmp_path) -> dict:
+    from crowdvlm.data.synth import generate
+
+    manifest = generate(
+        tmp_path / "d", n=2, style="dots", min_count=1, max_count=3, size=(56, 56), progress=False
+    )
+    return {
+        "model_name_or_path": str(tiny_model_dir),
+        "dataset": [str(manifest)],
+        "output_dir": str(tmp_path / "o"),
+    }
+
+
+def test_recipe_keys_reach_the_trainer_options(recipe_paths):
+    from crowdvlm.train.config import parse_job
+
+    job = parse_job(
+        "grpo",
+        [
+            "--dynamic_sampling",
+            "resample",
+            "--dynamic_sampling_signal",
+            "within_k",
+            "--dynamic_sampling_k",
+            "2",
+        ],
+        recipe=RECIPE,
+        multi_objective_aggregation="normalize_then_sum",
+        **recipe_paths,
+    )
+    assert DynamicSampling.from_script(job.script) == DynamicSampling("resample", "within_k", 2, 2)
+    assert job.training.multi_objective_aggregation == "normalize_then_sum"
+    assert DynamicSampling.from_script(parse_job("grpo", recipe=RECIPE, **recipe_paths).script) is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"dynamic_sampling": "sometimes"}, "dynamic_sampling must be one of"),
+        (
+            {"dynamic_sampling": "drop", "dynamic_sampling_signal": "f1"},
+            "dynamic_sampling_signal must be one of",
+        ),
+        ({"dynamic_sampling": "drop", "loss_type": "bnpo"}, "cannot renormalise loss_type 'bnpo'"),
+        ({"dynamic_sampling": "drop", "share_prompt": False}, "share_prompt: true"),
+        ({"dynamic_sampling": "drop", "entropy_coef": 0.01}, "entropy_coef: 0"),
+    ],
+)
+def test_recipe_keys_that_cannot_work_are_refused(recipe_paths, overrides, message):
+    from crowdvlm.train.config import parse_job
+    from crowdvlm.train.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        parse_job("grpo", recipe=RECIPE, **recipe_paths, **overrides)

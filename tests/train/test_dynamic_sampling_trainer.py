@@ -111,7 +111,9 @@ def test_drop_averages_the_loss_over_the_surviving_groups(tiny_model_dir, tmp_pa
     filtered = trainer._compute_loss(trainer.model, batch)
 
     # TRL's own loss on the surviving group alone: what the filtered loss must equal
-    survivors = _rows({k: v for k, v in batch.items() if k not in ("tool_mask", "loss_scale")}, list(range(G, 2 * G)))
+    survivors = _rows(
+        {k: v for k, v in batch.items() if k not in ("tool_mask", "loss_scale")}, list(range(G, 2 * G))
+    )
     survivors["num_items_in_batch"] = batch["completion_mask"][G:].sum()
     trainer.dynamic_sampling = None
     alone = trainer._compute_loss(trainer.model, survivors)

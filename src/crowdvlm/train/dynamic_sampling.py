@@ -136,7 +136,9 @@ def drop_rows(output: dict[str, Any], keep: torch.Tensor, loss_type: str, scale:
     the loss averages over the surviving rows only (module docstring).
     """
     keep_f = keep.to(output["advantages"].dtype)
-    output["advantages"] = output["advantages"] * (keep_f if output["advantages"].dim() == 1 else keep_f[:, None])
+    output["advantages"] = output["advantages"] * (
+        keep_f if output["advantages"].dim() == 1 else keep_f[:, None]
+    )
     row_mask = keep.long()[:, None].expand_as(output["completion_mask"])
     output["tool_mask"] = row_mask if "tool_mask" not in output else output["tool_mask"] * row_mask
     if loss_type in TOKEN_AVERAGED_LOSSES:
@@ -250,7 +252,10 @@ def _aligned(batch: dict[str, Any], key: str, prompt_width: int, completion_widt
         return _padded(value, completion_width, fill, left=False)
     split = batch["prompt_ids"].size(1)  # _BOTH_SIDES
     return torch.cat(
-        [_padded(value[:, :split], prompt_width, 0, True), _padded(value[:, split:], completion_width, 0, False)],
+        [
+            _padded(value[:, :split], prompt_width, 0, True),
+            _padded(value[:, split:], completion_width, 0, False),
+        ],
         dim=1,
     )
 

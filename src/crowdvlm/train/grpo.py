@@ -74,7 +74,9 @@ def run_grpo(job: TrainJob) -> TrainResult:
     )
 
     Trainer = trainer_class(job.script.share_prompt)
-    sampling = DynamicSampling.from_script(job.script)  # None unless dynamic_sampling is on (needs share_prompt)
+    sampling = DynamicSampling.from_script(
+        job.script
+    )  # None unless dynamic_sampling is on (needs share_prompt)
     trainer = Trainer(
         **({"dynamic_sampling": sampling} if sampling else {}),
         model=model,
