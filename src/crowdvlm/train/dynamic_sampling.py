@@ -149,6 +149,39 @@ def drop_rows(output: dict[str, Any], keep: torch.Tensor, loss_type: str, scale:
 # --------------------------------------------------------------------------- the trainer's side
 
 
+class DynamicSamplingMixin:
+    """The trainer's side of dynamic sampling, mixed in before ``trl.GRPOTrainer`` (``GroupSharedGRPOTrainer``).
+
+    Adds the ``dynamic_sampling`` constructor keyword (``None``: off, TRL's behaviour unchanged) and three hooks:
+    the signal is computed with the rewards, the filter runs on each training generation batch (its resample
+    draws call the next class's ``_generate_and_score_completions``, so group sharing applies to them too), and
+    the loss is multiplied by the batch's ``loss_scale``.
+    """
+
+    def __init__(self, *args: Any, dynamic_sampling: DynamicSampling | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dynamic_sampling = dynamic_sampling
+        if dynamic_sampling is not None:
+            check_trainer_supports(self)
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        output = super()._generate_and_score_completions(inputs)
+        if self.dynamic_sampling is None or not self.model.training:
+            return output
+        return filter_generation_batch(self, inputs, output, super()._generate_and_score_completions)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list) -> torch.Tensor:
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self.dynamic_sampling is not None:
+            self._dynamic_sampling_signal = signal_of_batch(self, inputs, completions, rewards_per_func)
+        return rewards_per_func
+
+    def _compute_loss(self, model, inputs):
+        loss = super()._compute_loss(model, inputs)
+        scale = inputs.get("loss_scale")
+        return loss if scale is None else loss * scale
+
+
 def signal_of_batch(trainer: Any, inputs: list[dict], completions: list, rewards_per_func) -> torch.Tensor:
     """The signal of every row of the generation batch, gathered over the processes (like TRL's rewards)."""
     ds: DynamicSampling = trainer.dynamic_sampling

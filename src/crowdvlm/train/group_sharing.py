@@ -37,12 +37,7 @@ from trl.extras.profiling import profiling_context
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
-from crowdvlm.train.dynamic_sampling import (
-    DynamicSampling,
-    check_trainer_supports,
-    filter_generation_batch,
-    signal_of_batch,
-)
+from crowdvlm.train.dynamic_sampling import DynamicSamplingMixin
 from crowdvlm.train.prefix_generation import (
     batch_unsupported_reason,
     generate_with_shared_prefix,
@@ -70,11 +65,14 @@ TARGET_TRL_VERSION = "1.16.0"
 _TOKEN_FIELDS = ("mm_token_type_ids", "token_type_ids")
 
 
-class GroupSharedGRPOTrainer(GRPOTrainer):
+class GroupSharedGRPOTrainer(DynamicSamplingMixin, GRPOTrainer):
     """Drop-in ``trl.GRPOTrainer`` (trl 1.16.0, same constructor) that shares work across each GRPO group.
 
     The three switches below are on by default; turning one off restores TRL's code for that part (the
-    benchmark uses them to attribute the speed-up).
+    benchmark uses them to attribute the speed-up). One optional keyword is added to the constructor:
+    ``dynamic_sampling`` (a :class:`~crowdvlm.train.dynamic_sampling.DynamicSampling`; default off), which
+    filters groups without signal out of the loss (what the loss then averages over:
+    :mod:`crowdvlm.train.dynamic_sampling`).
 
     Attributes:
         share_processing: process each distinct prompt/image once.
@@ -90,11 +88,8 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
     share_vision: bool = True
     share_prefix: bool = True
 
-    def __init__(self, *args: Any, dynamic_sampling: DynamicSampling | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.dynamic_sampling = dynamic_sampling  # None: off (see crowdvlm.train.dynamic_sampling)
-        if dynamic_sampling is not None:
-            check_trainer_supports(self)
         self.sharing_fallbacks: dict[str, int] = {}
         # Whether the model's generation cache can be indexed by row is fixed by its class and config.
         self._prefill_model_reason = prefill_unsupported_reason(self.accelerator.unwrap_model(self.model))
@@ -128,31 +123,9 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
             self.processing_class = original
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        """TRL's method, with each distinct prompt (and image) processed once instead of per row; then, in
-        training with ``dynamic_sampling`` on, the groups without signal filtered out of the loss."""
-        output = self._generate_and_score_shared(inputs)
-        if self.dynamic_sampling is None or not self.model.training:
-            return output
-        return filter_generation_batch(self, inputs, output, self._generate_and_score_shared)
-
-    def _generate_and_score_shared(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """TRL's method, with each distinct prompt (and image) processed once instead of per row."""
         with self._deduplicating_processor():
             return super()._generate_and_score_completions(inputs)
-
-    # --- dynamic sampling (crowdvlm.train.dynamic_sampling) ----------------------------------------------
-
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list) -> torch.Tensor:
-        """TRL's rewards; with dynamic sampling on, also the signal that decides which groups stay."""
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        if self.dynamic_sampling is not None:
-            self._dynamic_sampling_signal = signal_of_batch(self, inputs, completions, rewards_per_func)
-        return rewards_per_func
-
-    def _compute_loss(self, model, inputs):
-        """TRL's loss, rescaled by dynamic sampling to average over the surviving rows (``loss_scale``)."""
-        loss = super()._compute_loss(model, inputs)
-        scale = inputs.get("loss_scale")
-        return loss if scale is None else loss * scale
 
     # --- generation --------------------------------------------------------------------------------------
 
