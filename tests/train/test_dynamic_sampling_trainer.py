@@ -14,6 +14,7 @@ from PIL import Image
 
 from crowdvlm.train.dynamic_sampling import DynamicSampling
 from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
+from grpo_helpers import cpu_grpo_config
 
 G = 4
 FLAT = 3  # the solution whose groups carry no signal
@@ -42,33 +43,24 @@ def _dataset(solutions):
 
 def _trainer(model_dir, tmp_path, solutions, *, sampling=None, rewards=(place_reward,), **config):
     from transformers import set_seed
-    from trl import GRPOConfig
 
     from crowdvlm.modeling import load_model_and_processor
 
     set_seed(0)
     model, processor = load_model_and_processor(model_dir, dtype="float32")
-    args = dict(
-        output_dir=str(tmp_path / "out"),
+    args = cpu_grpo_config(
+        tmp_path / "out",
         per_device_train_batch_size=2 * G,
         num_generations=G,
         max_completion_length=6,
         learning_rate=1e-3,
-        beta=0.04,
-        max_steps=1,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
         shuffle_dataset=False,
+        **config,
     )
-    args.update(config)
     return GroupSharedGRPOTrainer(
         model=model,
         reward_funcs=list(rewards),
-        args=GRPOConfig(**args),
+        args=args,
         train_dataset=_dataset(solutions),
         processing_class=processor,
         dynamic_sampling=sampling,
