@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from crowdvlm.experiments.yamlfile import PACKAGE_DIR
 from crowdvlm.train.dynamic_sampling import (
     DynamicSampling,
     count_hits,
@@ -85,7 +86,7 @@ def test_merge_rows_refuses_fields_it_does_not_know():
 
 # --------------------------------------------------------------------------- recipe keys
 
-RECIPE = "recipes/demo/grpo.yaml"
+RECIPE = str(PACKAGE_DIR / "recipes" / "demo" / "grpo.yaml")  # the demo's GRPO recipe, shipped in the package
 
 
 @pytest.fixture
