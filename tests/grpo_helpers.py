@@ -34,6 +34,25 @@ def count_vision_rows(*modules) -> dict[str, int]:
     return rows
 
 
+def cpu_grpo_config(output_dir, **overrides):
+    """A one-step ``GRPOConfig`` for the tiny model on CPU: no saving, no reporting, seed 0; ``overrides`` win."""
+    from trl import GRPOConfig
+
+    args = dict(
+        output_dir=str(output_dir),
+        max_completion_length=8,
+        beta=0.04,
+        max_steps=1,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+    )
+    return GRPOConfig(**{**args, **overrides})
+
+
 def two_question_dataset(n: int = 2, *, with_images: bool = True):
     """``n`` prompts alternating two questions, each with its own random 112x112 image (or none); solution 3."""
     import numpy as np
@@ -63,7 +82,6 @@ def one_step_trainer(
     whole of ``dataset``, ``generations`` completions per prompt, rewarded by :func:`length_reward`; ``config``
     overrides the GRPOConfig fields. Seeded, so two trainers of different classes start from the same weights."""
     from transformers import set_seed
-    from trl import GRPOConfig
 
     from crowdvlm.modeling import load_model_and_processor
 
@@ -78,27 +96,20 @@ def one_step_trainer(
     # prompts of different lengths and a right-padding processor stock TRL misplaces image positions, so the
     # comparison is made where stock TRL is right (the packed prompts read placeholders off the tokens).
     processor.tokenizer.padding_side = "left"
-    args = dict(
-        output_dir=str(tmp_path / cls.__name__),
-        per_device_train_batch_size=len(dataset) * generations,
-        num_generations=generations,
-        max_completion_length=8,
-        learning_rate=1e-3,
-        beta=0.04,
-        max_steps=1,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
-        data_seed=0,
+    args = cpu_grpo_config(
+        tmp_path / cls.__name__,
+        **{
+            "per_device_train_batch_size": len(dataset) * generations,
+            "num_generations": generations,
+            "learning_rate": 1e-3,
+            "data_seed": 0,
+            **config,
+        },
     )
-    args.update(config)
     return cls(
         model=model,
         reward_funcs=[length_reward],
-        args=GRPOConfig(**args),
+        args=args,
         train_dataset=dataset,
         processing_class=processor,
     )

@@ -111,6 +111,9 @@ def validate_job(job: TrainJob) -> None:
             raise ConfigError(
                 f"{where}sample_completions_steps, num_sample_completions and num_sample_groups must be >= 0"
             )
+        from crowdvlm.train.dynamic_sampling import check_dynamic_sampling
+
+        check_dynamic_sampling(s, job.training, where)
     _validate_checkpoints(job, where)
 
 
