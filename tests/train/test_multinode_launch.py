@@ -70,7 +70,7 @@ def test_grpo_zero3_on_two_machines(dots_manifest, tmp_path):
                 machines.append(
                     subprocess.Popen(
                         machine_command(base, rank, port),
-                        env=env(),
+                        env=machine_env,
                         cwd=ROOT,
                         stdout=sink,
                         stderr=subprocess.STDOUT,
