@@ -47,6 +47,12 @@ _QWEN3_VISION_COMMON = {
     "spatial_merge_size": 2,
     "temporal_patch_size": 2,
 }
+_QWEN3_VL_8B_VISION = _QWEN3_VISION_COMMON | {
+    "depth": 27,
+    "hidden_size": 1152,
+    "intermediate_size": 4304,
+    "out_hidden_size": 4096,
+}
 
 # Hub id -> {"family": tiny-builder family, "short": gpu_check's --model name, "config": the shape keys}
 REAL_MODELS: dict[str, dict[str, Any]] = {
@@ -135,14 +141,7 @@ REAL_MODELS: dict[str, dict[str, Any]] = {
                 "rope_parameters": _QWEN3_VL_ROPE,
                 "tie_word_embeddings": False,
             },
-            "vision_config": _QWEN3_VISION_COMMON
-            | {
-                "depth": 27,
-                "hidden_size": 1152,
-                "intermediate_size": 4304,
-                "out_hidden_size": 4096,
-                "deepstack_visual_indexes": [8, 16, 24],
-            },
+            "vision_config": _QWEN3_VL_8B_VISION | {"deepstack_visual_indexes": [8, 16, 24]},
             "tie_word_embeddings": False,
         },
     },
@@ -175,14 +174,8 @@ REAL_MODELS: dict[str, dict[str, Any]] = {
                 },
                 "tie_word_embeddings": False,
             },
-            "vision_config": _QWEN3_VISION_COMMON
-            | {
-                "depth": 27,
-                "hidden_size": 1152,
-                "intermediate_size": 4304,
-                "out_hidden_size": 4096,
-                "deepstack_visual_indexes": [],
-            },
+            # Qwen3-VL-8B's vision tower without deepstack
+            "vision_config": _QWEN3_VL_8B_VISION | {"deepstack_visual_indexes": []},
             "tie_word_embeddings": False,
         },
     },
