@@ -5,6 +5,7 @@ its own ``--machine_rank``; both must finish, hold the same model at every ``ran
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import socket
@@ -41,21 +42,24 @@ def machine_command(base: list[str], rank: int, port: int) -> list[str]:
     return base[:module_flag] + multinode + base[module_flag:]
 
 
-def built_shm_op(tmp_path) -> dict[str, str]:
-    """The environment of both machines, with DeepSpeed's CPU communication op built once beforehand in a
-    folder of this test's own: the two ranks do not race to JIT-build it, and a lock left in the shared
-    ``~/.cache/torch_extensions`` by a build killed elsewhere cannot stall them."""
-    machine_env = dict(env(), TORCH_EXTENSIONS_DIR=str(tmp_path / "torch_extensions"))
+def built_shm_op(tmp_path_factory) -> dict[str, str]:
+    """The environment of both machines, with DeepSpeed's CPU communication op built beforehand in a folder of
+    this interpreter's own (kept between sessions): the two ranks do not race to JIT-build it, and checkouts at
+    other paths, whose include paths differ, do not rebuild it under each other in the shared
+    ``~/.cache/torch_extensions`` while the ranks wait on its lock (minutes on a loaded machine)."""
+    digest = hashlib.sha1(sys.executable.encode()).hexdigest()[:12]
+    folder = tmp_path_factory.getbasetemp().parent / f"torch-extensions-{digest}"
+    machine_env = dict(env(), TORCH_EXTENSIONS_DIR=str(folder))
     build = [sys.executable, "-c", "from deepspeed.comm.torch import build_shm_op; build_shm_op()"]
     done = subprocess.run(build, env=machine_env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return machine_env
 
 
-def test_grpo_zero3_on_two_machines(dots_manifest, tmp_path):
+def test_grpo_zero3_on_two_machines(dots_manifest, tmp_path, tmp_path_factory):
     from crowdvlm.train.cluster import write_zero3_cpu_variant
 
-    machine_env = built_shm_op(tmp_path)
+    machine_env = built_shm_op(tmp_path_factory)
     config = write_zero3_cpu_variant(ACCELERATE / "zero3.yaml", tmp_path / "zero3")
     out = tmp_path / "run"
     base = launch(config, "grpo", out, DEMO_BASE, dots_manifest, "--max_steps", "2")
