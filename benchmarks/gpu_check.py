@@ -154,6 +154,8 @@ def main() -> None:
     parser.add_argument(
         "--out", default=None, help="the JSON file (default runs/gpu_check/<model>-<time>.json)"
     )
+    parser.add_argument("--attn", default="sdpa", help="attention of the timed runs: sdpa (default; the kernel "
+                        "crowdvlm packs) or flash_attention_2; the equivalence part tries both")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -174,7 +176,6 @@ def main() -> None:
         parser.error("--device cuda but torch sees no GPU (use --size tiny --device cpu to try the script)")
     args.dtype = "bfloat16" if args.device == "cuda" else "float32"
     env = environment(args.device)
-    args.attn = "flash_attention_2" if env["flash_attn"] and args.device == "cuda" else "sdpa"
     budget = Budget(args.budget_s)
     out = Path(
         args.out or f"runs/gpu_check/{args.model.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -205,7 +206,7 @@ def main() -> None:
             "gradient_checkpointing": True,
         },
         "build_seconds": build_seconds,
-        "equivalence": equivalence(model_dir, dataset, args, budget),
+        "equivalence": equivalence(model_dir, dataset, args, budget, env),
         "speed": time_trainers(model_dir, dataset, args, budget, env),
     }
     result["degraded"] = budget.degraded

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import importlib.util
 import os
 import statistics
 import time
@@ -14,8 +13,9 @@ TOLERANCE = {"float32": (1e-4, 1e-4, 1e-4), "bfloat16": (5e-2, 5e-3, 5e-2)}  # m
 GIB = 2**30
 
 
-def make_trainer(cls, model_dir: Path, out: Path, dataset, args, backend: str):
-    """A trainer of ``cls`` at the run's setting; its ``_generate_single_turn`` is timed."""
+def make_trainer(cls, model_dir: Path, out: Path, dataset, args, backend: str, attn: str | None = None):
+    """A trainer of ``cls`` at the run's setting (attention ``attn``, default ``--attn``); its
+    ``_generate_single_turn`` is timed."""
     import torch
     from transformers import PrinterCallback
     from trl import GRPOConfig
@@ -44,7 +44,7 @@ def make_trainer(cls, model_dir: Path, out: Path, dataset, args, backend: str):
         use_vllm=backend == "vllm",
         vllm_mode="colocate",
         vllm_gpu_memory_utilization=0.3,
-        model_init_kwargs={"dtype": getattr(torch, args.dtype), "attn_implementation": args.attn},
+        model_init_kwargs={"dtype": getattr(torch, args.dtype), "attn_implementation": attn or args.attn},
         logging_steps=1,
         save_strategy="no",
         report_to="none",
@@ -121,25 +121,39 @@ def _loss_and_grads(trainer, batch, per_row: bool):
     return grads
 
 
-def equivalence(model_dir, dataset, args, budget) -> dict:
-    """crowdvlm's log-prob path against TRL's per-row one on one generated group, on this machine's kernels."""
+def equivalence(model_dir, dataset, args, budget, env) -> dict:
+    """crowdvlm's log-prob path against TRL's per-row one, with sdpa and, where installed, flash-attention 2."""
+    from crowdvlm.modeling.real_configs import real_family
+
+    kernels = ["sdpa"] + (["flash_attention_2"] if env["flash_attn"] and args.device == "cuda" else [])
+    result: dict = {"status": "skipped", "kernels": {}, "tolerance": dict(
+        zip(("max_abs_logp", "mean_abs_logp", "grad_rel_l2"), TOLERANCE[args.dtype], strict=True))}  # fmt: skip
+    if real_family(args.model) == "qwen3_5":
+        result["flash_linear_attention"] = env["flash_linear_attention"]
+    for index, attn in enumerate(kernels):
+        # the build may take a fifth of the budget; each kernel after the first leaves 60 % for the speed runs
+        if budget.left() < (0.8 if index == 0 else 0.6) * budget.seconds:
+            budget.note(f"equivalence with {attn} skipped: budget")
+            result["kernels"][attn] = {"status": "skipped", "reason": "budget"}
+            continue
+        result["kernels"][attn] = equivalence_with(attn, model_dir, dataset, args)
+    statuses = {r["status"] for r in result["kernels"].values()}
+    result["status"] = "FAILED" if "FAILED" in statuses else "passed" if "passed" in statuses else "skipped"
+    if statuses == {"skipped"} and all(r.get("reason") == "budget" for r in result["kernels"].values()):
+        result["reason"] = "budget"
+    return result
+
+
+def equivalence_with(attn: str, model_dir, dataset, args) -> dict:
+    """One kernel: log-probs (no grad) and every gradient of the GRPO loss, crowdvlm's path vs TRL's per-row."""
     import torch
     import trl
 
     from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
 
-    result = {"status": "skipped", "attn_implementation": args.attn, "tolerance": dict(
-        zip(("max_abs_logp", "mean_abs_logp", "grad_rel_l2"), TOLERANCE[args.dtype], strict=True))}  # fmt: skip
-    from crowdvlm.modeling.real_configs import real_family
-
-    if real_family(args.model) == "qwen3_5":
-        result["flash_linear_attention"] = importlib.util.find_spec("fla") is not None
-    if budget.left() < 0.8 * budget.seconds:  # the model build took a fifth of the budget: no time to spare
-        budget.note("equivalence skipped: the build used the budget")
-        result["reason"] = "budget"
-        return result
+    result: dict = {}
     trainer = make_trainer(
-        GroupSharedGRPOTrainer, model_dir, model_dir.parent / "equivalence", dataset, args, "hf"
+        GroupSharedGRPOTrainer, model_dir, model_dir.parent / f"equivalence-{attn}", dataset, args, "hf", attn
     )
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this bypasses
     trainer.model.train()
@@ -156,13 +170,17 @@ def equivalence(model_dir, dataset, args, budget) -> dict:
     noise = torch.randn(stock.shape, generator=torch.Generator().manual_seed(0)).to(stock.device)
     # ratios != 1 (clipping applies) and advantages != 0 (a random model's rewards are all alike): a gradient
     advantages = torch.randn(stock.shape[0], generator=torch.Generator().manual_seed(1)).to(stock.device)
-    batch = dict(batch, old_per_token_logps=stock + 0.3 * noise * batch["completion_mask"], advantages=advantages)
+    batch = dict(
+        batch, old_per_token_logps=stock + 0.3 * noise * batch["completion_mask"], advantages=advantages
+    )
     grads_ours = _loss_and_grads(trainer, batch, per_row=False)
     grads_stock = _loss_and_grads(trainer, batch, per_row=True)
     # over all parameters at once: a tensor whose gradient is ~0 either way (a padding row) would make a
     # per-tensor ratio meaningless; the worst tensor is reported beside it
     total = sum(float(g.norm()) ** 2 for g in grads_stock.values()) ** 0.5
-    rel = sum(float((grads_ours[n] - g).norm()) ** 2 for n, g in grads_stock.items()) ** 0.5 / max(total, 1e-12)
+    rel = sum(float((grads_ours[n] - g).norm()) ** 2 for n, g in grads_stock.items()) ** 0.5 / max(
+        total, 1e-12
+    )
     worst = max(grads_stock, key=lambda n: float((grads_ours[n] - grads_stock[n]).norm()))
     max_tol, mean_tol, grad_tol = TOLERANCE[args.dtype]
     result.update(
@@ -181,7 +199,7 @@ def equivalence(model_dir, dataset, args, budget) -> dict:
         )
     else:
         result["status"] = "passed" if passed else "FAILED"
-    print(f"  equivalence: {result['status']}: max |d logp| {result['max_abs_logp']}, mean "
+    print(f"  equivalence with {attn}: {result['status']}: max |d logp| {result['max_abs_logp']}, mean "
           f"{result['mean_abs_logp']}, gradient rel L2 {result['grad_rel_l2']}"
           + (f" ({result['reason']})" if "reason" in result else ""), flush=True)  # fmt: skip
     del trainer

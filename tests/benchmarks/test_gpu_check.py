@@ -45,7 +45,8 @@ def test_gpu_check_runs_end_to_end_on_cpu(tmp_path):
     assert last == written  # the last line is the file
     assert set(last) == TOP_KEYS
     assert last["equivalence"]["status"] == "passed", last["equivalence"]
-    assert last["equivalence"]["parameters_compared"] > 0
+    sdpa = last["equivalence"]["kernels"]["sdpa"]  # the only kernel on a CPU
+    assert sdpa["status"] == "passed" and sdpa["parameters_compared"] > 0 and sdpa["fallbacks"] == {}
     speed = last["speed"]
     for key in ("stock/hf", "crowdvlm/hf"):
         assert speed[key]["status"] == "measured" and set(speed[key]) == RUN_KEYS

@@ -121,7 +121,7 @@ def estimate_run(
     """
     dtype = weights_dtype(shape, config)
     model = model if model is not None else build_meta_model(config, dtype)
-    trainer = trainer or ("crowdvlm" if shape.share_prompt else "stock")
+    trainer = "sft" if shape.kind == "sft" else trainer or ("crowdvlm" if shape.share_prompt else "stock")
     counts = count_parameters(model, shape)
     weight_bytes = dtype.itemsize
     parts = model_state_bytes(counts, weight_bytes, launch)
@@ -135,6 +135,9 @@ def estimate_run(
         model, passes, dtype, checkpointing=shape.gradient_checkpointing, kernel=kernel
     )
     vllm = shape.kind == "grpo" and shape.use_vllm and shape.vllm_mode == "colocate"
+    if shape.kind == "sft":  # SFTTrainer's loss takes full logits, upcast to float32 (kept for the backward)
+        vocab = config.get_text_config().vocab_size
+        parts["activations"] += passes.text_rows * passes.text_tokens * vocab * (dtype.itemsize + 4)
     parts["vLLM"] = shape.vllm_gpu_memory_utilization * gpu_memory if vllm else 0
     text = config.get_text_config()
     kv_layers = sum(t == "full_attention" for t in getattr(text, "layer_types", None) or []) or (

@@ -145,8 +145,11 @@ def read_launch(accelerate_config: str | Path | None, recipe: str | Path | None,
     if accelerate_config is None and recipe is not None:
         header = Path(recipe).read_text(encoding="utf-8")
         match = _LAUNCH_LINE.search(header)
-        if match and Path(match.group(1)).is_file():
-            accelerate_config, source = match.group(1), "named in the recipe's header"
+        if match:  # written relative to the repository root, two folders above recipes/<model>/
+            named = [Path(match.group(1)), Path(recipe).resolve().parents[2] / match.group(1)]
+            found = next((p for p in named if p.is_file()), None)
+            if found is not None:
+                accelerate_config, source = found, "named in the recipe's header"
     launch = Launch()
     if accelerate_config is not None:
         path = Path(accelerate_config)
