@@ -51,7 +51,7 @@ class FamilySharing:
 FAMILIES: dict[str, FamilySharing] = {
     "qwen2_vl": FamilySharing("Qwen2-VL", packing=True),
     "qwen2_5_vl": FamilySharing("Qwen2.5-VL", packing=True),
-    "qwen3_vl": FamilySharing("Qwen3-VL", packing=False, positions="mrope-interleaved", deepstack=True),
+    "qwen3_vl": FamilySharing("Qwen3-VL", packing=True, positions="mrope-interleaved", deepstack=True),
     # --- Qwen3.5 packing slot ------------------------------------------------------------------------------
     # Its Gated DeltaNet layers need a linear_attention_packer (prompt state once, completions continued from
     # it); until one is set here with packing=True, Qwen3.5's log-prob passes run per row.
