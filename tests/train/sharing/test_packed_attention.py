@@ -3,6 +3,8 @@ that transformers' stock flash_attention_2 never receives a packed row."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -139,3 +141,43 @@ def test_stock_flash_attention_never_receives_a_packed_row(tiny_model_dir, tmp_p
         AssertionError, match="stock flash_attention_2 was called"
     ):  # the per-row path does call it
         _stock_logps(trainer, trainer.model, **kwargs)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or importlib.util.find_spec("flash_attn") is None,
+    reason="needs a CUDA device and flash-attn",
+)
+def test_flash_varlen_matches_the_sdpa_stand_in_on_gpu():
+    """The one part CPU tests cannot reach: flash_attn_varlen_func (bottom-right causal) on the same layout."""
+    from crowdvlm.train.sharing import packed_attention
+
+    segments = _segments([300, 120], 8, 64).cuda()
+    n, length = segments.shape
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    shapes = {
+        "query": (n, HEADS, length, 128),
+        "key": (n, KV_HEADS, length, 128),
+        "value": (n, KV_HEADS, length, 128),
+    }
+    leaves = {
+        k: torch.randn(s, generator=generator, device="cuda", dtype=torch.bfloat16) for k, s in shapes.items()
+    }
+    layout = packed_layout(segments)
+    weight = torch.randn(n, length, HEADS, 128, generator=generator, device="cuda")
+    results = {}
+    for path in ("flash", "sdpa"):
+        inputs = {k: v.clone().requires_grad_() for k, v in leaves.items()}
+        with pytest.MonkeyPatch.context() as patch:
+            if path == "sdpa":
+                patch.setattr(packed_attention, "flash_varlen_available", lambda q: False)
+            else:
+                assert packed_attention.flash_varlen_available(inputs["query"])
+            out, _ = packed_attention_forward(
+                _Attention(), **inputs, attention_mask=None, packed_layout=layout
+            )
+        (out.float() * weight).sum().backward()
+        results[path] = (out, {k: v.grad for k, v in inputs.items()})
+    torch.testing.assert_close(results["flash"][0], results["sdpa"][0], rtol=2e-2, atol=2e-2)
+    for name in shapes:
+        torch.testing.assert_close(results["flash"][1][name], results["sdpa"][1][name], rtol=5e-2, atol=5e-2)
