@@ -355,5 +355,7 @@ def test_pack_rows_lays_out_prompt_once_and_each_completion_after_it():
     assert layout.query_index.tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
     assert layout.key_index.tolist() == [0, 1, 0, 1, 2, 3, 4, 0, 1, 5, 6, 7]
     assert layout.cu_seqlens_q.tolist() == [0, 2, 5, 8] and layout.cu_seqlens_k.tolist() == [0, 2, 7, 12]
-    mask = layout.padded()["mask"][2, 0]  # b's queries (rows) over its keys [5, 6, 7, b0, b1]
+    prompts, completions = layout.sdpa_buckets()
+    assert prompts["mask"][0, 0].int().tolist() == [[1, 0], [1, 1]]
+    mask = completions["mask"][1, 0]  # b's queries (rows) over its keys [5, 6, 7, b0, b1]
     assert mask.int().tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
