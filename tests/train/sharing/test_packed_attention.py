@@ -181,3 +181,39 @@ def test_flash_varlen_matches_the_sdpa_stand_in_on_gpu():
     torch.testing.assert_close(results["flash"][0], results["sdpa"][0], rtol=2e-2, atol=2e-2)
     for name in shapes:
         torch.testing.assert_close(results["flash"][1][name], results["sdpa"][1][name], rtol=5e-2, atol=5e-2)
+
+
+def test_linear_attention_layers_refuse_packed_rows_without_a_packer(tiny_family_dir, monkeypatch):
+    """Qwen3.5's Gated DeltaNet state would carry c1 into c2: a packed pass needs the family's packer (the slot
+    in train/sharing/families.py), which then receives every packed call and no other."""
+    import dataclasses
+
+    from transformers import AutoModelForImageTextToText
+
+    from crowdvlm.train.sharing import families
+    from crowdvlm.train.sharing.packed_attention import install_linear_attention_packer
+
+    monkeypatch.setitem(
+        families.FAMILIES,
+        "qwen3_5",
+        dataclasses.replace(families.FAMILIES["qwen3_5"], linear_attention_packer=None),
+    )
+    model = AutoModelForImageTextToText.from_pretrained(tiny_family_dir("qwen3_5"))
+    install_packed_attention(model)
+    with pytest.raises(PackedLayoutError, match="linear-attention modules have no packer"):
+        check_packed_attention(model)
+
+    calls = []
+
+    def packer(module, *args, **kwargs):
+        calls.append(kwargs["packed_layout"])
+        return kwargs["hidden_states"]
+
+    layers = install_linear_attention_packer(model, packer)
+    assert layers == model.config.get_text_config().layer_types.count("linear_attention") > 0
+    check_packed_attention(model)
+    module = next(m for n, m in model.named_modules() if n.endswith("linear_attn"))
+    hidden = torch.randn(1, 5, model.config.get_text_config().hidden_size)
+    layout = packed_layout(_segments([3], 1, 2))
+    assert module(hidden_states=hidden, packed_layout=layout) is hidden and calls == [layout]
+    assert module(hidden_states=hidden).shape == hidden.shape and len(calls) == 1  # its own forward

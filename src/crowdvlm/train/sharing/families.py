@@ -35,7 +35,10 @@ class FamilySharing:
             mask (Qwen3.5's Gated DeltaNet ``"linear_attention"``). A family with such layers packs only with a
             ``linear_attention_packer``.
         linear_attention_packer: runs one linear-attention layer over a packed row: the prompt once, each
-            completion continued from the prompt's final state. ``None``: not built.
+            completion continued from the prompt's final state. Called as ``packer(module, *args, **kwargs)``
+            with the ``linear_attn`` module and its forward's own arguments (``packed_layout`` among them:
+            :class:`~crowdvlm.train.sharing.packed_attention.PackedLayout`), it returns what that forward
+            returns (``packed_attention.install_linear_attention_packer``). ``None``: not built.
     """
 
     name: str

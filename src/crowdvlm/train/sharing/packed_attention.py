@@ -27,13 +27,15 @@ attention module is not hooked.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from crowdvlm.train.sharing.families import base_model
+from crowdvlm.train.sharing.families import base_model, family_of
 
 PACKED_ATTENTION = "crowdvlm_packed"
 # The forward keyword that carries the layout down to the attention function.
@@ -274,6 +276,37 @@ def _restore_config(module: torch.nn.Module, args: tuple, kwargs: dict, output: 
         module._crowdvlm_config = None
 
 
+def _linear_attention_modules(model: Any) -> list[torch.nn.Module]:
+    """The language model's linear-attention modules (Qwen3.5's Gated DeltaNet: ``linear_attn`` of a layer)."""
+    return [m for name, m in base_model(model).named_modules() if name.rsplit(".", 1)[-1] == "linear_attn"]
+
+
+def _packed_or_own_forward(
+    module: torch.nn.Module, packer: Callable[..., Any], *args: Any, **kwargs: Any
+) -> Any:
+    if kwargs.get(LAYOUT_KWARG) is None:
+        return module._crowdvlm_own_forward(*args, **kwargs)
+    return packer(module, *args, **kwargs)
+
+
+def install_linear_attention_packer(model: Any, packer: Callable[..., Any]) -> int:
+    """Route packed calls of the linear-attention modules to ``packer(module, *args, **kwargs)`` (idempotent).
+
+    ``packer`` receives the module and the call's own arguments (``hidden_states``, ``attention_mask``, ...,
+    and ``packed_layout``) and returns what the module's forward returns; calls without a layout run the
+    module's own forward. (The family's ``linear_attention_packer`` in ``train/sharing/families.py``.)
+
+    Returns:
+        The number of linear-attention modules routed.
+    """
+    modules = _linear_attention_modules(model)
+    for module in modules:
+        if getattr(module, "_crowdvlm_own_forward", None) is None:
+            module._crowdvlm_own_forward = module.forward
+            module.forward = functools.partial(_packed_or_own_forward, module, packer)
+    return len(modules)
+
+
 def install_packed_attention(model: Any) -> int:
     """Make the language model's attention modules dispatch packed calls to :func:`packed_attention_forward`.
 
@@ -287,6 +320,9 @@ def install_packed_attention(model: Any) -> int:
         The number of attention modules that dispatch packed calls.
     """
     register_packed_attention()
+    family = family_of(model)
+    if family is not None and family.linear_attention_packer is not None:
+        install_linear_attention_packer(model, family.linear_attention_packer)
     modules = _attention_modules(model)
     for module in modules:
         if getattr(module, "_crowdvlm_packed_config", None) is not None:
@@ -301,10 +337,12 @@ def install_packed_attention(model: Any) -> int:
 
 
 def check_packed_attention(model: Any) -> None:
-    """Raise :class:`PackedLayoutError` unless every attention module of the language model dispatches packed calls.
+    """Raise :class:`PackedLayoutError` unless every attention module of the language model dispatches packed calls
+    and every linear-attention module has a packer.
 
     A module without the hook would run its configured implementation (``flash_attention_2`` treats the packed
-    row as one causal sequence: c2 attends to c1, silently).
+    row as one causal sequence: c2 attends to c1, silently); a linear-attention layer without a packer carries
+    its recurrent state from one completion into the next.
     """
     modules = _attention_modules(model)
     missing = [m for m in modules if getattr(m, "_crowdvlm_packed_config", None) is None]
@@ -312,4 +350,12 @@ def check_packed_attention(model: Any) -> None:
         raise PackedLayoutError(
             f"{len(missing)} of {len(modules)} attention modules of the language model do not dispatch packed "
             "rows to the packed attention function (install_packed_attention)"
+        )
+    # A linear-attention layer's recurrent state runs straight through [prompt | c1 | c2]: c2 would see c1.
+    linear = _linear_attention_modules(model)
+    unrouted = [m for m in linear if getattr(m, "_crowdvlm_own_forward", None) is None]
+    if unrouted:
+        raise PackedLayoutError(
+            f"{len(unrouted)} of {len(linear)} linear-attention modules have no packer for packed rows "
+            "(the family's linear_attention_packer in train/sharing/families.py)"
         )
