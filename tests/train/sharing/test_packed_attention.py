@@ -108,15 +108,15 @@ def test_stock_flash_attention_never_receives_a_packed_row(tiny_model_dir, tmp_p
     from transformers import AttentionInterface
 
     from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
-    from test_group_sharing import _trainer
-    from test_shared_prefix import _logp_inputs, _scored_batch, _stock_logps
+    from grpo_helpers import logp_inputs, scored_batch, stock_logps
+    from test_group_sharing import _generation_batch, _trainer
 
     trainer = _trainer(GroupSharedGRPOTrainer, tiny_model_dir, tmp_path, gradient_checkpointing=True)
-    batch = _scored_batch(trainer)
-    kwargs = _logp_inputs(batch)
+    batch = scored_batch(trainer, _generation_batch(trainer))
+    kwargs = logp_inputs(batch)
     text_config = trainer.model.config.get_text_config()
-    stock_logps = _stock_logps(trainer, trainer.model, **kwargs)[0]
-    stock_logps.sum().backward()
+    expected = stock_logps(trainer, trainer.model, **kwargs)[0]
+    expected.sum().backward()
     stock_grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
     trainer.model.zero_grad()
 
@@ -132,7 +132,7 @@ def test_stock_flash_attention_never_receives_a_packed_row(tiny_model_dir, tmp_p
     ours.sum().backward()
     assert calls == [] and trainer.fallback_reasons == {}
     assert text_config._attn_implementation == "flash_attention_2"
-    torch.testing.assert_close(ours, stock_logps, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
     for name, grad in stock_grads.items():
         torch.testing.assert_close(
             dict(trainer.model.named_parameters())[name].grad, grad, rtol=1e-4, atol=1e-6
@@ -140,7 +140,7 @@ def test_stock_flash_attention_never_receives_a_packed_row(tiny_model_dir, tmp_p
     with pytest.raises(
         AssertionError, match="stock flash_attention_2 was called"
     ):  # the per-row path does call it
-        _stock_logps(trainer, trainer.model, **kwargs)
+        stock_logps(trainer, trainer.model, **kwargs)
 
 
 @pytest.mark.gpu
