@@ -149,7 +149,7 @@ def equivalence_with(attn: str, model_dir, dataset, args) -> dict:
     import torch
     import trl
 
-    from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
+    from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
 
     result: dict = {}
     trainer = make_trainer(
@@ -239,7 +239,7 @@ def _planned_peak(model_dir, args, trainer_name: str) -> float | None:
     try:
         estimate = estimate_run(
             shape, load_model_config(str(model_dir)), Launch(), Images(*args.image_size), gpu_memory=0,
-            trainer=trainer_name, kernel="flash" if args.device == "cuda" else "dense-mask",
+            trainer=trainer_name, kernel="flash" if args.device == "cuda" else "cpu",
         )  # fmt: skip
     except Exception as err:  # noqa: BLE001 - the estimate is a side figure; the run goes on, the error is kept
         print(f"  planner failed: {type(err).__name__}: {err}")
@@ -252,7 +252,7 @@ def time_trainers(model_dir, dataset, args, budget, env) -> dict:
     import torch
     import trl
 
-    from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
+    from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
 
     flops, shape = _step_flops(model_dir, args)
     peak_flops = next((v for k, v in PEAK_BF16_FLOPS.items() if k in env["card"]), None)

@@ -63,7 +63,7 @@ def test_planned_activations_match_the_measured_training_pass(family, tmp_path, 
     from datasets import Dataset
 
     from crowdvlm.modeling.tiny import build_tiny_model
-    from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
+    from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
 
     grpo_step = benchmark_module("grpo_step")
     model_dir = build_tiny_model(tmp_path / "model", family=family, max_pixels=IMAGE * IMAGE, seed=0)
@@ -86,7 +86,7 @@ def test_planned_activations_match_the_measured_training_pass(family, tmp_path, 
             Images(IMAGE, IMAGE),
             gpu_memory=2**30,
             trainer=trainer_name,
-            kernel="dense-mask",
+            kernel="cpu",
             prompt_text_tokens=text_tokens,
         )
         planned = estimate.parts["activations"]

@@ -7,10 +7,10 @@ makes on a real pass. Nothing is computed, so a 9B model at 8 x 1,300 tokens cos
 
 Two things a meta run cannot do itself are stood in for:
 
-- the attention kernel: ``flash`` (flash-attention 2, PyTorch's flash and memory-efficient kernels, the CPU
-  flash kernel sdpa uses) saves q, k, v, the output and a float32 log-sum-exp per head and token;
-  :class:`_FlashLikeAttention` saves exactly those. A packed row on CPU goes through sdpa with a dense 4-D
-  boolean mask, which the CPU kernel turns into a float32 one per layer and keeps: ``dense-mask`` adds it.
+- the attention kernel: flash-attention 2 and PyTorch's fused kernels (the CPU one included) save q, k, v, the
+  output and a float32 log-sum-exp per head and token; :class:`_KernelSaves` saves tensors of exactly those
+  shapes. crowdvlm's packed rows (``crowdvlm.train.sharing.packed_attention``) keep what its kernel keeps:
+  :func:`_packed_saves`, for ``flash_attn_varlen_func`` on a GPU or the two padded sdpa batches on a CPU.
 - the vision tower's data-dependent set-up (windows, position grid): one block runs on ``N`` patch rows with
   its rotary tables given, and counts ``depth`` times; the patch embedding and the mergers run as they are.
 
@@ -22,6 +22,7 @@ the figure is an upper bound.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -55,30 +56,80 @@ class SavedBytes:
             yield self
 
 
-class _FlashLikeAttention(torch.autograd.Function):
-    """Saves what flash-attention saves: q, k, v, the output and a float32 log-sum-exp per head and token."""
+class _KernelSaves(torch.autograd.Function):
+    """Saves what an attention kernel saves; ``extra`` are the (shape, dtype) of the new tensors it keeps."""
 
     @staticmethod
-    def forward(ctx, query, key, value, mask):  # (B, H, T, D) each; k/v with fewer heads (GQA)
+    def forward(ctx, query, key, value, keeps_inputs: bool, extra: list):  # (B, H, T, D); k/v GQA heads
         batch, heads, tokens, dim = query.shape
         # laid out (B, T, H, D) as the kernels return it, so `.transpose(1, 2).contiguous()` copies nothing
         out = query.new_empty(batch, tokens, heads, value.shape[-1]).transpose(1, 2)
-        lse = query.new_empty(batch, heads, tokens, dtype=torch.float32)
-        saved = [query, key, value, out, lse]
-        if mask is not None:  # CPU sdpa turns a boolean mask into a float one per call and keeps it
-            saved.append(mask.new_empty(mask.shape, dtype=torch.float32))
-        ctx.save_for_backward(*saved)
+        saved = [query.new_empty(shape, dtype=dtype) for shape, dtype in extra]
+        ctx.save_for_backward(*(saved + ([query, key, value, out] if keeps_inputs else [])))
         return out
 
     @staticmethod
     def backward(ctx, grad):  # never run: the meta pass only counts what is saved
-        query, key, value = ctx.saved_tensors[:3]
-        return torch.zeros_like(query), torch.zeros_like(key), torch.zeros_like(value), None
+        raise RuntimeError("the planner's attention stand-in has no backward")
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    """A packed row's sequences: a prompt of ``prompt`` tokens, then ``completions`` of ``completion`` each."""
+
+    prompt: int
+    completions: int
+    completion: int
+    kernel: str  # "flash" (flash_attn_varlen_func) or "sdpa" (CPU: two padded sdpa batches)
+
+
+def _packed_saves(rows: int, heads: int, kv_heads: int, dim: int, dtype, packed: PackedRows) -> list:
+    """What crowdvlm's packed attention keeps per layer (crowdvlm.train.sharing.packed_attention).
+
+    flash: the gathered queries, keys and values (each completion's keys are ``[prompt ; itself]``, so the
+    prompt's keys and values appear G + 1 times), the output and a float32 log-sum-exp. sdpa (as measured on
+    CPU): the gathered queries, then per padded batch (the prompts; the completions) its gathered rows, the
+    batch with keys and values repeated to every query head, the output, the log-sum-exp and the float32 mask
+    the CPU kernel makes of the boolean one.
+    """
+    f32 = torch.float32
+    p, g, c = packed.prompt, packed.completions, packed.completion
+    if packed.kernel == "flash":
+        queries, keys = rows * (p + g * c), rows * (p + g * (p + c))
+        return [
+            ((queries, heads, dim), dtype),
+            ((keys, kv_heads, dim), dtype),
+            ((keys, kv_heads, dim), dtype),
+            ((queries, heads, dim), dtype),
+            ((heads, queries), f32),
+        ]
+    saves = [((rows * (p + g * c), heads, dim), dtype)]  # the gathered queries
+    for sequences, q_len, k_len in ((rows, p, p), (rows * g, c, p + c)):
+        saves += [  # each batch's gathered rows, then the padded batch sdpa keeps
+            ((sequences * q_len, heads, dim), dtype),
+            ((sequences * k_len, kv_heads, dim), dtype),
+            ((sequences * k_len, kv_heads, dim), dtype),
+            ((sequences, heads, q_len, dim), dtype),
+            ((sequences, heads, k_len, dim), dtype),
+            ((sequences, heads, k_len, dim), dtype),
+            ((sequences, heads, q_len, dim), dtype),
+            ((sequences, heads, q_len), f32),
+            ((sequences, 1, q_len, k_len), f32),
+        ]
+    return saves
 
 
 def _flash_like_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    mask = attention_mask if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 4 else None
-    out = _FlashLikeAttention.apply(query, key, value, mask)
+    packed: PackedRows | None = kwargs.get("planned_packing")
+    batch, heads, tokens, dim = query.shape
+    if packed is not None:
+        extra = _packed_saves(batch, heads, key.shape[1], dim, query.dtype, packed)
+        out = _KernelSaves.apply(query, key, value, False, extra)
+        return out.transpose(1, 2).contiguous(), None  # the scattered output, kept by o_proj
+    extra = [((batch, heads, tokens), torch.float32)]  # the log-sum-exp
+    if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 4:
+        extra.append((tuple(attention_mask.shape), torch.float32))  # CPU sdpa's float copy of a boolean mask
+    out = _KernelSaves.apply(query, key, value, True, extra)
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -105,7 +156,7 @@ class PassShape:
     scored_tokens: int
     vision_images: int
     patches_per_image: int
-    packed: bool = False
+    packed: PackedRows | None = None
 
 
 def _text_pass_bytes(model, shape: PassShape, dtype: torch.dtype, kernel: str) -> int:
@@ -115,12 +166,14 @@ def _text_pass_bytes(model, shape: PassShape, dtype: torch.dtype, kernel: str) -
     embeds = torch.empty(rows, tokens, config.hidden_size, device="meta", dtype=dtype, requires_grad=True)
     position_rows = 4 if config.model_type.startswith("qwen3_5") else 3
     positions = torch.zeros(position_rows, rows, tokens, device="meta", dtype=torch.long)
-    mask = None
-    if shape.packed and kernel == "dense-mask":  # CPU sdpa with the packed 4-D boolean mask
-        mask = torch.ones(rows, 1, tokens, tokens, device="meta", dtype=torch.bool)
+    packing = {}
+    if shape.packed is not None:
+        packing["planned_packing"] = dataclasses.replace(
+            shape.packed, kernel="sdpa" if kernel == "cpu" else "flash"
+        )
     counter = SavedBytes(exclude=model)
     with counter.counting():
-        text(inputs_embeds=embeds, position_ids=positions, attention_mask=mask)
+        text(inputs_embeds=embeds, position_ids=positions, **packing)
     # input ids (int64) and the image-placeholder mask of the embedding step; TRL's fused LM head keeps the
     # scored positions' hidden states and a float32 log-prob, log-sum-exp and label per scored token.
     embedding = rows * tokens * (8 + 1)
@@ -173,8 +226,8 @@ def training_pass_bytes(
         dtype: the activations' dtype (the weights' dtype: bf16 runs are bf16 end to end).
         checkpointing: gradient checkpointing; then each decoder layer / vision block keeps only its input,
             and the layer being recomputed in backward adds its own full share once.
-        kernel: ``flash`` (GPU kernels; CPU sdpa without a mask) or ``dense-mask`` (CPU sdpa with the
-            packed 4-D mask).
+        kernel: ``flash`` (GPU: flash-attention, PyTorch's fused kernels; crowdvlm's packed rows through
+            ``flash_attn_varlen_func``) or ``cpu`` (crowdvlm's packed rows through its two padded sdpa batches).
     """
     text_total = _text_pass_bytes(model, shape, dtype, kernel)
     vision_total, block, block_input = _vision_pass_bytes(model, shape, dtype)

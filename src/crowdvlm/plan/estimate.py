@@ -12,10 +12,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from crowdvlm.plan.activations import PassShape, training_pass_bytes
+from crowdvlm.plan.activations import PackedRows, PassShape, training_pass_bytes
 from crowdvlm.plan.memory import (
     GIB,
-    PACKED_MODEL_TYPES,
     Launch,
     RunShape,
     build_meta_model,
@@ -88,10 +87,19 @@ def pass_shape(
     shared = trainer == "crowdvlm" and whole_groups
     groups = rows // shape.num_generations if shared else rows
     vision_images = 0 if shape.freeze_vision or shape.use_peft else groups
-    if shared and config.model_type in PACKED_MODEL_TYPES:
+    if shared and _packs(config):  # [prompt | c1 ... cG], the last prompt token copied before each completion
+        packed = PackedRows(prompt - 1, shape.num_generations, completion, kernel="flash")
         return PassShape(groups, (prompt - 1) + shape.num_generations * completion, rows * completion, vision_images,
-                         patches, packed=True)  # fmt: skip
+                         patches, packed=packed)  # fmt: skip
     return PassShape(rows, prompt + completion, rows * completion, vision_images, patches)
+
+
+def _packs(config) -> bool:
+    """Whether crowdvlm packs this family's log-prob passes (its sharing registry says so)."""
+    from crowdvlm.train.sharing.families import FAMILIES
+
+    family = FAMILIES.get(config.model_type)
+    return bool(family and family.packing)
 
 
 def estimate_run(
@@ -115,7 +123,7 @@ def estimate_run(
         images: the training images' size before the processor's resize.
         gpu_memory: bytes per GPU (for vLLM's share).
         trainer: ``stock`` or ``crowdvlm``; default: ``crowdvlm`` when the recipe shares the prompt.
-        kernel: ``flash`` (GPU kernels) or ``dense-mask`` (CPU: a packed row through sdpa's math path).
+        kernel: ``flash`` (GPU kernels) or ``cpu`` (crowdvlm's packed rows through its CPU sdpa path).
         model: the meta-device model, if already built.
         prompt_text_tokens: the prompt's tokens besides the image's (chat template, question).
     """
@@ -160,7 +168,7 @@ def estimate_run(
             "patches_per_image": passes.patches_per_image,
             "image_tokens": passes.patches_per_image // config.vision_config.spatial_merge_size**2,
             "vision_images_with_grad": passes.vision_images,
-            "packed": passes.packed,
+            "packed": passes.packed is not None,
             "dtype": str(dtype).replace("torch.", ""),
             "gpus": launch.gpus,
             "zero_stage": launch.zero_stage,

@@ -56,8 +56,6 @@ CROWDVLM_DEFAULTS = {
     "lora_include_vision": False,
     "share_prompt": False,
 }
-# Model types whose training pass crowdvlm packs into one row per group (crowdvlm.train.shared_prefix).
-PACKED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
 SFT_ANSWER_TOKENS = 64  # the templated reasoning and the count of the SFT targets
 
 
