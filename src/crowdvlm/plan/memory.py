@@ -11,9 +11,9 @@ The estimate is the sum of what lives on a GPU at the training pass's backward, 
 - **the reference model** (beta > 0, full fine-tune; LoRA disables its adapters instead): 16-bit weights,
   sharded under ZeRO-3 as TRL's ``prepare_deepspeed`` does;
 - **activations** of the training pass, counted exactly on the meta device (:mod:`crowdvlm.plan.activations`)
-  for the pass's rows: stock TRL's B rows of prompt + completion, each with its image; crowdvlm's packed
-  ``[prompt | c1 ... cG]`` row per group and one image per group (Qwen2.5-VL; the other families keep per-row
-  text with one image per group);
+  for the pass's rows: stock TRL's B rows of prompt + completion, each with its image; crowdvlm's one image per
+  group, and one packed ``[prompt | c1 ... cG]`` row per group where its sharing registry packs the family
+  (per-row text otherwise);
 - **vLLM** in colocate mode: the ``vllm_gpu_memory_utilization`` share of the card it reserves.
 
 Generation's KV cache (gradients freed by then) is far smaller than the backward's states + activations for
