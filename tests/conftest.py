@@ -34,3 +34,23 @@ def tiny_family_dir(tmp_path_factory):
         return built[family]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def benchmark_module():
+    """``name -> module``: a script of benchmarks/ imported by path (benchmarks/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    loaded = {}
+
+    def get(name: str):
+        if name not in loaded:
+            spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", root / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            loaded[name] = module
+        return loaded[name]
+
+    return get
