@@ -9,7 +9,7 @@ export OMP_NUM_THREADS ?= 2
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo demo-quick test test-slow lint format bench clean
+.PHONY: setup demo demo-quick test test-slow lint format bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,12 @@ format: setup
 
 bench: setup
 	$(BIN)/python benchmarks/grpo_step.py
+
+# On a CUDA machine: real architectures with random weights, nothing downloaded, 8 minutes at most
+# (docs/speed.md). MODEL=qwen2_5_vl_7b | qwen3_vl_4b | qwen3_vl_8b | qwen3_5_9b for another one.
+MODEL ?= qwen2_5_vl_3b
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py --model $(MODEL)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs

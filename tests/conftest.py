@@ -72,3 +72,23 @@ def uploads(tmp_path):
     root.mkdir()
     (tmp_path / "private").mkdir()
     return root
+
+
+@pytest.fixture(scope="session")
+def benchmark_module():
+    """``name -> module``: a script of benchmarks/ imported by path (benchmarks/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    loaded = {}
+
+    def get(name: str):
+        if name not in loaded:
+            spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", root / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            loaded[name] = module
+        return loaded[name]
+
+    return get

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("crowdvlm.data.cli:main", "convert datasets to manifests, synthesise data, stats, show"),
     "model": ("crowdvlm.modeling.cli:main", "build the tiny random-weight Qwen2.5-VL, inspect models"),
     "train": ("crowdvlm.train.cli:main", "SFT or GRPO (FGRPR / binary) from a YAML recipe"),
+    "plan": ("crowdvlm.plan.cli:main", "will a recipe fit on the GPUs: peak memory per GPU, no weights"),
     "eval": ("crowdvlm.evaluate.cli:eval_main", "evaluate a model on manifests: metrics, report, plots"),
     "compare": ("crowdvlm.evaluate.cli:compare_main", "side-by-side tables of several eval runs"),
     "predict": ("crowdvlm.evaluate.cli:predict_main", "count the objects in a few images"),

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from crowdvlm.train.dynamic_sampling import DynamicSampling
-from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
+from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
 from grpo_helpers import cpu_grpo_config
 
 G = 4

@@ -2,58 +2,56 @@
 
 TRL 1.16.0's ``_get_per_token_logps_and_entropies`` runs the language model over G x (P + C) tokens per group
 (the reference, old-policy and training passes alike); here it runs over (P - 1) + G x C. Each packed row holds
-one distinct prompt and the completions drawn from it, and three tensors make it equal to the per-row path
-without touching the model (transformers 5.24 passes a 4-D mask and explicit ``position_ids`` through):
+one distinct prompt and the completions drawn from it, and three things make it equal to the per-row path:
 
-- a 4-D mask: a prompt token sees the prompt causally; completion i's tokens see the prompt and completion i
-  causally, never another completion;
-- explicit 3-D (M-RoPE) positions: the prompt's from the model's ``get_rope_index`` on the prompt alone, and
-  each completion's text positions continuing from ``max(prompt positions) + 1``, the same for every i;
+- the packed attention function (:mod:`crowdvlm.train.sharing.packed_attention`, on every attention kernel): a
+  prompt token sees the prompt causally; completion i's tokens see the prompt and completion i causally, never
+  another completion. The layout reaches it through the forward's ``packed_layout`` keyword;
+- explicit ``(4, n, L)`` positions (text, t, h, w): the prompt's M-RoPE positions from the model's own
+  ``get_rope_index`` on the prompt alone, and each completion's continuing from ``max(prompt positions) + 1`` on
+  all three axes, the same for every i (the model computes positions itself only when none are given);
 - the first completion token is predicted by the last prompt token. Each completion segment therefore starts
   with a copy of that token at that position (``[p_last, c_i[:-1]]`` predicting ``c_i``): the copy sees exactly
   what the original would, so its hidden state is the same, and every position keeps one label, which TRL's
   fused LM head (``shift_labels``) scores without shifting. That copy is why the prompt part holds P - 1 tokens.
 
-The embeddings are built here: the token embeddings, with the shared image features placed at the image
-placeholders of the prompt part only, so an ``<|image_pad|>`` sampled inside a completion stays a text token
-instead of being miscounted as an image. Placeholders (and the ``mm_token_type_ids`` given to
-``get_rope_index``) are read off the prompt tokens, not taken from TRL's ``mm_token_type_ids``, which come from
-the processor's padding side while TRL pads ``prompt_ids`` left (trl #5785): with a right-padding processor
-the per-row path gets shorter prompts' image positions wrong; this one does not. Nothing is cached between calls and no KV cache is passed: under
-gradient checkpointing transformers drops a ``past_key_values`` in training, and a mask-and-positions design
-uses every parameter exactly as the per-row forward does.
+The packed row goes in as ``input_ids`` with one copy of each prompt's images as ``mm_encoder_outputs`` (the
+shared features of :mod:`crowdvlm.train.sharing.vision`), so the model places the image features, and Qwen3-VL
+its deepstack features, itself: the vision tower runs once per group. An ``<|image_pad|>`` / ``<|video_pad|>``
+sampled inside a completion would be counted as a placeholder, so it goes in as another id and the embedding
+layer is made to return the real token's embedding (it stays a text token). Placeholders (and the
+``mm_token_type_ids`` given to ``get_rope_index``) are read off the prompt tokens, not taken from TRL's
+``mm_token_type_ids``, which come from the processor's padding side while TRL pads ``prompt_ids`` left
+(trl #5785): with a right-padding processor the per-row path gets shorter prompts' image positions wrong; this
+one does not. No KV cache is passed: under gradient checkpointing transformers drops a ``past_key_values`` in
+training, and a layout-and-positions design uses every parameter exactly as the per-row forward does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
 import torch
 
-from crowdvlm.train.shared_processing import group_rows
-
-# Attention kernels that honour a custom 4-D mask (flash_attention_2 takes no such mask).
-PACKABLE_ATTENTION = ("sdpa", "eager")
-# Model types whose packed rows are tested equal to the per-row path. Qwen3-VL adds deepstack features inside
-# the language model's layers and has its own rope index; Qwen3.5 has linear-attention layers (a recurrent
-# state sees every earlier token, whatever the mask): both run per row until packing is built and tested.
-PACKED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
-
-
-class PrefixNotShared(Exception):
-    """This batch cannot be packed (the next one may be); the message is the reason logged."""
-
-
-def _base_model(model: Any) -> Any:
-    return model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+from crowdvlm.train.sharing.fallbacks import Fallback, FallbackReason, SharingSkipped
+from crowdvlm.train.sharing.families import FAMILIES, base_model, family_of
+from crowdvlm.train.sharing.packed_attention import (
+    LAYOUT_KWARG,
+    check_packed_attention,
+    install_packed_attention,
+    packed_layout,
+)
+from crowdvlm.train.sharing.processing import group_rows
+from crowdvlm.train.sharing.vision import UniqueImageFeatures, encoder_outputs_for
 
 
 def rope_index_fn(model: Any) -> Callable | None:
     """The model's ``get_rope_index`` (on the model or its inner ``model``), or ``None``."""
-    base = _base_model(model)
+    base = base_model(model)
     for owner in (base, getattr(base, "model", None)):
         fn = getattr(owner, "get_rope_index", None)
         if callable(fn):
@@ -61,7 +59,9 @@ def rope_index_fn(model: Any) -> Callable | None:
     return None
 
 
-def prefix_unsupported_reason(model: Any, extra_inputs: dict[str, Any], compute_aux_loss: bool) -> str | None:
+def prefix_unsupported_reason(
+    model: Any, extra_inputs: dict[str, Any], compute_aux_loss: bool
+) -> Fallback | None:
     """Why this model or configuration cannot pack prompts, or ``None`` when it can.
 
     Args:
@@ -72,27 +72,38 @@ def prefix_unsupported_reason(model: Any, extra_inputs: dict[str, Any], compute_
     """
     unexpected = sorted(k for k, v in extra_inputs.items() if v is not None and k != "mm_token_type_ids")
     if unexpected:
-        return f"unsupported inputs {unexpected}"
+        return Fallback(FallbackReason.UNSUPPORTED_INPUTS, f"unsupported inputs {unexpected}")
     if compute_aux_loss:
-        return "the MoE load-balancing loss would be computed over packed rows"
+        return Fallback(
+            FallbackReason.AUX_LOSS, "the MoE load-balancing loss would be computed over packed rows"
+        )
     config = getattr(model, "config", None)
     if config is None:
-        return f"{type(model).__name__} has no config"
-    if getattr(config, "model_type", None) not in PACKED_MODEL_TYPES:
-        return f"prompt packing is tested for {', '.join(PACKED_MODEL_TYPES)} only, not {config.model_type!r}"
+        return Fallback(FallbackReason.MODEL_INTERFACE, f"{type(model).__name__} has no config")
+    family = family_of(model)
+    if family is None or not family.packing:
+        packed = ", ".join(name for name, f in FAMILIES.items() if f.packing)
+        return Fallback(
+            FallbackReason.MODEL_FAMILY,
+            f"prompt packing is built for {packed} only, not {config.model_type!r} (train/sharing/families.py)",
+        )
     text_config = config.get_text_config()
-    attention = getattr(text_config, "_attn_implementation", None)
-    if attention not in PACKABLE_ATTENTION:
-        return f"attention {attention!r} takes no 4-D mask (only {' and '.join(PACKABLE_ATTENTION)} do)"
-    layer_types = getattr(text_config, "layer_types", None) or ["full_attention"]
-    if getattr(text_config, "use_sliding_window", False) or set(layer_types) != {"full_attention"}:
-        return "sliding-window or other non-full attention layers would ignore the packed mask"
+    layer_types = set(getattr(text_config, "layer_types", None) or ["full_attention"])
+    packable_layers = {"full_attention"} | (
+        set(family.linear_attention) if family.linear_attention_packer else set()
+    )
+    if getattr(text_config, "use_sliding_window", False) or layer_types - packable_layers:
+        return Fallback(
+            FallbackReason.ATTENTION_LAYERS,
+            f"layers of type {sorted(layer_types - packable_layers) or ['sliding_window']} would ignore the packed layout",
+        )
     if rope_index_fn(model) is None:
-        return (
-            f"{type(_base_model(model)).__name__} has no get_rope_index (only the Qwen-VL family is packed)"
+        return Fallback(
+            FallbackReason.MODEL_INTERFACE,
+            f"{type(base_model(model)).__name__} has no get_rope_index (only the Qwen-VL family is packed)",
         )
     if not callable(getattr(model, "get_input_embeddings", None)):
-        return f"{type(model).__name__} has no get_input_embeddings"
+        return Fallback(FallbackReason.MODEL_INTERFACE, f"{type(model).__name__} has no get_input_embeddings")
     return None
 
 
@@ -103,9 +114,8 @@ class PackedRows:
     Attributes:
         input_ids: ``(n, L)`` packed tokens (``n`` distinct prompts).
         shift_labels: ``(n, L)`` the token each position predicts, ``-100`` where nothing is scored.
-        position_ids: ``(3, n, L)`` M-RoPE positions.
+        position_ids: ``(4, n, L)`` positions: text, then the three M-RoPE axes (t, h, w).
         segments: ``(n, L)`` 0 for the prompt, i for completion i (from 1), -1 for padding.
-        image_mask: ``(n, L)`` where the prompt's image features go.
         gather_index: ``(rows, C)`` flat index into an ``(n, L)`` output of each row's completion positions.
     """
 
@@ -113,7 +123,6 @@ class PackedRows:
     shift_labels: torch.Tensor
     position_ids: torch.Tensor
     segments: torch.Tensor
-    image_mask: torch.Tensor
     gather_index: torch.Tensor
 
 
@@ -147,11 +156,11 @@ def pack_rows(
         prompt_image_mask: ``(n, P)`` image placeholder tokens of the distinct prompts.
 
     Raises:
-        PrefixNotShared: a prompt is empty or ends in an image token (its copy would need an image feature).
+        SharingSkipped: a prompt is empty or ends in an image token (its copy would need an image feature).
     """
     device = prompt_ids.device
     num_completions = completion_ids.size(1)
-    ids_parts, label_parts, pos_parts, seg_parts, image_parts = [], [], [], [], []
+    ids_parts, label_parts, pos_parts, seg_parts = [], [], [], []
     gather = torch.zeros(len(inverse), num_completions, dtype=torch.long, device=device)
     members = [[r for r, g in enumerate(inverse) if g == u] for u in range(len(first))]
     for u, row in enumerate(first):
@@ -162,13 +171,20 @@ def pack_rows(
             prompt_image_mask[u][valid],
         )
         if tokens.numel() == 0:
-            raise PrefixNotShared("a prompt with no tokens")
+            raise SharingSkipped(Fallback(FallbackReason.PROMPT_SHAPE, "a prompt with no tokens"))
         if images[-1]:
-            raise PrefixNotShared("a prompt that ends in an image token")
+            raise SharingSkipped(
+                Fallback(FallbackReason.PROMPT_SHAPE, "a prompt that ends in an image token")
+            )
         # Completion text positions continue after the prompt's largest position, on all three axes.
         start = positions.max() + 1
         text = start + torch.arange(num_completions - 1, device=device)
         segment_pos = torch.cat([positions[:, -1:], text.expand(3, -1)], dim=1)  # (3, C)
+        # The text row (first of four) counts tokens: what a row of its own would hold at each position.
+        prompt_text = torch.arange(tokens.numel(), device=device)
+        segment_text = tokens.numel() - 1 + torch.arange(num_completions, device=device)
+        positions = torch.cat([prompt_text[None], positions])  # (4, P)
+        segment_pos = torch.cat([segment_text[None], segment_pos])  # (4, C)
         rows = members[u]
         seg_ids = [tokens[-1:].expand(len(rows), 1), completion_ids[rows, :-1]]
         labels = completion_ids[rows].masked_fill(completion_mask[rows] == 0, -100)
@@ -178,7 +194,6 @@ def pack_rows(
         pos_parts.append(torch.cat([positions[:, :-1], segment_pos.repeat(1, len(rows))], dim=1))
         segment = torch.arange(1, len(rows) + 1, device=device).repeat_interleave(num_completions)
         seg_parts.append(torch.cat([segment.new_zeros(prefix_len), segment]))
-        image_parts.append(torch.cat([images[:-1], images.new_zeros(len(rows) * num_completions)]))
         for k, r in enumerate(rows):
             gather[r] = prefix_len + k * num_completions + torch.arange(num_completions, device=device)
 
@@ -196,35 +211,45 @@ def pack_rows(
         shift_labels=right_pad(label_parts, -100),
         position_ids=right_pad(pos_parts, 0),
         segments=right_pad(seg_parts, -1),
-        image_mask=right_pad([p.long() for p in image_parts], 0).bool(),
         gather_index=gather,
     )
 
 
-def packed_attention_mask(segments: torch.Tensor, attention: str, dtype: torch.dtype) -> torch.Tensor:
-    """``(n, 1, L, L)`` mask: causal, and a key is visible when it is a prompt token or in the query's segment.
+def media_token_ids(model: Any) -> list[int]:
+    """The image and video placeholder ids of the model's config."""
+    config = base_model(model).config
+    return [i for i in (config.image_token_id, getattr(config, "video_token_id", None)) if i is not None]
 
-    Padding keys are hidden from every other query; each position always sees itself, so no softmax row is
-    empty (an empty one would put NaN into the padding's outputs and, through backward, into the gradients).
-    sdpa takes the boolean mask; eager adds the mask to the scores, so it gets 0 / the dtype's minimum.
+
+@contextlib.contextmanager
+def completion_media_as_text(model: Any, packed: PackedRows) -> Iterator[torch.Tensor]:
+    """The packed ``input_ids`` to give the model, with completion-side image/video placeholders kept as text.
+
+    A placeholder id sampled inside a completion would be taken for an image position (and its feature count
+    would no longer match). Such tokens go in as another id and, for the block, the embedding layer returns the
+    real tokens' embeddings for that tensor, so the completion sees exactly the token it sampled.
     """
-    length = segments.size(1)
-    index = torch.arange(length, device=segments.device)
-    causal = index[None, :] <= index[:, None]  # (L_query, L_key)
-    keys, queries = segments[:, None, :], segments[:, :, None]
-    visible = causal & (keys != -1) & ((keys == 0) | (keys == queries))
-    visible |= torch.eye(length, dtype=torch.bool, device=segments.device)
-    visible = visible[:, None]
-    if attention == "sdpa":
-        return visible
-    return torch.zeros(visible.shape, dtype=dtype, device=segments.device).masked_fill(
-        ~visible, torch.finfo(dtype).min
-    )
+    media = torch.isin(packed.input_ids, torch.tensor(media_token_ids(model), device=packed.input_ids.device))
+    stray = media & (packed.segments > 0)
+    if not bool(stray.any()):
+        yield packed.input_ids
+        return
+    model_ids = packed.input_ids.masked_fill(stray, int(packed.input_ids[~media].flatten()[0]))
+    real_ids = packed.input_ids
+
+    def real_embeddings(module, args, output):
+        return module.forward(real_ids) if args and args[0] is model_ids else output
+
+    handle = base_model(model).get_input_embeddings().register_forward_hook(real_embeddings)
+    try:
+        yield model_ids
+    finally:
+        handle.remove()
 
 
 def modality_types(model: Any, prompt_ids: torch.Tensor) -> torch.Tensor:
     """``mm_token_type_ids`` of prompts from their tokens: 1 for image placeholders, 2 for video, else 0."""
-    config = _base_model(model).config
+    config = base_model(model).config
     types = torch.zeros_like(prompt_ids)
     types[prompt_ids == config.image_token_id] = 1
     if getattr(config, "video_token_id", None) is not None:
@@ -261,7 +286,7 @@ def packed_logps_and_entropies(
     batch_size: int | None,
     compute_entropy: bool,
     autocast: Callable[[], Any],
-    features: Sequence[torch.Tensor] | None = None,
+    features: UniqueImageFeatures | None = None,
     image_to_feature: Sequence[int] | None = None,
     image_grid_thw: torch.Tensor | None = None,
     num_images: Sequence[int] | None = None,
@@ -275,7 +300,7 @@ def packed_logps_and_entropies(
         model: the (possibly wrapped) model called for the forward; ``unwrapped``: the same model unwrapped.
         input_ids, attention_mask: ``(B, P + C)``, prompts left-padded, completions right-padded.
         logits_to_keep: C, the completion width.
-        features, image_to_feature: the shared vision features (:func:`crowdvlm.train.shared_vision.
+        features, image_to_feature: the shared vision features (:func:`crowdvlm.train.sharing.vision.
             encode_unique_images`) and, for each image of the batch, its index in ``features``; ``None``
             without images.
         image_grid_thw, num_images: the batch's image grids and the number of images of each row.
@@ -284,7 +309,7 @@ def packed_logps_and_entropies(
         ``(logps, entropies, None)`` shaped ``(B, C)`` as TRL's method returns them (zero where not scored).
 
     Raises:
-        PrefixNotShared: the batch cannot be packed, or no prompt repeats in any chunk (nothing to share).
+        SharingSkipped: the batch cannot be packed, or no prompt repeats in any chunk (nothing to share).
     """
     has_images = features is not None
     rows, width = input_ids.shape
@@ -307,11 +332,10 @@ def packed_logps_and_entropies(
         )
         chunks.append((start, end, group_rows(keys)))
     if not any(groups.has_duplicates for *_, groups in chunks):
-        raise PrefixNotShared("no prompt repeats in the batch")
+        raise SharingSkipped(Fallback(FallbackReason.NO_PROMPT_REPEATS, "no prompt repeats in the batch"))
 
-    embed = unwrapped.get_input_embeddings()
-    text_config = unwrapped.config.get_text_config()
-    attention = text_config._attn_implementation
+    install_packed_attention(unwrapped)
+    check_packed_attention(unwrapped)  # no attention module may run a packed row as one sequence
     all_logps, all_entropies = [], []
     for start, end, groups in chunks:
         firsts = [start + i for i in groups.first]
@@ -335,23 +359,19 @@ def packed_logps_and_entropies(
             positions,
             image_tokens,
         )
-        with autocast():
-            embeds = embed(packed.input_ids)  # (n, L, hidden)
-            if grids is not None:
-                image_embeds = torch.cat([features[image_to_feature[j]] for j in own_images]).to(embeds.dtype)
-                if image_embeds.size(0) != int(packed.image_mask.sum()):
-                    raise ValueError(
-                        f"rows {start}-{end - 1}: {int(packed.image_mask.sum())} image tokens in the prompts "
-                        f"but {image_embeds.size(0)} image features"
-                    )
-                embeds = embeds.masked_scatter(packed.image_mask[..., None], image_embeds)
-            mask = packed_attention_mask(packed.segments, attention, embeds.dtype)
+        image_inputs = (
+            {"mm_encoder_outputs": encoder_outputs_for(features, [image_to_feature[j] for j in own_images])}
+            if grids is not None
+            else {}
+        )  # one copy of each prompt's images per packed row
+        with autocast(), completion_media_as_text(unwrapped, packed) as model_ids:
             outputs = model(
-                inputs_embeds=embeds,
-                attention_mask=mask,
+                input_ids=model_ids,
                 position_ids=packed.position_ids,
                 shift_labels=packed.shift_labels,
                 fused_lm_head=True,
+                **image_inputs,
+                **{LAYOUT_KWARG: packed_layout(packed.segments)},
             )
         all_logps.append(outputs.log_probs.reshape(-1)[packed.gather_index])
         if compute_entropy:
