@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app_helpers import ScriptedBackend, png
 from crowdvlm.app.handlers import PageHandlers
 from crowdvlm.app.service import CountingService, ImageCount, to_csv
 from crowdvlm.app.uploads import without_paths
 from crowdvlm.evaluate.backends.base import Prepared
-from test_app_service import ScriptedBackend, png
 
 
 @pytest.fixture

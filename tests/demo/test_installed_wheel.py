@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from test_demo_cli import TOY  # the toy sizes of the demo test
+from demo_helpers import TOY  # the toy sizes of the demo test
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "crowdvlm"

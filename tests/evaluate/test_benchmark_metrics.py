@@ -12,7 +12,7 @@ from crowdvlm.evaluate.predictions import Prediction
 from crowdvlm.evaluate.report import write_report
 from crowdvlm.evaluate.scoring import compute_metrics
 from crowdvlm.metrics import count_metrics
-from test_compare import _write_run
+from run_writers import write_run as _write_run
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,7 @@ import socket
 import subprocess
 import sys
 
-import test_train_deepspeed
-from test_train_deepspeed import (
+from launch_helpers import (
     ACCELERATE,
     DEMO_BASE,
     ROOT,
@@ -22,8 +21,6 @@ from test_train_deepspeed import (
     launch,
     logged_steps,
 )
-
-dots_manifest = test_train_deepspeed.dots_manifest  # the fixture: 16 synthetic dot images
 
 
 def free_port() -> int:

@@ -2,7 +2,7 @@
 
 Per family: per-token log-probs and entropies, the GRPO loss and every parameter's gradient (gradient
 checkpointing on, with and without LoRA), the language model's input tokens per pass counted by a hook (prompt
-once + G completions), and no packing fallback. One full step against stock TRL is in test_model_families.py.
+once + G completions), and no packing fallback. One full step against stock TRL is in train/sharing/test_families.py.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import torch
 
 from crowdvlm.train.sharing.families import FAMILIES as SHARING
 from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
+from family_helpers import PROMPTS, G
+from family_helpers import family_trainer as _trainer
 from grpo_helpers import (
     LanguageModelTokens,
     assert_logps_match_stock,
@@ -19,7 +21,6 @@ from grpo_helpers import (
     logp_inputs,
     scored_batch,
 )
-from test_model_families import PROMPTS, G, _trainer
 
 PACKING_FAMILIES = [f for f in ("qwen2_5_vl", "qwen3_vl", "qwen3_5") if SHARING[f].packing]
 

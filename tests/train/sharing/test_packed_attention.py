@@ -109,7 +109,8 @@ def test_stock_flash_attention_never_receives_a_packed_row(tiny_model_dir, tmp_p
 
     from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
     from grpo_helpers import logp_inputs, scored_batch, stock_logps
-    from test_group_sharing import _generation_batch, _trainer
+    from sharing_helpers import generation_batch as _generation_batch
+    from sharing_helpers import group_trainer as _trainer
 
     trainer = _trainer(GroupSharedGRPOTrainer, tiny_model_dir, tmp_path, gradient_checkpointing=True)
     batch = scored_batch(trainer, _generation_batch(trainer))

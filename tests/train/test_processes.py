@@ -15,7 +15,7 @@ from pathlib import Path
 
 from crowdvlm.train.callbacks import read_jsonl
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "tiny" / "grpo_fgrpr.yaml"
 
 

@@ -9,18 +9,7 @@ import pytest
 from crowdvlm.errors import UsageError
 from crowdvlm.evaluate.cli import compare_main
 from crowdvlm.evaluate.compare import compare_runs, load_run, write_comparison
-from crowdvlm.evaluate.predictions import Prediction, PredictionWriter
-from crowdvlm.evaluate.scoring import compute_metrics
-
-
-def _write_run(path, rows, *, with_metrics=True):
-    preds = [Prediction(i, d, f"{i}.png", t, "", p, p is not None, e) for i, d, t, p, e in rows]
-    path.mkdir(parents=True)
-    with PredictionWriter(path / "predictions.jsonl") as w:
-        w.write_batch(preds)
-    if with_metrics:
-        (path / "metrics.json").write_text(json.dumps(compute_metrics(preds)))
-    return path
+from run_writers import write_run as _write_run
 
 
 def test_compare_matches_images_by_id(tmp_path):

@@ -11,38 +11,9 @@ import sys
 import pytest
 from PIL import Image
 
+from app_helpers import ScriptedBackend, png
 from crowdvlm.app.service import CSV_COLUMNS, CountingService, ImageCount, to_csv
 from crowdvlm.app.uploads import Limits, UploadedImage, UploadRefused
-from crowdvlm.evaluate.backends.base import Answer, Prepared, try_load_image
-
-
-class ScriptedBackend:
-    """A backend that answers from a table keyed by image width, through the real prepare/generate protocol."""
-
-    name = "scripted"
-
-    def __init__(self, answers: dict[int, str]):
-        self.answers = answers
-        self.batches: list[list[str]] = []
-        self.files: list[str] = []  # the file names the service handed over
-
-    def prepare(self, items):
-        self.files += [item.image.name for item in items]
-        loaded = [try_load_image(item.image) for item in items]
-        return Prepared(items, [error for _, error in loaded], [image for image, _ in loaded if image])
-
-    def generate(self, prepared: Prepared):
-        self.batches.append([item.prompt for item in prepared.loaded])
-        return [Answer(text=self.answers[image.width]) for image in prepared.payload]
-
-    def describe(self):
-        return {"backend": self.name}
-
-
-def png(width: int, height: int = 20) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), "white").save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def local_points_reader(text: str, size: tuple[int, int]) -> list[tuple[float, float]]:
@@ -258,7 +229,7 @@ def test_the_app_extra_pins_the_gradio_the_app_is_tested_with():
 
     import gradio
 
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     app = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["app"]
     assert f"gradio=={gradio.__version__}" in app
     assert "--no-deps" not in (root / "Makefile").read_text()

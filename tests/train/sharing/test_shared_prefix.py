@@ -25,7 +25,9 @@ from grpo_helpers import (
     scored_batch,
     stock_logps,
 )
-from test_group_sharing import PROMPTS, G, _generation_batch, _trainer
+from sharing_helpers import PROMPTS, G
+from sharing_helpers import generation_batch as _generation_batch
+from sharing_helpers import group_trainer as _trainer
 
 
 @pytest.fixture(scope="module", params=["sdpa", "eager"])

@@ -11,9 +11,9 @@ import pytest
 
 from crowdvlm.train.callbacks import read_jsonl
 from crowdvlm.train.config import ConfigError, parse_job
-from test_train import run  # the tiny recipes with quiet overrides
+from train_helpers import run  # the tiny recipes with quiet overrides
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "tiny"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "tiny"
 
 
 @pytest.fixture(scope="session")

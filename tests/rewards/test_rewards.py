@@ -114,7 +114,7 @@ def test_registry_names_picklable_and_logged_by_name():
         assert reward.__name__ == name
         clone = pickle.loads(pickle.dumps(reward))
         assert clone.__name__ == name
-        if name in POINT_REWARDS:  # they also need point columns: tests/test_pointing.py
+        if name in POINT_REWARDS:  # they also need point columns: tests/pointing/test_pointing.py
             continue
         assert clone(["<answer>3</answer>"], [3]) == reward(["<answer>3</answer>"], [3])
     with pytest.raises(KeyError, match="valid rewards: answer_format, binary, fgrpr, "):

@@ -10,15 +10,11 @@ import torch
 from crowdvlm.train.sharing import trainer as sharing_trainer
 from crowdvlm.train.sharing.fallbacks import Fallback, FallbackReason
 from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
-from grpo_helpers import one_step_trainer, two_question_dataset
+from sharing_helpers import PROMPTS, G
+from sharing_helpers import generation_batch as _generation_batch
+from sharing_helpers import group_trainer as _trainer
 
-G = 4  # completions per prompt
-PROMPTS = 2  # distinct prompts (images) per batch
 PATCHES = 64  # a 112x112 image at the tiny model's max_pixels: an 8x8 patch grid
-
-
-def _trainer(cls, model_dir, tmp_path, **config):
-    return one_step_trainer(cls, model_dir, tmp_path, two_question_dataset(PROMPTS), generations=G, **config)
 
 
 class VisionRows:
@@ -41,12 +37,6 @@ class VisionRows:
     def close(self):
         for handle in self._handles:
             handle.remove()
-
-
-def _generation_batch(trainer):
-    """The rows RepeatSampler gives one step: each dataset row G times in a row."""
-    dataset = trainer.train_dataset
-    return [dataset[i] for i in range(PROMPTS) for _ in range(G)]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import yaml
 
 from crowdvlm.train.sharing.group_layout import group_layout_problem, warn_if_groups_split
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[3] / "recipes"
 CLUSTER_GRPO = sorted(RECIPES.glob("qwen2_5_vl_*/grpo_*.yaml"))
 
 

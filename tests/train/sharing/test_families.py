@@ -15,12 +15,10 @@ from crowdvlm.modeling.tiny_families import FAMILIES
 from crowdvlm.train.sharing import prefill
 from crowdvlm.train.sharing import trainer as sharing_trainer
 from crowdvlm.train.sharing.fallbacks import FallbackReason
-from crowdvlm.train.sharing.families import FAMILIES as SHARING
 from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
-from grpo_helpers import one_step_trainer, two_question_dataset
+from family_helpers import PACKING_FALLBACK, PROMPTS, G, is_packing_fallback, packs
+from family_helpers import family_trainer as _trainer
 
-G = 4  # completions per prompt
-PROMPTS = 2  # distinct prompts per batch
 PATCHES = 64  # a 112-px image at each family's default max_pixels: an 8x8 patch grid
 CLASSES = {
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
@@ -56,12 +54,6 @@ def test_tiny_family_is_byte_identical_for_a_seed_and_loads_by_auto_classes(fami
         assert len(model.config.vision_config.deepstack_visual_indexes) >= 1
 
 
-def _trainer(cls, model_dir, tmp_path, *, with_images=True, **config):
-    dataset = two_question_dataset(PROMPTS, with_images=with_images)
-    config = {"learning_rate": 1.0, "optim": "sgd", **config}
-    return one_step_trainer(cls, model_dir, tmp_path, dataset, generations=G, **config)
-
-
 def _sharing_warnings(caplog, family: str = "qwen2_5_vl") -> list[str]:
     return [
         m
@@ -72,16 +64,6 @@ def _sharing_warnings(caplog, family: str = "qwen2_5_vl") -> list[str]:
 
 # A family whose registry entry does not pack (train/sharing/families.py) runs the log-prob passes per row, with
 # one logged reason, the only fallback it may show.
-PACKING_FALLBACK = ("prefix", FallbackReason.MODEL_FAMILY)
-
-
-def packs(family: str) -> bool:
-    return SHARING[family].packing
-
-
-def is_packing_fallback(family: str, message: str) -> bool:
-    """Whether a logged warning is the packing fallback of a family that does not pack."""
-    return not packs(family) and message.startswith("group sharing off for prefix (")
 
 
 def other_fallbacks(family: str, reasons) -> dict:
@@ -228,7 +210,7 @@ def test_qwen3_5_recipe_lora_targets_reach_the_linear_attention_layers(tiny_fami
     from crowdvlm.modeling import load_model_and_processor
 
     recipe = yaml.safe_load(
-        (Path(__file__).resolve().parents[1] / "recipes/qwen3_5_9b/grpo_fgrpr.yaml").read_text()
+        (Path(__file__).resolve().parents[3] / "recipes/qwen3_5_9b/grpo_fgrpr.yaml").read_text()
     )
     model, _ = load_model_and_processor(
         tiny_family_dir("qwen3_5"), lora={"r": 4, "alpha": 8, "target_modules": recipe["lora_target_modules"]}

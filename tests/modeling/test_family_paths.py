@@ -1,5 +1,5 @@
 """SFT, GRPO (GroupSharedGRPOTrainer), `crowdvlm eval` and `predict` on each tiny family, in a few steps on 64-px
-images: the mechanics every family must support (the learning checks are in test_train.py and benchmarks/)."""
+images: the mechanics every family must support (the learning checks are in train/test_train.py and benchmarks/)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,17 @@ import pytest
 
 from crowdvlm.modeling.tiny_families import FAMILIES
 from crowdvlm.train.callbacks import read_jsonl
-from crowdvlm.train.config import parse_job
 from crowdvlm.train.sharing import trainer as sharing_trainer
+from train_helpers import run
 
 WARM_STEPS = 60
-RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "tiny"
-QUIET = {"report_to": "none", "disable_tqdm": True, "save_strategy": "no"}
+
+
+def _run(kind: str, recipe: str, model: Path, manifest: Path, out: Path, **overrides):
+    """:func:`train_helpers.run` without checkpoints."""
+    return run(kind, recipe, model, manifest, out, **{"save_strategy": "no", **overrides})
+
+
 CLASSES = {
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
     "qwen3_vl": "Qwen3VLForConditionalGeneration",
@@ -31,21 +36,6 @@ def small_dots(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("family-dots")
     return generate(out, n=8, style="dots", min_count=1, max_count=6, size=(64, 64), seed=0, progress=False)
-
-
-def _run(kind: str, recipe: str, model: Path, manifest: Path, out: Path, **overrides):
-    from crowdvlm.train import run_grpo, run_sft
-
-    job = parse_job(
-        kind,
-        recipe=RECIPES / recipe,
-        model_name_or_path=str(model),
-        dataset=[str(manifest)],
-        output_dir=str(out),
-        **QUIET,
-        **overrides,
-    )
-    return (run_sft if kind == "sft" else run_grpo)(job)
 
 
 def _weights(folder: Path) -> dict:
@@ -91,7 +81,7 @@ def test_sft_then_grpo_train_each_family(family, tiny_family_dir, small_dots, tm
             rewards=["fgrpr", "answer_format"],
         )
     assert grpo.global_step == 2
-    from test_model_families import is_packing_fallback
+    from family_helpers import is_packing_fallback
 
     unexpected = [
         r

@@ -12,17 +12,7 @@ from crowdvlm.cli import main as crowdvlm
 from crowdvlm.demo.base_model import BASE_DIR, check_base
 from crowdvlm.demo.cli import QUICK_FILE, main
 from crowdvlm.experiments.stages import DONE_FILE
-
-TOY = """extends: {quick}
-name: demo-toy
-data: {{sets: {{train: {{n: 8}}, val: {{n: 5}}, test: {{n: 10}}, ood: {{n: 6}}, ood_near: {{n: 6}}}}}}
-eval: {{batch_size: 16}}
-arms:
-  sft: {{overrides: {{per_device_train_batch_size: 4}}}}
-  grpo_binary: {{overrides: {{per_device_train_batch_size: 8, num_generations: 4}}}}
-  grpo_fgrpr: {{overrides: {{per_device_train_batch_size: 8, num_generations: 4}}}}
-report: {{n_boot: 100}}
-"""
+from demo_helpers import TOY
 
 
 def test_shipped_base_loads():

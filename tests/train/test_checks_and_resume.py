@@ -16,7 +16,7 @@ from crowdvlm.train.config import parse_job
 from crowdvlm.train.errors import ConfigError
 from image_writers import empty_file, good_jpeg, huge_png_header, thin_png, truncated_jpeg
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "tiny"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "tiny"
 CPU = {"use_cpu": True, "bf16": False, "report_to": "none", "disable_tqdm": True}
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 G = 4
 PATCHES = 64  # patch rows of one 112x112 image for the tiny model (16 tokens x 2x2 merge)
 
