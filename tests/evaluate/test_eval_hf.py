@@ -120,7 +120,11 @@ def test_eval_cli_writes_every_file(tiny_model_dir, manifests, tmp_path, capsys)
     scored = [p for p in predictions if p.error is None]
     assert all(p.pred == parse_count(p.text) and p.parse_ok == (p.pred is not None) for p in scored)
     expected = count_metrics([p.pred for p in scored], [p.truth for p in scored])
+    intervals = metrics["overall"].pop(
+        "intervals"
+    )  # the bootstrap intervals, checked in test_benchmark_metrics
     assert metrics["overall"] == {**expected, "errors": 3, "unlabelled": 0}
+    assert set(intervals) == {"mae", "accuracy", "acc_within_1", "accuracy_per_count"}
     assert set(metrics["per_dataset"]) == {"synth-dots", "synth-people", "manifest"}
     assert metrics["per_dataset"]["manifest"]["errors"] == 3 and metrics["per_dataset"]["manifest"]["n"] == 1
     assert sum(b["n"] for b in metrics["per_bucket"].values()) == 8

@@ -74,6 +74,12 @@ def _free_port() -> str:
         return str(sock.getsockname()[1])
 
 
+def _with_tests_dir() -> str:
+    """PYTHONPATH for this file run as a script: tests/ first, so it imports the helpers as pytest does."""
+    tests = str(Path(__file__).resolve().parents[2])
+    return os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH", "")) if p)
+
+
 def test_two_process_ddp_matches_stock(tiny_model_dir, tmp_path):
     results = {}
     for which in ("stock", "shared"):
@@ -89,7 +95,7 @@ def test_two_process_ddp_matches_stock(tiny_model_dir, tmp_path):
             _free_port(),
         ]
         cmd += [__file__, which, str(out), str(tiny_model_dir)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": _with_tests_dir()}
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[which] = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -110,6 +110,12 @@ def _worker(out: str, model_dir: str) -> None:
     Path(out, f"rank{rank}.json").write_text(json.dumps(result))
 
 
+def _with_tests_dir() -> str:
+    """PYTHONPATH for this file run as a script: tests/ first, so it imports the helpers as pytest does."""
+    tests = str(Path(__file__).resolve().parents[2])
+    return os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH", "")) if p)
+
+
 def test_zero3_group_sharing_matches_stock_trl(tiny_model_dir, tmp_path):
     from crowdvlm.train.cluster import write_zero3_cpu_variant
 
@@ -130,7 +136,13 @@ def test_zero3_group_sharing_matches_stock_trl(tiny_model_dir, tmp_path):
         str(tmp_path),
         str(tiny_model_dir),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": _with_tests_dir(),
+    }
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "group sharing off" not in done.stderr  # no fallback to TRL's vision code under ZeRO-3
