@@ -250,3 +250,15 @@ def test_share_prompt_selects_the_trainer():
 
     assert trainer_class(True) is GroupSharedGRPOTrainer
     assert trainer_class(False) is GRPOTrainer
+
+
+def test_use_vllm_puts_the_encoder_cache_sync_in_front_of_either_trainer():
+    from trl import GRPOTrainer
+
+    from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
+    from crowdvlm.train.grpo import trainer_class
+    from crowdvlm.train.vllm_sync import VLLMSyncMixin
+
+    for share_prompt, base in ((True, GroupSharedGRPOTrainer), (False, GRPOTrainer)):
+        cls = trainer_class(share_prompt, use_vllm=True)
+        assert cls.__mro__[1:3] == (VLLMSyncMixin, base)
