@@ -108,7 +108,9 @@ def main() -> None:
 
     runs = {}
     for name, (cls, overrides) in variants(args).items():
-        trainer, timer, _, _ = build_trainer(cls, model_dir, work / name, dataset, args, new_tokens, **overrides)
+        trainer, timer, _, _ = build_trainer(
+            cls, model_dir, work / name, dataset, args, new_tokens, **overrides
+        )
         runs[name] = {"trainer": trainer, "timer": timer, "generation": time_generation(trainer)}
     print(
         f"shape {args.shape}: tiny Qwen2.5-VL (hidden {args.hidden_size}), G={args.num_generations}, "
@@ -120,7 +122,9 @@ def main() -> None:
         for name in order:
             trainer = runs[name]["trainer"]
             if trainer.use_vllm:
-                trainer._last_loaded_step = -1  # each train() restarts at step 0: sync every step, as training
+                trainer._last_loaded_step = (
+                    -1
+                )  # each train() restarts at step 0: sync every step, as training
             trainer.train()
 
     results = {}
@@ -128,7 +132,11 @@ def main() -> None:
         seconds = run["timer"].seconds[args.warmup :]
         generation = run["generation"][args.warmup :]
         step, gen = statistics.median(seconds), statistics.median(generation)
-        results[name] = {"s_per_step": round(step, 4), "gen_s": round(gen, 4), "gen_share": round(gen / step, 3)}
+        results[name] = {
+            "s_per_step": round(step, 4),
+            "gen_s": round(gen, 4),
+            "gen_share": round(gen / step, 3),
+        }
         print(
             f"  {name:<14} median {step:.3f} s/step ({min(seconds):.3f}-{max(seconds):.3f}), "
             f"generation {gen:.3f} s ({gen / step:.0%} of the step)"

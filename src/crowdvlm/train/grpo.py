@@ -45,8 +45,8 @@ def build_rewards(script: GRPOScriptArguments) -> list:
 def trainer_class(share_prompt: bool, use_vllm: bool = False):
     """``GroupSharedGRPOTrainer`` when prompts (images) are shared across a group, else stock ``trl.GRPOTrainer``.
 
-    With ``use_vllm`` either gets :class:`~crowdvlm.train.vllm_sync.VLLMSyncMixin` in front: vLLM generates and
-    each weight sync also drops vLLM's encoder cache (see :mod:`crowdvlm.train.vllm_sync`).
+    With ``use_vllm`` either gets :class:`~crowdvlm.train.vllm_sync.VLLMSyncMixin` in front: vLLM generates, and
+    each weight sync reloads through vLLM and drops its encoder cache (see :mod:`crowdvlm.train.vllm_sync`).
     """
     if share_prompt:
         from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer as Base

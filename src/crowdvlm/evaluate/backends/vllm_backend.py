@@ -80,7 +80,7 @@ class VLLMBackend:
             dtype=dtype,
             tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization,
-            limit_mm_per_prompt={"image": 1},
+            limit_mm_per_prompt={"image": 1, "video": 0},  # images only: no video profiling at start
             mm_processor_kwargs=pixels or None,
             seed=seed,
         )
