@@ -63,9 +63,10 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
-# The vLLM tests (colocate GRPO, the encoder-cache sync, `eval --backend vllm`) in the vLLM environment.
+# The vLLM tests (colocate GRPO, the weight sync, `eval --backend vllm`) in the vLLM environment; tests/ only:
+# src/'s doctests import the app's gradio, which that environment has not.
 test-vllm: setup-vllm
-	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_BIN)/python -m pytest -q -m vllm
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_BIN)/python -m pytest -q -m vllm tests
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
