@@ -7,9 +7,12 @@ random-weight Qwen2.5-VL whose head size vLLM's CPU attention accepts (``--hidde
 one prompt of G = 8 rows per step, exactly the shape's new tokens per completion (``min_tokens`` for vLLM,
 ``min_new_tokens`` for ``generate``), beta = 0.04, the same seed. Variants:
 
-- ``stock+vllm``: ``trl.GRPOTrainer`` as shipped, vLLM generating;
-- ``crowdvlm+vllm``: what ``crowdvlm train grpo`` builds with ``use_vllm: true`` (GroupSharedGRPOTrainer, its
-  weight sync also dropping vLLM's encoder cache);
+- ``stock+vllm``: ``trl.GRPOTrainer``, vLLM generating, with crowdvlm's weight sync (``VLLMSyncMixin``):
+  TRL 1.16.0's own sync stops at the first step on vLLM's CPU build (it repacks the vision tower's linear
+  weights, see crowdvlm.train.vllm_sync), so both vLLM variants sync the same way and differ only in the
+  trainer;
+- ``crowdvlm+vllm``: what ``crowdvlm train grpo`` builds with ``use_vllm: true`` (GroupSharedGRPOTrainer
+  behind the same sync);
 - ``crowdvlm+hf``: GroupSharedGRPOTrainer with ``generate`` (one prefill per group).
 
 Steps alternate between the trainers in one process (the order flips every step), each step timed from
@@ -59,15 +62,13 @@ def time_generation(trainer) -> list[float]:
 
 
 def variants(args) -> dict:
-    import trl
-
     from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
     from crowdvlm.train.grpo import trainer_class
 
     new_tokens = SHAPES[args.shape]["new_tokens"]
     vllm = {"use_vllm": True, "vllm_mode": "colocate", "generation_kwargs": {"min_tokens": new_tokens}}
     return {
-        "stock+vllm": (trl.GRPOTrainer, vllm),
+        "stock+vllm": (trainer_class(share_prompt=False, use_vllm=True), vllm),
         "crowdvlm+vllm": (trainer_class(share_prompt=True, use_vllm=True), vllm),
         "crowdvlm+hf": (GroupSharedGRPOTrainer, {}),
     }
