@@ -30,8 +30,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_vllm_model_dir(tmp_path_factory):
-    """A tiny Qwen2.5-VL whose head size vLLM's CPU attention accepts (hidden 128: head_dim 32), in bf16-safe
-    float32 weights; built once per session."""
+    """A tiny Qwen2.5-VL whose head size vLLM's CPU attention accepts (hidden 128: head_dim 32)."""
     from crowdvlm.modeling.tiny import build_tiny_model
 
     out = tmp_path_factory.mktemp("tiny-qwen2.5-vl-h128")

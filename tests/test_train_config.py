@@ -242,6 +242,28 @@ def test_train_help_and_unknown_kind(capsys):
     assert main(["train", "dpo"]) == 2
 
 
+def test_use_vllm_without_vllm_is_refused_before_the_model_loads(
+    tiny_model_dir, manifest, tmp_path, monkeypatch
+):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else find_spec(name, *a)
+    )
+    with pytest.raises(ConfigError, match="use_vllm is true but vLLM is not installed.*make setup-vllm"):
+        parse_job(
+            "grpo",
+            model_name_or_path=str(tiny_model_dir),
+            dataset=[str(manifest)],
+            output_dir=str(tmp_path),
+            use_cpu=True,
+            bf16=False,
+            report_to="none",
+            use_vllm=True,
+        )
+
+
 def test_share_prompt_selects_the_trainer():
     from trl import GRPOTrainer
 

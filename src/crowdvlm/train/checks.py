@@ -122,6 +122,11 @@ def validate_job(job: TrainJob) -> None:
         _validate_rewards(job, where)
         if s.sample_completions_steps < 0 or s.num_sample_completions < 0:
             raise ConfigError(f"{where}sample_completions_steps and num_sample_completions must be >= 0")
+        if getattr(job.training, "use_vllm", False) and importlib.util.find_spec("vllm") is None:
+            raise ConfigError(
+                f"{where}use_vllm is true but vLLM is not installed: `pip install 'crowdvlm[vllm]'` on a CUDA "
+                "machine, `make setup-vllm` for vLLM's CPU build (.venv-vllm), or set use_vllm: false"
+            )
     _validate_checkpoints(job, where)
 
 
