@@ -61,12 +61,23 @@ def time_generation(trainer) -> list[float]:
     return seconds
 
 
-def variants(args) -> dict:
+def vision_token_bias(model_dir: Path) -> dict[int, float]:
+    """vLLM ``logit_bias`` that keeps the random model from sampling image/video placeholder tokens (the
+    trainer's log-prob pass would count a sampled ``<|image_pad|>`` as an image token and refuse the row)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    names = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+    return {tokenizer.convert_tokens_to_ids(name): -100.0 for name in names}
+
+
+def variants(args, model_dir: Path) -> dict:
     from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
     from crowdvlm.train.grpo import trainer_class
 
     new_tokens = SHAPES[args.shape]["new_tokens"]
-    vllm = {"use_vllm": True, "vllm_mode": "colocate", "generation_kwargs": {"min_tokens": new_tokens}}
+    sampling = {"min_tokens": new_tokens, "logit_bias": vision_token_bias(model_dir)}
+    vllm = {"use_vllm": True, "vllm_mode": "colocate", "generation_kwargs": sampling}
     return {
         "stock+vllm": (trainer_class(share_prompt=False, use_vllm=True), vllm),
         "crowdvlm+vllm": (trainer_class(share_prompt=True, use_vllm=True), vllm),
@@ -108,7 +119,7 @@ def main() -> None:
     dataset = Dataset.from_dict({"prompt": [prompt] * n_prompts, "image": images, "solution": counts})
 
     runs = {}
-    for name, (cls, overrides) in variants(args).items():
+    for name, (cls, overrides) in variants(args, model_dir).items():
         trainer, timer, _, _ = build_trainer(
             cls, model_dir, work / name, dataset, args, new_tokens, **overrides
         )
