@@ -21,7 +21,7 @@ calls ``train()`` once per step, so it re-arms TRL's per-step sync). ``gen`` is 
 ``_generate_single_turn`` (the weight sync included), its share of the step is ``gen share``.
 
 Run (the vLLM environment, alone on the machine):
-    VLLM_CPU_KVCACHE_SPACE=1 .venv-vllm/bin/python benchmarks/grpo_step_vllm.py [--steps 4] [--shape a]
+    VLLM_CPU_KVCACHE_SPACE=1 .venv-vllm/bin/python benchmarks/grpo_step_vllm.py [--steps 3] [--shape a]
 The last line printed is JSON: ``ratio`` is stock+vllm s/step / crowdvlm+vllm s/step (larger is faster),
 ``vllm_vs_hf`` is crowdvlm+hf s/step / crowdvlm+vllm s/step.
 """
@@ -87,7 +87,7 @@ def variants(args, model_dir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=4, help="timed steps per trainer")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per trainer")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per trainer first")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="a", help="grpo_step.py's shapes")
     parser.add_argument("--hidden-size", type=int, default=128, help="text width (128: head_dim 32)")
