@@ -112,13 +112,18 @@ def test_bad_grpo_config_says_what_to_change(tmp_path, tiny_model_dir, manifest,
         assert word in message
 
 
-def test_missing_report_backend_is_named(tiny_model_dir, manifest, tmp_path, monkeypatch):
+def hide_module(monkeypatch, missing: str) -> None:
+    """Make ``importlib.util.find_spec`` answer ``None`` for ``missing``, as if it were not installed."""
     import importlib.util
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else find_spec(name, *a)
+        importlib.util, "find_spec", lambda name, *a: None if name == missing else find_spec(name, *a)
     )
+
+
+def test_missing_report_backend_is_named(tiny_model_dir, manifest, tmp_path, monkeypatch):
+    hide_module(monkeypatch, "wandb")
     with pytest.raises(ConfigError, match="wandb but it is not installed"):
         parse_job(
             "sft",
@@ -245,12 +250,7 @@ def test_train_help_and_unknown_kind(capsys):
 def test_use_vllm_without_vllm_is_refused_before_the_model_loads(
     tiny_model_dir, manifest, tmp_path, monkeypatch
 ):
-    import importlib.util
-
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else find_spec(name, *a)
-    )
+    hide_module(monkeypatch, "vllm")
     with pytest.raises(ConfigError, match="use_vllm is true but vLLM is not installed.*make setup-vllm"):
         parse_job(
             "grpo",
