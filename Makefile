@@ -3,8 +3,6 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Installed without its dependencies (they are the `app` extra): it declares pillow<13, we pin pillow 13.
-GRADIO := gradio==6.31.0
 
 # Threads: tests and the demo are written for a 2-core machine; torch must not oversubscribe it.
 export OMP_NUM_THREADS ?= 2
@@ -25,7 +23,6 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,app]"
-	$(BIN)/python -m pip install -q -c constraints.txt --no-deps "$(GRADIO)"
 	$(BIN)/python -m pip install -q -c constraints.txt setuptools wheel
 	$(BIN)/python -m pip install -q -c constraints.txt --no-build-isolation "$(DEEPSPEED)"
 	touch $(STAMP)

@@ -112,6 +112,10 @@ class MisbehavingOpenAI(BaseHTTPRequestHandler):
         if case == "echo_error":
             error = {"error": {"message": f"rejected: {echo}", "type": echo}}
             return self._send(500, json.dumps(error).encode(), echo=echo)
+        if case == "echo_key_variants":  # the key's case changed or cut short by one character
+            key = auth.removeprefix("Bearer ")
+            variants = f"lower {key.lower()} upper {key.upper()} cut {key[:-1]} tail {key[1:].swapcase()}"
+            return self._send(500, json.dumps({"error": {"message": variants}}).encode(), echo=variants)
         if case == "echo_bad_request":
             return self._send(401, json.dumps({"error": {"message": f"bad key: {echo}"}}).encode(), echo=echo)
         raise AssertionError(f"unknown case {case}")

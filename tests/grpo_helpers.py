@@ -32,3 +32,22 @@ def count_vision_rows(*modules) -> dict[str, int]:
     for module in modules:
         module.register_forward_hook(count)
     return rows
+
+
+def cpu_grpo_config(output_dir, **overrides):
+    """A one-step ``GRPOConfig`` for the tiny model on CPU: no saving, no reporting, seed 0; ``overrides`` win."""
+    from trl import GRPOConfig
+
+    args = dict(
+        output_dir=str(output_dir),
+        max_completion_length=8,
+        beta=0.04,
+        max_steps=1,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+    )
+    return GRPOConfig(**{**args, **overrides})

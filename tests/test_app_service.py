@@ -24,8 +24,10 @@ class ScriptedBackend:
     def __init__(self, answers: dict[int, str]):
         self.answers = answers
         self.batches: list[list[str]] = []
+        self.files: list[str] = []  # the file names the service handed over
 
     def prepare(self, items):
+        self.files += [item.image.name for item in items]
         loaded = [try_load_image(item.image) for item in items]
         return Prepared(items, [error for _, error in loaded], [image for image, _ in loaded if image])
 
@@ -90,9 +92,10 @@ def test_counts_reasoning_points_and_per_image_errors(service, tmp_path):
     # Refused images never reach the model; the others go in batches of 2, with the eval prompt.
     assert [len(batch) for batch in service.backend.batches] == [2, 1]
     assert service.backend.batches[0][0].startswith("How many dots are in the image? ")
-    # Zip members reach the backend as files written by the service, never under the member's name.
-    written = sorted(p.name for p in service.work_dir.rglob("*") if p.is_file())
-    assert written == ["0001.img", "0003.img"]
+    # Zip members reach the backend as files written by the service, never under the member's name, and
+    # are removed once the request is answered.
+    assert service.backend.files == ["thirty.png", "0001.img", "0003.img"]
+    assert not [p for p in service.work_dir.rglob("*") if p.is_file()]
 
 
 def test_page_handlers_show_results_refusals_and_errors_and_keep_serving(service, tmp_path):
@@ -248,12 +251,15 @@ def test_bad_options_exit_2_with_one_line(args, message):
     assert len(errors) == 1 and "Traceback" not in result.stderr
 
 
-def test_the_makefile_installs_the_gradio_the_app_is_tested_with():
+def test_the_app_extra_pins_the_gradio_the_app_is_tested_with():
+    """`pip install crowdvlm[app]` installs this gradio with its dependencies (no --no-deps step)."""
+    import tomllib
     from pathlib import Path
 
     import gradio
 
-    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
-    assert f"GRADIO := gradio=={gradio.__version__}\n" in makefile
-    cli = (Path(__file__).parents[1] / "src/crowdvlm/app/cli.py").read_text()
-    assert f"gradio=={gradio.__version__}" in cli
+    root = Path(__file__).parents[1]
+    app = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["app"]
+    assert f"gradio=={gradio.__version__}" in app
+    assert "--no-deps" not in (root / "Makefile").read_text()
+    assert f"gradio=={gradio.__version__}" in (root / "src/crowdvlm/app/cli.py").read_text()

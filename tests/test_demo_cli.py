@@ -3,7 +3,7 @@ exist, a rerun resumes.
 
 This checks the mechanics, not the science (a dozen images cannot show anything). It uses the shipped base
 checkpoint, so it also checks that the base loads with the current code. The toy sizes are an experiment
-file that extends ``recipes/experiments/demo_quick.yaml``, as a user would shrink the demo.
+file that extends ``crowdvlm/recipes/experiments/demo_quick.yaml``, as a user would shrink the demo.
 """
 
 import json

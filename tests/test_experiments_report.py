@@ -8,10 +8,10 @@ import pytest
 from crowdvlm.demo.cli import DEMO_FILE
 from crowdvlm.errors import UsageError
 from crowdvlm.evaluate.predictions import Prediction, PredictionWriter
-from crowdvlm.experiments.pipeline import Layout, check_folder_matches, lr_tag
+from crowdvlm.experiments.pipeline import Layout, claim_folder, lr_tag
 from crowdvlm.experiments.report import terminal_table, write_report
 from crowdvlm.experiments.spec import load_experiment
-from crowdvlm.experiments.stages import DONE_FILE, Stage, eta, is_done, run_stages
+from crowdvlm.experiments.stages import DONE_FILE, OWNER_FILE, Stage, eta, is_done, run_stages
 from crowdvlm.experiments.summary import collect
 
 # Per arm, how far its answers are off (constant error per image); binary also fails to parse some OOD answers.
@@ -59,7 +59,7 @@ def finished(tmp_path):
     path.write_text(SMALL.format(demo=DEMO_FILE))
     exp = load_experiment(path)
     layout = Layout(tmp_path / "out", exp)
-    check_folder_matches(layout.out, exp)
+    claim_folder(layout.out, exp)
     rng = np.random.default_rng(0)
     styles = list(exp.sets["test"].styles)
     sets = {
@@ -147,13 +147,22 @@ def test_collect_and_report(finished):
     assert "GRPO FGRPR" in table and "C3b" in table
 
 
-def test_resumed_folder_refuses_another_experiment(tmp_path, finished):
+def test_a_folder_is_claimed_once_and_a_foreign_one_refused(tmp_path, finished):
     exp, layout, _ = finished
-    check_folder_matches(layout.out, exp)  # same experiment: fine
+    owner = claim_folder(layout.out, exp)
+    assert claim_folder(layout.out, exp) == owner  # the same folder: the same owner
     other = tmp_path / "other.yaml"
     other.write_text(SMALL.format(demo=DEMO_FILE).replace("seeds: [0, 1]", "seeds: [0, 2]"))
-    with pytest.raises(UsageError, match="keys seeds differ"):
-        check_folder_matches(layout.out, load_experiment(other))
+    assert claim_folder(layout.out, load_experiment(other)) == owner  # its stages decide what is redone
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("a user's file")
+    with pytest.raises(UsageError, match="not empty and was not made by crowdvlm experiment"):
+        claim_folder(foreign, exp)
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_text(SMALL.format(demo=DEMO_FILE) + "name: another\n")
+    with pytest.raises(UsageError, match="holds the run of experiment 'demo', not 'another'"):
+        claim_folder(layout.out, load_experiment(renamed))
 
 
 def test_stages_skip_finished_clear_half_written_and_measure_eta(tmp_path):
@@ -170,6 +179,7 @@ def test_stages_skip_finished_clear_half_written_and_measure_eta(tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     b.mkdir()
     (b / "stale.txt").write_text("half-written by a killed run")
+    (b / OWNER_FILE).write_text(json.dumps({"experiment": "exp"}))  # ... of this experiment
     stages = [
         Stage("a", a, "eval", 10, work("a", a)),
         Stage("b", b, "eval", 30, work("b", b)),
@@ -178,13 +188,13 @@ def test_stages_skip_finished_clear_half_written_and_measure_eta(tmp_path):
     _marker(a, kind="eval", units=10, wall_s=2.0)  # stage a finished in an earlier session: 0.2 s per image
     assert eta([json.loads((a / DONE_FILE).read_text())], stages[1:]) == (pytest.approx(6.0), 1)
     lines = []
-    out = run_stages(stages, progress=True, echo=lines.append)
+    out = run_stages(stages, owner="exp", progress=True, echo=lines.append)
     assert calls == ["b", "c"] and out["skipped"] == 1
     assert not (b / "stale.txt").exists() and is_done(b)
     marker = json.loads((b / DONE_FILE).read_text())
     assert marker["value"] == "b" and marker["kind"] == "eval" and marker["units"] == 30
     assert lines[0] == "resuming: 1 of 3 stages already done" and "1 stages unmeasured" in lines[1]
-    assert run_stages(stages, progress=False)["skipped"] == 3 and calls == ["b", "c"]
+    assert run_stages(stages, owner="exp", progress=False)["skipped"] == 3 and calls == ["b", "c"]
 
 
 def test_lr_tag_is_folder_safe():

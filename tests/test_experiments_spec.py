@@ -7,8 +7,8 @@ import yaml
 
 from crowdvlm.errors import UsageError
 from crowdvlm.experiments.spec import load_experiment
+from crowdvlm.experiments.yamlfile import SHIPPED_EXPERIMENTS as EXPERIMENTS
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "recipes" / "experiments"
 SHIPPED = sorted(EXPERIMENTS.glob("*.yaml"))
 DEMO = EXPERIMENTS / "demo.yaml"
 
@@ -18,7 +18,7 @@ def test_shipped_experiments_validate_and_name_their_command(path):
     exp = load_experiment(path)
     assert exp.arms and exp.test_sets and exp.seeds
     header = "\n".join(line for line in path.read_text().splitlines() if line.startswith("#"))
-    assert f"recipes/experiments/{path.name}" in header, (
+    assert f"crowdvlm experiment run {path.stem}" in header, (
         f"{path}: the header must show the command that runs it"
     )
     for arm in exp.arms.values():

@@ -1,4 +1,4 @@
-"""The pointing experiment (recipes/experiments/pointing.yaml) end to end at toy sizes on the experiment runner.
+"""The pointing experiment (crowdvlm/recipes/experiments/pointing.yaml) end to end at toy sizes.
 
 This checks the mechanics, not the science (ten images cannot show anything): the point arms are evaluated
 with point answers and get localisation metrics, the answer-only arms do not, and the report holds the claim
@@ -7,14 +7,14 @@ user would shrink the experiment; the real file starts from the pointing base.
 """
 
 import json
-from pathlib import Path
 
 import pytest
 
 from crowdvlm.cli import main as crowdvlm
 from crowdvlm.experiments.spec import load_experiment
+from crowdvlm.experiments.yamlfile import SHIPPED_EXPERIMENTS
 
-POINTING = Path(__file__).resolve().parents[1] / "recipes" / "experiments" / "pointing.yaml"
+POINTING = SHIPPED_EXPERIMENTS / "pointing.yaml"
 POINT_ARMS = ("base_points", "sft_points", "grpo_points")
 SHORT = "{max_new_tokens: 40, batch_size: 10}"
 TOY = f"""extends: {POINTING}

@@ -12,8 +12,12 @@ import yaml
 from crowdvlm.train.config import parse_job
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-NOT_TRAIN = ("accelerate", "experiments")  # launch configs; experiment files (tests/test_experiments_spec.py)
-TRAIN_RECIPES = sorted(p for p in RECIPES.glob("*/*.yaml") if p.parent.name not in NOT_TRAIN)
+# The recipes the shipped experiments use (demo, pointing) live in the package, so they run installed.
+PACKAGE_RECIPES = Path(__file__).resolve().parents[1] / "src" / "crowdvlm" / "recipes"
+NOT_TRAIN = ("accelerate", "experiments", "eval")  # launch configs; experiments; eval recipes
+TRAIN_RECIPES = sorted(
+    p for root in (RECIPES, PACKAGE_RECIPES) for p in root.glob("*/*.yaml") if p.parent.name not in NOT_TRAIN
+)
 ACCELERATE = sorted((RECIPES / "accelerate").glob("*.yaml"))
 
 
@@ -45,7 +49,8 @@ def test_the_expected_recipes_exist():
 @pytest.mark.parametrize("recipe", TRAIN_RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_recipe_names_its_launch_command(recipe):
     text = " ".join(re.sub(r"\\\n#", " ", header(recipe)).split())  # join continued command lines
-    command = rf"crowdvlm train {kind_of(recipe)} (\S+ )*--config recipes/{recipe.parent.name}/{recipe.name}"
+    folder = "src/crowdvlm/recipes" if recipe.is_relative_to(PACKAGE_RECIPES) else "recipes"
+    command = rf"crowdvlm train {kind_of(recipe)} (\S+ )*--config {folder}/{recipe.parent.name}/{recipe.name}"
     assert re.search(command, text), f"{recipe}: header must show `crowdvlm train ... --config {recipe}`"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -238,8 +239,9 @@ def test_a_full_disk_is_one_line_exit_1_and_the_run_resumes(endpoint, tmp_path, 
     data, out = _manifest(tmp_path / "d", [3, 5, 7, 9]), tmp_path / "run"
     real_fsync, calls = os.fsync, []
 
-    def fsync_fills_up(fd):  # the second batch finds the disk full
-        calls.append(fd)
+    def fsync_fills_up(fd):  # the second batch finds the disk full (other files' fsyncs do not count)
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("predictions.jsonl"):
+            calls.append(fd)
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_fsync(fd)
@@ -258,7 +260,7 @@ def test_a_full_disk_is_one_line_exit_1_and_the_run_resumes(endpoint, tmp_path, 
     def full(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr(os, "replace", full)  # the rename that ends every atomic write
     assert cli.main(_eval_argv(url, data, tmp_path / "run2")) == 1
     assert f"cannot write {tmp_path / 'run2' / 'run.json'}: No space left on device" in _error_line(capsys)
 
@@ -307,7 +309,7 @@ def test_compare_bad_input_and_full_disk(tmp_path, capsys, monkeypatch):
     def full(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr(os, "replace", full)  # the rename that ends every atomic write
     assert cli.main(["compare", str(good), str(good), "--out", out, "--bootstrap", "10"]) == 1
     assert f"cannot write {Path(out) / 'compare.md'}: No space left on device" in _error_line(
         capsys, "compare"
@@ -332,7 +334,8 @@ def test_predict_a_directory_is_that_image_s_error(endpoint, tmp_path, capsys):
     assert cli.main(argv) == 1  # one image could not be counted
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"{image}\t4"
-    assert out[1].startswith(f"{tmp_path}\terror: cannot load image {tmp_path}: IsADirectoryError")
+    assert out[1].startswith(f"{tmp_path}\terror: cannot load image {tmp_path}: NotRegularFileError")
+    assert out[1].endswith("not a regular file (a folder)")
 
 
 def test_strict_mode_failure_is_a_run_error(endpoint, tmp_path, capsys):

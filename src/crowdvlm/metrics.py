@@ -10,6 +10,11 @@ Conventions (documented once, used everywhere):
 * **NAE** (normalised absolute error) averages ``|ŷ - y| / y`` over images with ``y > 0`` only, as the
   official NWPU judge does; it is ``None`` when no such image exists.
 * Undefined values (no images) are ``None``, so the results serialise to strict JSON.
+* The counting benchmarks' metrics (CountBenchQA, PixMo-Count, TallyQA): ``accuracy`` (exact match),
+  ``acc_within_1`` (off by at most one) and ``accuracy_per_count``, Molmo's per-count macro average: the exact
+  accuracy of each distinct true count, averaged over the counts, so that a set dominated by one count
+  cannot hide the others. :func:`image_scores` gives each as a mean of per-image values, which the bootstrap
+  intervals of ``eval`` and ``compare`` resample.
 
 >>> m = count_metrics([10, None, 4], [12, 3, 4])
 >>> m["mae"], m["accuracy"], m["parse_failures"]
@@ -29,6 +34,7 @@ __all__ = [
     "bucket_metrics",
     "count_metrics",
     "grouped_metrics",
+    "image_scores",
 ]
 
 #: Upper bounds (inclusive) of the default count buckets: 0-10, 11-50, 51-100, 101-500, 501-1000, >1000.
@@ -47,15 +53,24 @@ def count_metrics(
         within_pct: tolerance of ``acc_within_{p}pct`` (|ŷ - y| <= p/100 · y).
 
     Returns:
-        ``n, mae, mae_parsed, rmse, nae, accuracy, acc_within_{k}, acc_within_{p}pct, parse_failures,
-        parse_failure_rate, mean_truth, mean_pred``.
+        ``n, mae, mae_parsed, rmse, nae, accuracy, acc_within_{k}, accuracy_per_count, acc_within_{p}pct,
+        parse_failures, parse_failure_rate, mean_truth, mean_pred``.
     """
     if len(preds) != len(truths):
         raise ValueError(f"{len(preds)} predictions but {len(truths)} truths")
     pct_key = f"acc_within_{within_pct:g}pct"
     n = len(truths)
     if n == 0:
-        keys = ("mae", "mae_parsed", "rmse", "nae", "accuracy", f"acc_within_{within_k}", pct_key)
+        keys = (
+            "mae",
+            "mae_parsed",
+            "rmse",
+            "nae",
+            "accuracy",
+            f"acc_within_{within_k}",
+            "accuracy_per_count",
+        )
+        keys += (pct_key,)
         return {
             "n": 0,
             **dict.fromkeys(keys),
@@ -70,6 +85,7 @@ def count_metrics(
     y_hat = np.array([p if p is not None else 0 for p in preds], dtype=np.float64)
     err = np.abs(y_hat - y)
     positive = y > 0
+    scores = image_scores(preds, truths, within_k)
     return {
         "n": n,
         "mae": float(err.mean()),
@@ -78,11 +94,39 @@ def count_metrics(
         "nae": float(np.mean(err[positive] / y[positive])) if positive.any() else None,
         "accuracy": float(np.mean(parsed & (err == 0))),
         f"acc_within_{within_k}": float(np.mean(parsed & (err <= within_k))),
+        "accuracy_per_count": float(scores["accuracy_per_count"].mean()),
         pct_key: float(np.mean(parsed & (err <= within_pct / 100.0 * y))),
         "parse_failures": int((~parsed).sum()),
         "parse_failure_rate": float(np.mean(~parsed)),
         "mean_truth": float(y.mean()),
         "mean_pred": float(y_hat.mean()),
+    }
+
+
+def image_scores(
+    preds: Sequence[int | None], truths: Sequence[int], within_k: int = 1
+) -> dict[str, np.ndarray]:
+    """Per-image values whose mean over the images is each metric of the field (shape ``(N,)`` each).
+
+    ``mae``: the absolute error (a parse failure as 0); ``accuracy``: 1 for an exact parsed answer;
+    ``acc_within_{k}``: 1 within ``k``; ``accuracy_per_count``: exact × ``N / (C · n_c)``, with ``C`` distinct
+    true counts and ``n_c`` images of this image's count, so that the mean is the per-count macro average.
+
+    >>> s = image_scores([2, 3, 5, None], [2, 2, 2, 5])   # count 2: 1 of 3 exact; count 5: 0 of 1
+    >>> float(s["accuracy"].mean()), float(s["accuracy_per_count"].mean())
+    (0.25, 0.16666666666666666)
+    """
+    y = np.asarray(truths, dtype=np.float64)
+    parsed = np.array([p is not None for p in preds], dtype=bool)
+    err = np.abs(np.array([p if p is not None else 0 for p in preds], dtype=np.float64) - y)
+    exact = (parsed & (err == 0)).astype(np.float64)
+    _, inverse, per_value = np.unique(y, return_inverse=True, return_counts=True)
+    weight = len(y) / (len(per_value) * per_value[inverse]) if len(y) else np.zeros(0)
+    return {
+        "mae": err,
+        "accuracy": exact,
+        f"acc_within_{within_k}": (parsed & (err <= within_k)).astype(np.float64),
+        "accuracy_per_count": exact * weight,
     }
 
 

@@ -1,6 +1,9 @@
 """`crowdvlm app`: serve a counting model as a web page (Gradio), on 127.0.0.1 unless told otherwise.
 
-Gradio and the model are imported only after the arguments parse, so `crowdvlm app --help` is instant.
+Gradio and the model are imported only after the arguments parse, so `crowdvlm app --help` is instant;
+every option is checked before the model loads. While serving, a :class:`crowdvlm.app.cache.CacheJanitor`
+bounds gradio's cache and the app's own files by age and total size; SIGTERM stops the server as Ctrl-C does,
+removing the app's files.
 """
 
 from __future__ import annotations
@@ -8,8 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
+from pathlib import Path
 
 from crowdvlm.app.uploads import MB, Limits
 from crowdvlm.errors import RunError, UsageError
@@ -44,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 exposes the model to the network)",
     )
     server.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    server.add_argument(
+        "--cache-max-age-min",
+        type=float,
+        default=60.0,
+        help="uploads and results older than this are deleted from gradio's cache and the app's files "
+        "(default: 60 minutes)",
+    )
+    server.add_argument(
+        "--cache-max-mb",
+        type=float,
+        default=2048.0,
+        help="the most those files may take together; the oldest go first (default: 2048 MB)",
+    )
     server.add_argument(
         "--queue-size", type=int, default=16, help="requests waiting at most; more are refused (default: 16)"
     )
@@ -97,17 +115,25 @@ def main(argv: list[str]) -> int:
         raise UsageError(str(err)) from None
     if args.queue_size < 1:
         raise UsageError(f"--queue-size must be >= 1, got {args.queue_size}")
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port must be 1 to 65535, got {args.port}")
+    if not args.cache_max_age_min > 0:
+        raise UsageError(f"--cache-max-age-min must be > 0, got {args.cache_max_age_min:g}")
+    if not args.cache_max_mb > 0:
+        raise UsageError(f"--cache-max-mb must be > 0, got {args.cache_max_mb:g}")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local demo
     try:
         from crowdvlm.app.service import CountingService
         from crowdvlm.app.ui import PAGE_CSS, build_page
     except ImportError as err:
         raise UsageError(
-            f"the app needs gradio ({err}): `make setup`, or pip install 'crowdvlm[app]' and then "
-            "pip install --no-deps gradio==6.31.0 (docs/app.md says why --no-deps)"
+            f"the app needs gradio ({err}): `make setup`, or pip install 'crowdvlm[app]' "
+            "(it installs gradio==6.31.0)"
         ) from None
+    from crowdvlm.app.cache import CacheJanitor
     from crowdvlm.app.service import frame_points_reader
 
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # the `finally`s below then run, as for Ctrl-C
     backend = _open_backend(args)  # as `crowdvlm predict` opens it (bad model: one-line UsageError)
     points_reader = None
     if args.output == "points":
@@ -122,6 +148,15 @@ def main(argv: list[str]) -> int:
         points_reader=points_reader,
     )
     page = build_page(service, model_name=args.model, question=args.question, queue_size=args.queue_size)
+    from gradio.utils import get_upload_folder
+
+    max_age_s = args.cache_max_age_min * 60
+    janitor = CacheJanitor(
+        [Path(get_upload_folder()), service.work_dir],
+        max_age_s=max_age_s,
+        max_bytes=int(args.cache_max_mb * MB),
+        every_s=min(60.0, max_age_s / 4),
+    )
     try:
         _, url, _ = page.launch(
             server_name=args.host,
@@ -141,12 +176,19 @@ def main(argv: list[str]) -> int:
     if args.host not in LOOPBACK:
         logger.warning("listening on %s: anyone who can reach this machine can use the model", args.host)
     print(f"crowdvlm app: serving {args.model} at {url} (Ctrl-C to stop)", flush=True)
+    janitor.start()
     try:
-        threading.Event().wait()  # the server runs in gradio's threads; this one waits for Ctrl-C
+        threading.Event().wait()  # the server runs in gradio's threads; this one waits for Ctrl-C or SIGTERM
     finally:
+        janitor.stop()
         page.close()
         service.close()
     return 0
+
+
+def _stop_on_sigterm(signum: int, frame) -> None:
+    """SIGTERM (a service manager, ``kill``): leave through the ``finally`` blocks, exit status 143."""
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

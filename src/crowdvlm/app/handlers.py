@@ -1,7 +1,9 @@
 """What the page's two buttons do, as plain functions of the uploaded paths (no gradio import here).
 
 Each handler returns what its components show; a refused or failing request becomes a message, so the page
-shows it and the server goes on serving (the traceback of an unexpected failure goes to the log).
+shows it and the server goes on serving (the traceback of an unexpected failure goes to the log). Messages
+never show a server path (:func:`crowdvlm.app.uploads.without_paths`), and a result image is a file of ours
+in a compact format (:meth:`CountingService.result_file`), never a decoded image gradio would re-encode as PNG.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ import html
 import logging
 from pathlib import Path
 
-from PIL import Image
-
 from crowdvlm.app.service import CountingService
-from crowdvlm.app.uploads import UploadedImage, UploadRefused, check_upload_path, expand_uploads
+from crowdvlm.app.uploads import (
+    UploadedImage,
+    UploadRefused,
+    check_upload_path,
+    expand_uploads,
+    without_paths,
+)
 
 __all__ = ["PageHandlers", "refusal_html"]
 
@@ -21,8 +27,8 @@ logger = logging.getLogger(__name__)
 
 
 def refusal_html(message: str) -> str:
-    """A refusal or error as the page shows it (escaped: file names come from the user)."""
-    return f"<div class='crowdvlm-error'><b>{html.escape(message)}</b></div>"
+    """A refusal or error as the page shows it (escaped: file names come from the user; no server path)."""
+    return f"<div class='crowdvlm-error'><b>{html.escape(without_paths(message))}</b></div>"
 
 
 class PageHandlers:
@@ -37,9 +43,9 @@ class PageHandlers:
         self.service = service
         self.upload_roots = upload_roots
 
-    def count_one(self, image_path: str | None, question: str) -> tuple[Image.Image | str | None, str, str]:
-        """One image -> (the image, or the path of a copy with its points drawn; the result as HTML; the
-        reasoning and raw answer)."""
+    def count_one(self, image_path: str | None, question: str) -> tuple[str | None, str, str]:
+        """One image -> (the path of the image as the model saw it, its points drawn if any; the result as
+        HTML; the reasoning and raw answer)."""
         if not image_path:
             return None, refusal_html("nothing uploaded: add an image (upload, paste or pick an example)"), ""
         try:
@@ -54,11 +60,13 @@ class PageHandlers:
             return None, refusal_html(f"error: {type(err).__name__}: {err}"), ""
         if prediction.error:
             return None, refusal_html(prediction.error), ""
-        shown = rgb
         if prediction.points:  # drawn as `crowdvlm predict --points` draws them
             from crowdvlm.pointing.overlay import draw_points
 
-            shown = str(draw_points(path, self.service.new_file("points", ".png"), prediction.points))
+            suffix = self.service.result_suffix(rgb.size)
+            shown = str(draw_points(path, self.service.new_file("points", suffix), prediction.points))
+        else:
+            shown = str(self.service.result_file(rgb))
         count = "no count in the answer" if prediction.count is None else str(prediction.count)
         points = f" · {len(prediction.points)} points drawn" if prediction.points else ""
         result = (

@@ -12,6 +12,7 @@ import csv
 import io
 import itertools
 import logging
+import shutil
 import tempfile
 import threading
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from crowdvlm.app.uploads import Limits, UploadedImage, UploadRefused, open_checked_image
+from crowdvlm.app.uploads import Limits, UploadedImage, UploadRefused, open_checked_image, without_paths
 from crowdvlm.evaluate.backends.base import EvalItem
 from crowdvlm.evaluate.cli import thinking_of
 from crowdvlm.evaluate.predictions import storable_text
@@ -34,6 +35,12 @@ logger = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 500
 CSV_COLUMNS = ("image", "count", "error", "answer")
+# A cell a spreadsheet would run as a formula starts with one of these (OWASP's list for CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Results up to this many pixels are served as PNG (exact); larger ones as JPEG (a re-encoded 25-megapixel
+# photo is ~80 MB as PNG, a few MB as JPEG).
+LOSSLESS_PIXELS = 1_000_000
+JPEG_QUALITY = 90
 
 # (answer text, (width, height) of the upright image) -> points (x, y) in that image's pixels.
 PointsReader = Callable[[str, tuple[int, int]], list[tuple[float, float]]]
@@ -77,8 +84,23 @@ class Prediction:
         return [self.image, "" if self.count is None else self.count, self.error or "", self.answer]
 
 
+def spreadsheet_safe(cell):
+    """A text cell that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab, CR first),
+    prefixed with ``'`` so it shows as text; other cells as they are. A carriage return inside a text cell
+    becomes a newline (the csv module quotes a cell with a newline, not one with a bare CR, which would
+    split the row).
+
+    >>> spreadsheet_safe('=HYPERLINK("http://x")'), spreadsheet_safe("a.png"), spreadsheet_safe(3)
+    ('\'=HYPERLINK("http://x")', 'a.png', 3)
+    """
+    if not isinstance(cell, str):
+        return cell
+    safe = "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
+    return safe.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def to_csv(predictions: list[Prediction]) -> str:
-    """The predictions as CSV text with a header row (:data:`CSV_COLUMNS`).
+    """The predictions as CSV text with a header row (:data:`CSV_COLUMNS`); cells via :func:`spreadsheet_safe`.
 
     >>> print(to_csv([Prediction("a.png", 3, "<answer>3</answer>"), Prediction("b.png", error="corrupt")]).strip())
     image,count,error,answer
@@ -89,7 +111,7 @@ def to_csv(predictions: list[Prediction]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for prediction in predictions:
-        writer.writerow(prediction.row())
+        writer.writerow([spreadsheet_safe(cell) for cell in prediction.row()])
     return buffer.getvalue()
 
 
@@ -171,27 +193,39 @@ class CountingService:
         with self._lock:
             request_dir = self.new_file("request", "")
             request_dir.mkdir(parents=True)
-            predictions = [Prediction(image.name) for image in images]
-            decoded: list[Image.Image | None] = []
-            items: list[tuple[int, EvalItem]] = []
-            for index, image in enumerate(images):
-                try:
-                    source = image.data if image.data is not None else image.path
-                    rgb = open_checked_image(source, image.name, self.limits)
-                except UploadRefused as err:
-                    decoded.append(None)
-                    predictions[index].error = str(err)
-                    continue
-                predictions[index].size = rgb.size
-                decoded.append(rgb if keep_images else None)
-                path = image.path
-                if path is None:  # a zip member: written under a name of ours, never the member's own
-                    path = request_dir / f"{index:04d}.img"
-                    path.write_bytes(image.data)
-                items.append((index, EvalItem(image.name, "app", path, prompt)))
-            for start_at in range(0, len(items), self.batch_size):
-                self._run_batch(items[start_at : start_at + self.batch_size], predictions)
+            try:
+                predictions, decoded = self._count(images, prompt, request_dir, keep_images)
+            finally:  # zip members are needed only while the model reads them
+                shutil.rmtree(request_dir, ignore_errors=True)
+        for prediction in predictions:  # the page shows errors: never a server path
+            prediction.error = prediction.error and without_paths(prediction.error)
         return predictions, decoded, time.perf_counter() - start
+
+    def _count(
+        self, images: list[UploadedImage], prompt: str, request_dir: Path, keep_images: bool
+    ) -> tuple[list[Prediction], list[Image.Image | None]]:
+        """One request, under the lock; its files (zip members) go under ``request_dir``."""
+        predictions = [Prediction(image.name) for image in images]
+        decoded: list[Image.Image | None] = []
+        items: list[tuple[int, EvalItem]] = []
+        for index, image in enumerate(images):
+            try:
+                source = image.data if image.data is not None else image.path
+                rgb = open_checked_image(source, image.name, self.limits)
+            except UploadRefused as err:
+                decoded.append(None)
+                predictions[index].error = str(err)
+                continue
+            predictions[index].size = rgb.size
+            decoded.append(rgb if keep_images else None)
+            path = image.path
+            if path is None:  # a zip member: written under a name of ours, never the member's own
+                path = request_dir / f"{index:04d}.img"
+                path.write_bytes(image.data)
+            items.append((index, EvalItem(image.name, "app", path, prompt)))
+        for start_at in range(0, len(items), self.batch_size):
+            self._run_batch(items[start_at : start_at + self.batch_size], predictions)
+        return predictions, decoded
 
     def _run_batch(
         self,
@@ -215,6 +249,20 @@ class CountingService:
     def new_file(self, stem: str, suffix: str) -> Path:
         """A new path in the work folder, for a file the page serves (a CSV, an image with its points)."""
         return self.work_dir / f"{stem}-{next(self._ids):06d}{suffix}"
+
+    def result_file(self, image: Image.Image, stem: str = "result") -> Path:
+        """Save an image the page shows: PNG up to :data:`LOSSLESS_PIXELS`, a JPEG above (compact)."""
+        if image.width * image.height <= LOSSLESS_PIXELS:
+            path = self.new_file(stem, ".png")
+            image.save(path)
+        else:
+            path = self.new_file(stem, ".jpg")
+            image.convert("RGB").save(path, quality=JPEG_QUALITY)
+        return path
+
+    def result_suffix(self, size: tuple[int, int]) -> str:
+        """The suffix :meth:`result_file` gives an image of ``size``."""
+        return ".png" if size[0] * size[1] <= LOSSLESS_PIXELS else ".jpg"
 
     def write_csv(self, predictions: list[Prediction]) -> Path:
         """Write the predictions as CSV in the work folder and return its path (for the download button)."""

@@ -9,6 +9,7 @@ under their own names. Every refusal is an :class:`UploadRefused` whose message 
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -23,9 +24,22 @@ __all__ = [
     "check_upload_path",
     "expand_uploads",
     "open_checked_image",
+    "without_paths",
 ]
 
 MB = 1024 * 1024
+
+# An absolute path of two or more parts (POSIX or Windows), not inside a word, a URL or a relative name.
+_SERVER_PATH = re.compile(r"(?<![\w.:/\\])(?:[A-Za-z]:)?(?:[\\/][^\\/\s'\"<>|:]+)*[\\/]([^\\/\s'\"<>|:]+)")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every absolute path cut to its last part: what the page may show of a server's files.
+
+    >>> without_paths("cannot load image /tmp/gradio/4f2a/crowd.png: truncated")
+    'cannot load image crowd.png: truncated'
+    """
+    return _SERVER_PATH.sub(lambda m: m[1] if m[0].count("/") + m[0].count("\\") > 1 else m[0], text)
 
 
 class UploadRefused(ValueError):

@@ -1,4 +1,5 @@
-"""`crowdvlm data convert|synth|stats|show`: datasets to manifests, synthetic data, and a look at both."""
+"""`crowdvlm data convert|fetch|synth|stats|show`: datasets to manifests, images of URL-based sets, synthetic
+data, and a look at both."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 
 from crowdvlm.data.convert import FORMATS
 from crowdvlm.data.synth_styles import STYLES
-from crowdvlm.errors import UsageError
+from crowdvlm.errors import EXIT_FAILED, UsageError
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -41,16 +42,39 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument(
         "--keep-outside",
         action="store_true",
-        help="ucf-qnrf: keep annotated points outside the image (default: drop them, as BL/DM-Count)",
+        help="ucf-qnrf, crowdvlm: keep annotated points outside the image (default: drop them, as BL/DM-Count)",
     )
     conv.add_argument("--part", choices=["A", "B"], help="shanghaitech: one part only (default: both)")
     conv.add_argument("--image-root", help="crowdvlm: folder the record image paths are relative to")
-    conv.add_argument("--dataset", help="crowdvlm, folder: dataset name for records that have none")
+    conv.add_argument("--dataset", help="crowdvlm, folder, parquet: dataset name for records that have none")
     conv.add_argument("--seed", type=int, default=42, help="crowdvlm: seed of random:N sampling (default 42)")
     conv.add_argument("--csv", help="folder: the image,count CSV (default <root>/counts.csv)")
-    conv.add_argument("--objects", default="objects", help="folder: what is counted, for the question")
+    conv.add_argument(
+        "--objects", default="objects", help="folder, parquet: what is counted, for the question"
+    )
     conv.add_argument("--question", help="folder: the full question instead")
+    conv.add_argument(
+        "--image-dir",
+        help="countbenchqa, parquet: where embedded images are written (default <out stem>_images/); "
+        "pixmo-count: the fetched images (default <root>/images); tallyqa: the folder of the COCO and "
+        "Visual Genome image folders (default <root>)",
+    )
+    conv.add_argument("--image-column", default="image", help="parquet: the image column (default image)")
+    conv.add_argument("--count-column", default="count", help="parquet: the count column (default count)")
+    conv.add_argument("--question-column", help="parquet: a column holding each row's question")
     conv.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    fe = sub.add_parser(
+        "fetch", help="download the images of a URL-based set (pixmo-count), verified against their SHA-256"
+    )
+    fe.add_argument("--format", required=True, choices=["pixmo-count"], help="the dataset's format")
+    fe.add_argument("--root", required=True, help="the dataset folder (its parquet files)")
+    fe.add_argument("--split", help="fetch one split only (default: all)")
+    fe.add_argument("--out", required=True, help="image folder to fetch into (convert's --image-dir)")
+    fe.add_argument("--workers", type=int, default=8, help="downloads at a time (default 8)")
+    fe.add_argument("--timeout", type=float, default=30.0, help="seconds per download attempt (default 30)")
+    fe.add_argument("--retries", type=int, default=2, help="retries of a failed download (default 2)")
+    fe.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     syn = sub.add_parser("synth", help="generate synthetic counting images with exact counts and points")
     syn.add_argument("--out", required=True, help="output folder (images/ and manifest.jsonl)")
@@ -93,7 +117,23 @@ def _convert(args) -> int:
     options = {
         "shanghaitech": {"parts": (args.part,)} if args.part else {},
         "ucf-qnrf": {"keep_outside": args.keep_outside},
-        "crowdvlm": {"image_root": args.image_root, "dataset": args.dataset, "seed": args.seed},
+        "crowdvlm": {
+            "image_root": args.image_root,
+            "dataset": args.dataset,
+            "seed": args.seed,
+            "keep_outside": args.keep_outside,
+        },
+        "countbenchqa": {"image_dir": args.image_dir},
+        "pixmo-count": {"image_dir": args.image_dir},
+        "tallyqa": {"image_dir": args.image_dir},
+        "parquet": {
+            "image_dir": args.image_dir,
+            "image_column": args.image_column,
+            "count_column": args.count_column,
+            "question_column": args.question_column,
+            "objects": args.objects,
+            "dataset": args.dataset,
+        },
         "folder": {
             "csv_path": args.csv,
             "objects": args.objects,
@@ -133,9 +173,33 @@ def main(argv: list[str]) -> int:
         raise UsageError(str(err)) from err  # a missing file, a folder for a file, a bad option value
 
 
+def _fetch(args) -> int:
+    from crowdvlm.data.fetch import fetch_images
+    from crowdvlm.data.pixmo_count import pixmo_fetch_items
+
+    items = pixmo_fetch_items(args.root, args.split)
+    result = fetch_images(
+        items,
+        args.out,
+        workers=args.workers,
+        timeout=args.timeout,
+        retries=args.retries,
+        progress=not args.no_progress,
+    )
+    print(f"{len(items)} rows, {sum(result.counts.values())} images: {result.summary()} -> {result.out}")
+    if result.report:
+        print(f"the images not fetched are listed in {result.report}", file=sys.stderr)
+    if result.counts["failed"]:
+        print("some downloads failed: run the same command again to retry them", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
 def _run(args) -> int:
     if args.action == "convert":
         return _convert(args)
+    if args.action == "fetch":
+        return _fetch(args)
     if args.action == "synth":
         from crowdvlm.data.synth import generate
 

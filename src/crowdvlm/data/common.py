@@ -20,6 +20,10 @@ from crowdvlm.data.images import check_image, check_image_and_points  # noqa: F4
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _DIGITS = re.compile(r"(\d+)")
+#: A question, not a document: a longer ``problem`` is refused where a record is read (a 50 MB one once
+#: reached the tokenizer and aborted an evaluation out of memory). Ten thousand characters is about 2,500
+#: tokens, far above any counting question and far below any model's context.
+MAX_PROBLEM_CHARS = 10_000
 
 
 def load_mat(path: str | Path, key: str, *, record: str | None = None) -> Any:
@@ -82,13 +86,19 @@ def _first_bad_point(raw: Any) -> str:
 
 
 def points_from_array(
-    raw: Any, file: str | Path, *, record: str | None = None, allow_negative: bool = False
+    raw: Any,
+    file: str | Path,
+    *,
+    record: str | None = None,
+    allow_negative: bool = False,
+    exactly_two_columns: bool = False,
 ) -> np.ndarray:
     """The one point validator: an (N, 2) float64 array of ``[x, y]`` from a list of pairs or an array.
 
     Checks that every coordinate is a number (never a string or a bool), finite and (unless
-    ``allow_negative``) non-negative. Extra columns (JHU's ``w h o b``) are dropped. An empty input gives
-    shape (0, 2).
+    ``allow_negative``) non-negative. Extra columns (JHU's ``w h o b``) are dropped, unless
+    ``exactly_two_columns`` (the ``.mat`` formats: a transposed 2 x N or a 1 x N row would otherwise be read
+    as 2 or 1 points). An empty input gives shape (0, 2).
 
     Raises:
         DataError: ``bad-coordinates``, naming ``file``, ``record`` and the first bad point.
@@ -104,7 +114,7 @@ def points_from_array(
     )  # numpy turns True into 1 silently
     if arr.dtype.kind not in "iuf" or has_bool:
         raise DataError(file, _first_bad_point(raw), record=record, kind="bad-coordinates")
-    if arr.ndim != 2 or arr.shape[1] < 2:
+    if arr.ndim != 2 or arr.shape[1] < 2 or (exactly_two_columns and arr.shape[1] != 2):
         raise DataError(
             file,
             f"expected an N x 2 array of [x, y], got shape {arr.shape}",
@@ -130,6 +140,33 @@ def points_from_array(
             kind="bad-coordinates",
         )
     return arr
+
+
+def inside(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Mask of the ``(N, 2)`` points inside an image of ``size``, borders included (the BL / DM-Count rule)."""
+    w, h = size
+    return (points[:, 0] >= 0) & (points[:, 0] <= w) & (points[:, 1] >= 0) & (points[:, 1] <= h)
+
+
+def drop_outside(points: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, dict | None]:
+    """``(points inside the image, meta)``; ``meta`` is ``{"dropped_outside": n}`` when any were dropped.
+
+    The readers keep that count in a record's ``meta``; ``crowdvlm data convert`` sums it and says so.
+    """
+    keep = inside(points, size)
+    meta = None if keep.all() else {"dropped_outside": int((~keep).sum())}
+    return points[keep], meta
+
+
+def check_problem_length(problem: str, file: str | Path, record: str) -> None:
+    """Refuse a ``problem`` longer than :data:`MAX_PROBLEM_CHARS` (a ``malformed`` DataError)."""
+    if len(problem) > MAX_PROBLEM_CHARS:
+        raise DataError(
+            file,
+            f"problem is {len(problem)} characters; the limit is {MAX_PROBLEM_CHARS} (a question, not a document)",
+            record=record,
+            kind="malformed",
+        )
 
 
 def record_fields(raw: Any, file: str | Path, record: str, *, hint: str = "") -> dict:
@@ -290,7 +327,11 @@ def read_pair(
 def read_ann_points(mat: Path, *, record: str | None = None, allow_negative: bool = False) -> np.ndarray:
     """The checked ``annPoints`` (N x 2 ``[x, y]``) of a UCF-style .mat (UCF-QNRF, UCF_CC_50, NWPU)."""
     return points_from_array(
-        load_mat(mat, "annPoints", record=record), mat, record=record, allow_negative=allow_negative
+        load_mat(mat, "annPoints", record=record),
+        mat,
+        record=record,
+        allow_negative=allow_negative,
+        exactly_two_columns=True,
     )
 
 

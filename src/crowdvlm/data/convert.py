@@ -25,7 +25,13 @@ FORMATS: dict[str, str] = {
     "fsc147": "crowdvlm.data.fsc147:load_fsc147",
     "crowdvlm": "crowdvlm.data.crowdvlm_records:load_crowdvlm",
     "folder": "crowdvlm.data.folder:load_folder",
+    "countbenchqa": "crowdvlm.data.countbenchqa:load_countbenchqa",
+    "pixmo-count": "crowdvlm.data.pixmo_count:load_pixmo_count",
+    "tallyqa": "crowdvlm.data.tallyqa:load_tallyqa",
+    "parquet": "crowdvlm.data.tables:load_table",
 }
+#: Formats whose images are inside the table: written to ``image_dir``, by default ``<out stem>_images/``.
+EMBEDDED_IMAGES = ("countbenchqa", "parquet")
 
 
 def reader(fmt: str):
@@ -65,13 +71,16 @@ def convert(
         out: the manifest to write.
         split: one split only (default: all of them).
         skip_bad: leave bad records out (listed in ``<out stem>.skipped.tsv``) instead of raising.
-        **options: reader-specific (``keep_outside``, ``parts``, ``image_root``, ``csv_path``, ...).
+        **options: reader-specific (``keep_outside``, ``parts``, ``image_root``, ``csv_path``, ``image_dir``,
+            ``image_column``, ...).
 
     Raises:
         DataError: the first bad record, unless ``skip_bad``.
         ValueError: nothing left to write.
     """
     skips = SkipLog(skip_bad=skip_bad)
+    if fmt in EMBEDDED_IMAGES and not options.get("image_dir"):
+        options["image_dir"] = Path(out).parent / f"{Path(out).stem}_images"
     records = reader(fmt)(root, split, skips=skips, progress=progress, **options)
     records = check_unique_ids(
         ((f"record {i} ({r['image']})", r) for i, r in enumerate(records)), root, skips

@@ -19,20 +19,33 @@ Three inputs, detected by extension and content:
 Image paths are joined to ``image_root`` (default: the folder of the file that lists them; a YAML entry's
 ``image_folder`` or ``data_folder`` overrides it). The paper stores ``solution`` sometimes as a string of
 digits or ``<answer>12</answer>``; it becomes an int here by the rule of :mod:`crowdvlm.counts` (a string
-would silently zero the paper's reward).
+would silently zero the paper's reward). ``points`` outside their image are dropped and counted, as the
+UCF-QNRF reader does (``keep_outside=True`` keeps them).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import re
 from pathlib import Path
 
-from crowdvlm.data.common import check_image, count_field, record_fields, record_points
+import numpy as np
+
+from crowdvlm.data.common import (
+    check_image,
+    check_problem_length,
+    count_field,
+    drop_outside,
+    record_fields,
+    record_points,
+)
 from crowdvlm.data.errors import DataError, SkipLog, collect
 from crowdvlm.data.text import read_lines, read_text
+
+logger = logging.getLogger(__name__)
 
 _STRATEGY = re.compile(r"^(first|end|random):(\d+)(%?)$")
 
@@ -109,8 +122,21 @@ def _from_conversations(raw: dict, file: Path, where: str) -> dict:
     return out
 
 
-def to_record(raw, file: Path, where: str, *, image_root: Path, dataset: str, split: str | None) -> dict:
-    """One manifest record from a paper or VLM-R1 record (image checked, solution an int)."""
+def to_record(
+    raw,
+    file: Path,
+    where: str,
+    *,
+    image_root: Path,
+    dataset: str,
+    split: str | None,
+    keep_outside: bool = False,
+) -> dict:
+    """One manifest record from a paper or VLM-R1 record (image checked, solution an int).
+
+    ``points`` outside the image are dropped (``solution`` becomes the number kept, ``meta.dropped_outside``
+    the number dropped) unless ``keep_outside``.
+    """
     if isinstance(raw, dict) and "conversations" in raw:
         raw = _from_conversations(raw, file, where)
     record_fields(raw, file, where, hint=" (or conversations)")
@@ -131,6 +157,7 @@ def to_record(raw, file: Path, where: str, *, image_root: Path, dataset: str, sp
             record=where,
             kind="malformed",
         )
+    check_problem_length(raw["problem"], file, where)
     image_path = Path(image) if Path(image).is_absolute() else image_root / image
     rec = {k: v for k, v in raw.items() if k not in ("image", "problem", "solution")}
     rec.update(
@@ -141,9 +168,17 @@ def to_record(raw, file: Path, where: str, *, image_root: Path, dataset: str, sp
         split=split or raw.get("split") or "all",
     )
     rec["id"] = str(raw["id"]) if raw.get("id") is not None else f"{rec['dataset']}/{image}"
-    if raw.get("points") is not None:
-        rec["points"] = record_points(raw["points"], rec["solution"], file, where)
     rec["width"], rec["height"] = check_image(image_path, record=f"{file.name} {where}")
+    if raw.get("points") is not None:
+        points = record_points(raw["points"], rec["solution"], file, where, allow_negative=not keep_outside)
+        if not keep_outside:  # dropped and counted, as the UCF-QNRF reader does
+            kept, dropped = drop_outside(
+                np.asarray(points, dtype=np.float64).reshape(-1, 2), (rec["width"], rec["height"])
+            )
+            if dropped:
+                points, rec["solution"] = kept.tolist(), len(kept)
+                rec["meta"] = {**rec["meta"], **dropped} if isinstance(rec.get("meta"), dict) else dropped
+        rec["points"] = points
     return rec
 
 
@@ -154,6 +189,7 @@ def load_crowdvlm(
     image_root: str | Path | None = None,
     dataset: str | None = None,
     seed: int = 42,
+    keep_outside: bool = False,
     skips: SkipLog | None = None,
     progress: bool = True,
 ) -> list[dict]:
@@ -165,6 +201,8 @@ def load_crowdvlm(
         image_root: folder the image paths are relative to (default: the listing file's folder).
         dataset: the ``dataset`` of records that have none (default: the record file's stem).
         seed: for ``random:N`` sampling.
+        keep_outside: keep ``points`` outside their image (default: drop them, counted in
+            ``meta.dropped_outside``).
     """
     root, skips = Path(root), skips or SkipLog()
     if not root.is_file():
@@ -199,7 +237,14 @@ def load_crowdvlm(
 
         def build(item, path=path, base=base, name=name) -> dict:
             where, raw = item
-            return to_record(raw, path, where, image_root=base, dataset=name, split=split)
+            return to_record(
+                raw, path, where, image_root=base, dataset=name, split=split, keep_outside=keep_outside
+            )
 
         records += collect(items, build, skips, desc=f"crowdvlm {path.name}", progress=progress)
+    dropped = sum(r["meta"].get("dropped_outside", 0) for r in records if isinstance(r.get("meta"), dict))
+    if dropped:
+        logger.warning(
+            "crowdvlm: dropped %d annotated points outside their image (keep_outside=False)", dropped
+        )
     return records

@@ -77,13 +77,13 @@ class SkipLog:
 
     def write_tsv(self, report: str | Path) -> Path:
         """Write the skipped records to ``report`` (kind, file, record, problem; one line each)."""
-        report = Path(report)
-        with report.open("w", encoding="utf-8") as f:
-            f.write("kind\tfile\trecord\tproblem\n")
-            for err in self.skipped:
-                cells = [err.kind, err.file, err.record or "", err.problem]
-                f.write("\t".join(c.replace("\t", " ").replace("\n", " ") for c in cells) + "\n")
-        return report
+        from crowdvlm.atomic import atomic_write_text
+
+        lines = ["kind\tfile\trecord\tproblem\n"]
+        for err in self.skipped:
+            cells = [err.kind, err.file, err.record or "", err.problem]
+            lines.append("\t".join(c.replace("\t", " ").replace("\n", " ") for c in cells) + "\n")
+        return atomic_write_text(report, "".join(lines))
 
 
 def collect(

@@ -13,6 +13,9 @@ everywhere in crowdvlm an image's ``width``/``height`` and its ``points`` are in
 Point coordinates are continuous (pixel ``i`` spans ``[i, i + 1)``), so a horizontal flip maps ``x`` to
 ``width - x``.
 
+**Regular files only.** Every path is checked with :func:`regular_file` before it is opened: a named pipe
+given as an image would block the reader forever (and a device would read without end).
+
 :class:`ImageCheck` is the fast check run on every training image before a model is loaded: a full decode
 (a truncated file fails here) and the processor's own size rules (e.g. Qwen-VL refuses an aspect ratio over
 200), so one bad image can never stop a run hours in.
@@ -20,9 +23,12 @@ Point coordinates are continuous (pixel ``i`` spans ``[i, i + 1)``), so a horizo
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -71,13 +77,59 @@ def orient_points(points: np.ndarray, raw_size: tuple[int, int], orientation: in
     return np.stack(mapped, axis=1)
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Decode an image fully, upright (EXIF orientation applied) and in RGB: what every model sees.
+class NotRegularFileError(OSError):
+    """A path that names a named pipe, a socket, a device or a folder where a file was expected."""
+
+
+def _file_type(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a plain file"
+
+
+def special_file(path: str | Path) -> str | None:
+    """What ``path`` is when it is a named pipe, socket or device (opening one may block or never end);
+    None for a regular file, a folder or nothing at all (opening those fails or works as usual)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else _file_type(mode)
+
+
+def regular_file(path: str | Path) -> Path:
+    """``path`` if it is a regular file (links followed), checked without opening it.
 
     Raises:
-        OSError: missing, unreadable, truncated or not an image (PIL raises subclasses of it).
+        FileNotFoundError: nothing is there.
+        NotRegularFileError: a named pipe, socket, device or folder (opening a pipe would block forever).
+    """
+    path = Path(path)
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise NotRegularFileError(f"{path}: not a regular file ({_file_type(mode)})")
+    return path
+
+
+def open_image(path: str | Path | IO[bytes]) -> Image.Image:
+    """Decode an image fully, upright (EXIF orientation applied) and in RGB: what every model sees.
+
+    Args:
+        path: a regular file (see :func:`regular_file`), or an open binary stream.
+
+    Raises:
+        OSError: missing, not a regular file, unreadable, truncated or not an image (PIL raises subclasses
+            of it).
         Image.DecompressionBombError: the image is implausibly large.
     """
+    if isinstance(path, str | Path):
+        path = regular_file(path)
     with Image.open(path) as img:
         img.load()  # decode now: a corrupt file fails here, not inside a model call
         upright = ImageOps.exif_transpose(img) if exif_orientation(img) != 1 else img
@@ -89,6 +141,10 @@ def _inspect(path: Path, record: str | None) -> tuple[tuple[int, int], int]:
     if not path.exists() or path.is_dir():
         what = "is a folder, not an image" if path.is_dir() else "image not found"
         raise DataError(path, what, record=record, kind="missing-image")
+    try:
+        regular_file(path)
+    except NotRegularFileError as err:
+        raise DataError(path, str(err).removeprefix(f"{path}: "), record=record, kind="bad-image") from None
     try:
         with Image.open(path) as img:
             size, orientation = img.size, exif_orientation(img)

@@ -25,10 +25,16 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from crowdvlm.data.common import count_field, record_fields, record_points
+from crowdvlm.atomic import atomic_write_text
+from crowdvlm.data.common import (  # noqa: F401  (MAX_PROBLEM_CHARS: the bound is part of the manifest format)
+    MAX_PROBLEM_CHARS,
+    check_problem_length,
+    count_field,
+    record_fields,
+    record_points,
+)
 from crowdvlm.data.errors import DataError, SkipLog, collect
 from crowdvlm.data.text import read_lines
-from crowdvlm.errors import RunError
 
 FIELD_ORDER = ("id", "image", "problem", "solution", "dataset", "split", "width", "height", "points", "meta")
 POINT_DECIMALS = 2  # sub-pixel precision kept when writing points
@@ -47,6 +53,7 @@ def validate_record(raw: Any, file: str, record: str) -> dict:
             raise DataError(
                 file, f"{key} must be a non-empty string, got {raw[key]!r}", record=record, kind="malformed"
             )
+    check_problem_length(raw["problem"], file, record)
     out["solution"] = count_field(raw["solution"], file, record, allow_none=True)
     for key in ("width", "height"):
         if raw.get(key) is not None:
@@ -149,25 +156,17 @@ def write_manifest(records: Iterable[dict], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.resolve().parent
-    tmp = path.with_name(path.name + ".tmp")
     checked = check_unique_ids(
         ((f"record {i}", validate_record(raw, str(path), f"record {i}")) for i, raw in enumerate(records)),
         path,
     )  # every record checked before the file is opened
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            for rec in checked:
-                rec["image"] = _portable_image_path(rec["image"], base)
-                if "points" in rec:
-                    rec["points"] = [
-                        [round(x, POINT_DECIMALS), round(y, POINT_DECIMALS)] for x, y in rec["points"]
-                    ]
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        tmp.replace(path)
-    except OSError as err:  # a full disk, a read-only folder: no half manifest left behind
-        tmp.unlink(missing_ok=True)
-        raise RunError(f"{path}: could not write the manifest ({err.strerror or err})") from err
-    return path
+    lines = []
+    for rec in checked:
+        rec["image"] = _portable_image_path(rec["image"], base)
+        if "points" in rec:
+            rec["points"] = [[round(x, POINT_DECIMALS), round(y, POINT_DECIMALS)] for x, y in rec["points"]]
+        lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
+    return atomic_write_text(path, "".join(lines))  # a full disk, a read-only folder: no half manifest
 
 
 def manifest_to_dataset(

@@ -71,7 +71,7 @@ def read_points(mat_path: Path, *, record: str | None = None) -> np.ndarray:
             record=record,
             kind="missing-key",
         ) from None
-    points = points_from_array(location, mat_path, record=record)
+    points = points_from_array(location, mat_path, record=record, exactly_two_columns=True)
     check_count(number, points, mat_path, record=record, what="image_info.number")
     return points
 

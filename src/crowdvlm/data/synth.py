@@ -26,6 +26,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from crowdvlm.data.manifest import write_manifest
+from crowdvlm.data.synth_limits import check_synth_sizes
 from crowdvlm.data.synth_styles import STYLES
 from crowdvlm.prompts import question_for
 
@@ -107,6 +108,7 @@ def generate(
         raise ValueError(f"image_format must be one of {sorted(SAVE_OPTIONS)}, got {image_format!r}")
     if width < 16 or height < 16:
         raise ValueError(f"image size must be at least 16x16, got {width}x{height}")
+    check_synth_sizes(n, (width, height), max_count)  # before anything is allocated or written
 
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)

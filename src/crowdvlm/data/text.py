@@ -12,6 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from crowdvlm.data.errors import DataError, SkipLog
+from crowdvlm.data.images import special_file
+
+
+def _refuse_special(path: Path) -> None:
+    """A named pipe, socket or device is refused before it is opened (a pipe would block the read forever)."""
+    what = special_file(path)
+    if what is not None:
+        raise DataError(path, f"not a regular file ({what})", kind="malformed")
 
 
 def _decode(raw: bytes, path: Path, where: str) -> str:
@@ -33,10 +41,12 @@ def read_lines(path: str | Path, skips: SkipLog | None = None) -> Iterator[tuple
         skips: where a line that is not UTF-8 goes (default: raise).
 
     Raises:
-        DataError: a line that is not UTF-8 (unless ``skips`` skips it), naming the file and the line.
+        DataError: a line that is not UTF-8 (unless ``skips`` skips it), naming the file and the line; a
+            named pipe, socket or device.
         FileNotFoundError / IsADirectoryError: ``path`` is not a readable file.
     """
     path = Path(path)
+    _refuse_special(path)
     with path.open("rb") as f:
         for line_no, raw in enumerate(f, 1):
             if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
@@ -52,5 +62,6 @@ def read_lines(path: str | Path, skips: SkipLog | None = None) -> Iterator[tuple
 def read_text(path: str | Path) -> str:
     """The whole of a UTF-8 text file (a leading BOM dropped); a DataError naming the file otherwise."""
     path = Path(path)
+    _refuse_special(path)
     raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     return _decode(raw, path, None)

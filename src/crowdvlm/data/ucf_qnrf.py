@@ -14,10 +14,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from crowdvlm.data.common import (
     ann_mat_stem,
+    drop_outside,
     find_dir,
     list_images,
     make_record,
@@ -32,12 +31,6 @@ from crowdvlm.prompts import dataset_question
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
-
-
-def inside(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Mask of the points inside the image, borders included (the BL / DM-Count rule)."""
-    w, h = size
-    return (points[:, 0] >= 0) & (points[:, 0] <= w) & (points[:, 1] >= 0) & (points[:, 1] <= h)
 
 
 def load_ucf_qnrf(
@@ -68,10 +61,7 @@ def load_ucf_qnrf(
             )
             meta = None
             if not keep_outside:
-                keep = inside(points, size)
-                if not keep.all():
-                    meta = {"dropped_outside": int((~keep).sum())}
-                points = points[keep]
+                points, meta = drop_outside(points, size)
             return make_record(
                 image,
                 dataset="ucf-qnrf",

@@ -2,7 +2,7 @@
 
 It stands in for Qwen2.5-VL-Instruct, which counts roughly before any fine-tuning. It is built by
 :func:`rebuild_base` (``crowdvlm demo --rebuild-base``): the tiny random-weight model of
-:func:`crowdvlm.modeling.tiny.build_tiny_model`, then a short SFT (``recipes/demo/base_sft.yaml``) on the
+:func:`crowdvlm.modeling.tiny.build_tiny_model`, then a short SFT (``crowdvlm/recipes/demo/base_sft.yaml``) on the
 demo's in-domain styles with images that none of the demo's sets contain. It is stopped early on purpose: it
 must answer in the ``<answer>N</answer>`` format yet miss the exact count most of the time, the regime in
 which the 0/1 reward is sparse. ``base/base_recipe.json`` records how it was built and what the build measured.
@@ -18,16 +18,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.atomic import atomic_write_json
+
 __all__ = ["BASE_DATA", "BASE_DIR", "BASE_RECIPE", "check_base", "rebuild_base"]
 
 logger = logging.getLogger(__name__)
 
 BASE_DIR = Path(__file__).resolve().parent / "base"
 RECIPE_FILE = "base_recipe.json"
-BASE_RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "demo" / "base_sft.yaml"
+BASE_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo" / "base_sft.yaml"
 
 #: The base's model seed and data (not training settings: those are the recipe's). The data seed is far
-#: from the demo's own (recipes/experiments/demo.yaml), so the base never sees a demo image.
+#: from the demo's own (crowdvlm/recipes/experiments/demo.yaml), so the base never sees a demo image.
 BASE_DATA: dict[str, Any] = {"model_seed": 0, "data_seed": 7, "n_images": 8000}
 
 # What a Hugging Face model folder needs; training leftovers (logs, optimizer state) are not shipped.
@@ -91,7 +93,7 @@ def rebuild_base(
         progress: show progress bars.
 
     The styles, count range, image size and question are the demo's training set's
-    (``recipes/experiments/demo.yaml``); the base never sees the out-of-domain styles.
+    (``crowdvlm/recipes/experiments/demo.yaml``); the base never sees the out-of-domain styles.
     """
     from crowdvlm.data.manifest import read_manifest, write_manifest
     from crowdvlm.data.synth import generate
@@ -157,6 +159,6 @@ def rebuild_base(
         "build_s": round(time.perf_counter() - start, 1),
         "command": "crowdvlm demo --rebuild-base",
     }
-    (out / RECIPE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out / RECIPE_FILE, record)
     logger.info("demo base rebuilt in %.0f s -> %s", record["build_s"], out)
     return out

@@ -5,8 +5,9 @@
     crowdvlm demo --report-only        # rebuild the report from a finished --out folder
     crowdvlm demo --rebuild-base       # rebuild the shipped base checkpoint from scratch, then stop
 
-It is `crowdvlm experiment run recipes/experiments/demo.yaml` (or demo_quick.yaml): to change a size, a
-seed or an lr grid, write an experiment file that starts with `extends: demo.yaml` and run that.
+It is `crowdvlm experiment run demo` (or demo_quick), the file crowdvlm/recipes/experiments/demo.yaml inside
+the package: to change a size, a seed or an lr grid, write an experiment file that starts with
+`extends: <that path>` and run it with --experiment.
 Re-running the same command continues an interrupted demo: finished stages are skipped.
 """
 
@@ -58,7 +59,7 @@ def main(argv: list[str]) -> int:
     setup_output()
     path = args.experiment or (QUICK_FILE if args.quick else DEMO_FILE)
     if not path.is_file():
-        raise UsageError(f"{path} not found: crowdvlm demo runs the experiment files of a source checkout")
+        raise UsageError(f"{path}: experiment file not found")
     if args.rebuild_base:
         from crowdvlm.demo.base_model import BASE_DIR, rebuild_base
 

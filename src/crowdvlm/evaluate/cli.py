@@ -176,7 +176,16 @@ def eval_main(argv: list[str]) -> int:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="an evaluation recipe (YAML of these options, e.g. recipes/eval/countbenchqa.yaml); flags win",
+    )
     add_point_options(parser, evaluation=True)
+    from crowdvlm.evaluate.recipe import apply_recipe
+
+    apply_recipe(parser, argv)
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
 
@@ -196,32 +205,36 @@ def eval_main(argv: list[str]) -> int:
         "data": [str(m.resolve()) for m in manifests],
         "limit": args.limit,
     }
-    backend = _open_backend(args)
-    try:
-        rule = point_frame_rule(args, backend) if args.output == "points" else None
-        metrics = evaluate(
-            backend,
-            items,
-            args.out,
-            batch_size=args.batch_size,
-            resume=args.resume,
-            strict=args.strict,
-            parse_strict=args.strict_parse,
-            settings=settings,
-            progress=not args.no_progress,
-        )
-    finally:
-        _close(backend)
-    if args.output == "points":
-        from crowdvlm.evaluate.localisation import write_localisation
+    from crowdvlm.runlock import RunLock
 
-        summary = write_localisation(
-            args.out, manifests, args.point_frame, rule, radii=args.radii, overlays=args.overlays
-        )
-        located = summary["overall"][f"r{args.radii[-1]:g}"]
-        print(
-            f"localisation: F1 @{args.radii[-1]:g}px {_num(located['f1'])} over {summary['overall']['n']} images"
-        )
+    with RunLock(args.out, what="crowdvlm eval"):  # one run per --out: refused before the model loads
+        backend = _open_backend(args)
+        try:
+            rule = point_frame_rule(args, backend) if args.output == "points" else None
+            metrics = evaluate(
+                backend,
+                items,
+                args.out,
+                batch_size=args.batch_size,
+                resume=args.resume,
+                strict=args.strict,
+                parse_strict=args.strict_parse,
+                settings=settings,
+                progress=not args.no_progress,
+            )
+        finally:
+            _close(backend)
+        if args.output == "points":
+            from crowdvlm.evaluate.localisation import write_localisation
+
+            summary = write_localisation(
+                args.out, manifests, args.point_frame, rule, radii=args.radii, overlays=args.overlays
+            )
+            located = summary["overall"][f"r{args.radii[-1]:g}"]
+            print(
+                f"localisation: F1 @{args.radii[-1]:g}px {_num(located['f1'])} over {summary['overall']['n']} "
+                "images"
+            )
     overall = metrics["overall"]
     if overall["errors"] and not overall["n"] + overall["unlabelled"]:
         raise RunError(f"none of the images could be evaluated: {_first_error(args.out)}")

@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from crowdvlm.atomic import atomic_write_json, atomic_write_text
 from crowdvlm.errors import RunError, UsageError
 from crowdvlm.evaluate.bootstrap import format_interval, paired_bootstrap
+from crowdvlm.evaluate.compare_plot import OVERALL, plot_comparison
 from crowdvlm.evaluate.predictions import (
     PREDICTIONS_FILE,
     Prediction,
@@ -34,15 +36,15 @@ from crowdvlm.evaluate.predictions import (
 )
 from crowdvlm.evaluate.report import format_value
 from crowdvlm.evaluate.scoring import absolute_error, compute_metrics, is_scored
-from crowdvlm.metrics import DEFAULT_BUCKET_EDGES, bucket_label, bucket_labels
+from crowdvlm.metrics import DEFAULT_BUCKET_EDGES, bucket_label, bucket_labels, image_scores
 
 __all__ = ["Run", "compare_runs", "load_run", "paired_bootstrap_mae_diff", "write_comparison"]
 
-_KEEP = ("n", "mae", "rmse", "accuracy")
+_KEEP = ("n", "mae", "rmse", "accuracy", "acc_within_1", "accuracy_per_count")
+#: The counting benchmarks' metrics, compared per dataset with a paired bootstrap interval (higher = better).
+ACCURACIES = {"accuracy": "Acc", "acc_within_1": "Acc ±1", "accuracy_per_count": "Acc/count"}
 
 logger = logging.getLogger(__name__)
-
-OVERALL = "overall"
 
 
 @dataclass
@@ -146,16 +148,29 @@ def _mean_cell(cells: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, An
     return out
 
 
-def _group_diff(base: list[Run], other: list[Run], ids: list[str], *, n: int, seed: int) -> dict[str, Any]:
-    """MAE(other) − MAE(base) on ``ids``: seeds paired in order (a single run pairs with every seed)."""
+def _group_diff(
+    base: list[Run], other: list[Run], ids: list[str], *, n: int, seed: int, metric: str = "mae"
+) -> dict[str, Any]:
+    """``metric``(other) − ``metric``(base) on ``ids``: seeds paired in order (a single run pairs with every
+    seed); ``metric`` is a key of :func:`crowdvlm.metrics.image_scores`."""
     if not ids:
         return {"diff": None, "low": None, "high": None, "n_images": 0, "n_seeds": 0, "significant": False}
     seeds = max(len(base), len(other))
     pick = lambda group, k: group[k if len(group) > 1 else 0]  # noqa: E731
-    err = lambda group: np.asarray(  # noqa: E731
-        [[absolute_error(pick(group, k).predictions[i]) for i in ids] for k in range(seeds)], dtype=np.float64
-    )  # (S, N)
-    ci = paired_bootstrap(err(other), err(base), n_boot=n, seed=seed)
+
+    def scores(group: list[Run]) -> np.ndarray:  # (S, N)
+        rows = []
+        for k in range(seeds):
+            predictions = [pick(group, k).predictions[i] for i in ids]
+            if metric == "mae":
+                rows.append([absolute_error(p) for p in predictions])
+            else:
+                rows.append(
+                    image_scores([p.pred for p in predictions], [p.truth for p in predictions])[metric]
+                )
+        return np.asarray(rows, dtype=np.float64)
+
+    ci = paired_bootstrap(scores(other), scores(base), n_boot=n, seed=seed)
     return {
         "diff": ci.diff,
         "low": ci.low,
@@ -181,9 +196,10 @@ def compare_runs(
 
     Returns:
         ``models``, ``datasets``, ``buckets`` (the column orders), ``table`` (model → dataset or "overall" →
-        ``{n, mae, rmse, accuracy}``, means over a group's seeds), ``bucket_table`` (model → bucket →
+        ``{n, mae, rmse, accuracy, acc_within_1, accuracy_per_count}``, means over a group's seeds), ``bucket_table`` (model → bucket →
         ``{n, mae}``), ``seeds`` (model → runs in its group), ``baseline`` and ``diffs`` (other model →
-        dataset, "overall" or bucket → ``{diff, low, high, n_images, n_seeds, significant}``).
+        dataset, "overall" or bucket → ``{diff, low, high, n_images, n_seeds, significant}``),
+        ``accuracy_diffs`` (other model → metric of :data:`ACCURACIES` → dataset or "overall" → the same).
 
     Raises:
         UsageError: no run, or two groups with different numbers of runs (neither a single run).
@@ -213,7 +229,7 @@ def compare_runs(
         name: {b: cell(g, "per_bucket", b, ("n", "mae")) for b in buckets}
         for name, g in zip(names, groups, strict=True)
     }
-    baseline, diffs = groups[0], {}
+    baseline, diffs, accuracy_diffs = groups[0], {}, {}
     for name, group in zip(names[1:], groups[1:], strict=True):
         everyone = [*baseline, *group]
         shared = [
@@ -229,6 +245,15 @@ def compare_runs(
         diffs[name] = {
             key: _group_diff(baseline, group, ids, n=n_bootstrap, seed=seed) for key, ids in by_group.items()
         }
+        accuracy_diffs[name] = {
+            metric: {
+                key: _group_diff(
+                    baseline, group, by_group.get(key, []), n=n_bootstrap, seed=seed, metric=metric
+                )
+                for key in (*datasets, OVERALL)
+            }
+            for metric in ACCURACIES
+        }
     return {
         "models": names,
         "datasets": datasets,
@@ -238,6 +263,7 @@ def compare_runs(
         "seeds": {name: len(g) for name, g in zip(names, groups, strict=True)},
         "baseline": names[0],
         "diffs": diffs,
+        "accuracy_diffs": accuracy_diffs,
     }
 
 
@@ -247,6 +273,26 @@ def _diff_cell(r: dict[str, Any] | None) -> str:
     seeds = f" × {r['n_seeds']} seeds" if r.get("n_seeds", 1) > 1 else ""
     cell = f"{format_interval(r['diff'], r['low'], r['high'])} (n={r['n_images']}{seeds})"
     return f"**{cell}**" if r["significant"] else cell
+
+
+def _accuracy_diff_lines(result: dict[str, Any], columns: list[str]) -> list[str]:
+    """The accuracy differences against the baseline, in percentage points, with their intervals."""
+    lines = [
+        f"## Accuracy difference vs {result['baseline']}",
+        "",
+        "Each cell: accuracy(model) − accuracy(baseline) in percentage points on the images both scored, with "
+        "its paired bootstrap 95 % confidence interval; positive = better than the baseline; **bold** = the "
+        "interval excludes 0. Acc/count keeps each image's per-count weight of the compared images.",
+        "",
+        "| model | metric | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 2) + "|",
+    ]
+    points = lambda r: r and {**r, **{k: 100 * r[k] for k in ("diff", "low", "high") if r[k] is not None}}  # noqa: E731
+    for model, by_metric in result.get("accuracy_diffs", {}).items():
+        for metric, by_group in by_metric.items():
+            cells = " | ".join(_diff_cell(points(by_group.get(g))) for g in columns)
+            lines.append(f"| {model} | {ACCURACIES[metric]} | {cells} |")
+    return [*lines, ""]
 
 
 def comparison_markdown(result: dict[str, Any]) -> str:
@@ -263,6 +309,14 @@ def comparison_markdown(result: dict[str, Any]) -> str:
             f"{format_value(c['mae'])} / {format_value(c['rmse'])} / {format_value(c['accuracy'], 'pct')}"
             if c["n"]
             else "–"
+            for c in (row[col] for col in columns)
+        ]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    lines += ["", "## Acc / Acc ±1 / Acc per count (the counting benchmarks' metrics)", ""]
+    lines += ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for model, row in result["table"].items():
+        cells = [
+            " / ".join(format_value(c.get(key), "pct") for key in ACCURACIES) if c["n"] else "–"
             for c in (row[col] for col in columns)
         ]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
@@ -296,60 +350,8 @@ def comparison_markdown(result: dict[str, Any]) -> str:
             for model, by_group in result["diffs"].items():
                 lines.append(f"| {model} | " + " | ".join(_diff_cell(by_group.get(g)) for g in groups) + " |")
             lines.append("")
+        lines += _accuracy_diff_lines(result, columns)
     return "\n".join(lines).rstrip() + "\n"
-
-
-def _plot(result: dict[str, Any], path: Path) -> None:
-    from matplotlib.figure import Figure
-
-    models = result["models"]
-    panels = 3 if result["diffs"] else 2
-    fig = Figure(figsize=(6 * panels, 4.5), dpi=100, layout="constrained")
-    axes = fig.subplots(1, panels)
-    width = 0.8 / len(models)
-    for ax, columns, table, title in (
-        (axes[0], [*result["datasets"], OVERALL], result["table"], "MAE per dataset"),
-        (axes[1], result["buckets"], result["bucket_table"], "MAE per true-count bucket"),
-    ):
-        for k, model in enumerate(models):
-            values = [table[model][c]["mae"] if table[model][c]["n"] else 0.0 for c in columns]
-            ax.bar(
-                [i + (k - (len(models) - 1) / 2) * width for i in range(len(columns))],
-                values,
-                width,
-                label=model,
-            )
-        ax.set_xticks(range(len(columns)), columns, rotation=20, ha="right")
-        ax.set_yscale("symlog", linthresh=1)  # MAE spans orders of magnitude across buckets
-        ax.set_ylabel("MAE (objects, log scale)")
-        ax.set_title(title)
-    axes[0].legend(fontsize=8)
-    if result["diffs"]:
-        # the paper's "better when target values are larger": the difference and its 95 % CI per bucket
-        ax, buckets, others = axes[2], result["buckets"], list(result["diffs"])
-        step = 0.8 / len(others)
-        for k, model in enumerate(others):
-            for i, bucket in enumerate(buckets):
-                r = result["diffs"][model].get(bucket)
-                if r and r["diff"] is not None:
-                    x = i + (k - (len(others) - 1) / 2) * step
-                    yerr = [[r["diff"] - r["low"]], [r["high"] - r["diff"]]]
-                    ax.errorbar(
-                        x,
-                        r["diff"],
-                        yerr=yerr,
-                        fmt="o",
-                        capsize=3,
-                        color=f"C{k + 1}",
-                        label=model if i == 0 else None,
-                    )
-        ax.axhline(0, color="grey", linewidth=1)
-        ax.set_xticks(range(len(buckets)), buckets, rotation=20, ha="right")
-        ax.set_yscale("symlog", linthresh=1)
-        ax.set_ylabel(f"MAE − MAE({result['baseline']}), 95 % CI")
-        ax.set_title("Difference vs baseline per true-count bucket")
-        ax.legend(fontsize=8)
-    fig.savefig(path)
 
 
 def write_comparison(
@@ -383,11 +385,9 @@ def write_comparison(
     result = compare_runs(groups, n_bootstrap=n_bootstrap, seed=seed)
     out_dir = Path(out_dir)
     outputs = {
-        "compare.md": lambda path: path.write_text(comparison_markdown(result), encoding="utf-8"),
-        "compare.json": lambda path: path.write_text(
-            json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8"
-        ),
-        "compare.png": lambda path: _plot(result, path),
+        "compare.md": lambda path: atomic_write_text(path, comparison_markdown(result)),
+        "compare.json": lambda path: atomic_write_json(path, result, allow_nan=False),
+        "compare.png": lambda path: plot_comparison(result, path),
     }
     for name, write in outputs.items():
         try:

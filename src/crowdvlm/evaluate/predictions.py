@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.atomic import os_reason  # re-exported: evaluation modules import it from here
 from crowdvlm.errors import RunError
 from crowdvlm.jsonl import read_jsonl
 
@@ -64,11 +65,6 @@ class Prediction:
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> Prediction:
         return cls(**{name: row.get(name) for name in cls.__dataclass_fields__})
-
-
-def os_reason(err: OSError) -> str:
-    """An OSError's reason without the file name (which the caller names): "No space left on device"."""
-    return err.strerror or str(err) or type(err).__name__
 
 
 def storable_text(text: object) -> str:

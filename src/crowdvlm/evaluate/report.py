@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.atomic import atomic_write_text
 from crowdvlm.evaluate.predictions import Prediction, latest_by_id
 from crowdvlm.evaluate.scoring import is_scored
 
@@ -36,6 +37,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("NAE", "nae", "float"),
     ("Acc", "accuracy", "pct"),
     ("Acc ±1", "acc_within_1", "pct"),
+    ("Acc/count", "accuracy_per_count", "pct"),
     ("Acc ±10%", "acc_within_10pct", "pct"),
     ("unparsed", "parse_failure_rate", "pct"),
     ("errors", "errors", "int"),
@@ -70,6 +72,30 @@ def metrics_table(rows: Mapping[str, Mapping[str, Any]], first: str) -> str:
         for name, m in rows.items()
     ]
     return "\n".join([head, rule, *body])
+
+
+_INTERVAL_NAMES = {
+    "mae": ("MAE", "float"),
+    "accuracy": ("Acc", "pct"),
+    "acc_within_1": ("Acc ±1", "pct"),
+    "accuracy_per_count": ("Acc/count", "pct"),
+}
+
+
+def _interval_lines(intervals: Mapping[str, list[float]]) -> list[str]:
+    """One line of 95 % bootstrap intervals (images resampled) under the overall table."""
+    if not intervals:
+        return []
+    parts = [
+        f"{name} [{format_value(intervals[key][0], kind)}, {format_value(intervals[key][1], kind)}]"
+        for key, (name, kind) in _INTERVAL_NAMES.items()
+        if key in intervals
+    ]
+    return [
+        "95 % bootstrap intervals (images resampled): " + "; ".join(parts) + ". Acc/count is the per-count "
+        "macro average (Molmo's evaluator): the exact accuracy of each true count, averaged over the counts.",
+        "",
+    ]
 
 
 def _code(text: str, limit: int = 300) -> str:
@@ -108,6 +134,7 @@ def write_report(
         "",
         metrics_table({"all": overall}, "images"),
         "",
+        *_interval_lines(overall.get("intervals") or {}),
         "## Per dataset",
         "",
         metrics_table(metrics["per_dataset"], "dataset"),
@@ -130,7 +157,7 @@ def write_report(
         lines += [f"## Images not evaluated ({len(failed)}; first {min(_ERRORS_LISTED, len(failed))})", ""]
         lines += [f"- {p.id}: {p.error}" for p in failed[:_ERRORS_LISTED]] + [""]
     path = out_dir / REPORT_FILE
-    path.write_text("\n".join(lines), encoding="utf-8")
+    atomic_write_text(path, "\n".join(lines))
     return path
 
 

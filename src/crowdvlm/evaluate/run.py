@@ -12,13 +12,13 @@ A run directory holds:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.atomic import atomic_write_json
 from crowdvlm.errors import RunError, UsageError
 from crowdvlm.evaluate.backends.base import Backend, EvalItem
 from crowdvlm.evaluate.predictions import (
@@ -244,10 +244,5 @@ def answer_batches(
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)  # atomic: a crash never leaves half a JSON file
-    except OSError as err:  # e.g. a full disk: write() errors carry no file name of their own
-        raise RunError(f"cannot write {path}: {os_reason(err)}") from err
+    """Atomic: a crash never leaves half a JSON file; a failed write names the path (RunError)."""
+    atomic_write_json(path, data, ensure_ascii=False, allow_nan=False)

@@ -7,6 +7,10 @@ in ``parse_failures``). Two kinds of image are *not* scored, only counted, at ev
 * ``unlabelled``: images without a ground-truth count.
 
 So ``n`` is the number of scored images; ``n + errors + unlabelled`` is every image of the group.
+
+The overall entry also holds ``intervals``: a bootstrap 95 % interval (images resampled, the one bootstrap of
+:mod:`crowdvlm.evaluate.bootstrap`) of MAE, exact accuracy, accuracy within ±1 and the per-count macro
+accuracy, ``{metric: [low, high]}``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+
+from crowdvlm.evaluate.bootstrap import paired_bootstrap
 from crowdvlm.evaluate.predictions import Prediction, latest_by_id
 from crowdvlm.metrics import (
     DEFAULT_BUCKET_EDGES,
@@ -22,9 +29,20 @@ from crowdvlm.metrics import (
     bucket_metrics,
     count_metrics,
     grouped_metrics,
+    image_scores,
 )
 
-__all__ = ["absolute_error", "absolute_errors", "compute_metrics", "is_scored"]
+__all__ = [
+    "INTERVAL_METRICS",
+    "absolute_error",
+    "absolute_errors",
+    "compute_metrics",
+    "is_scored",
+    "metric_intervals",
+]
+
+#: The metrics given with a bootstrap interval: the crowd papers' MAE and the counting benchmarks' accuracies.
+INTERVAL_METRICS = ("mae", "accuracy", "acc_within_1", "accuracy_per_count")
 
 
 def is_scored(p: Prediction) -> bool:
@@ -40,6 +58,30 @@ def absolute_error(p: Prediction) -> float:
 def absolute_errors(predictions: Iterable[Prediction]) -> dict[str, float]:
     """:func:`absolute_error` per scored image id (the last prediction of each id)."""
     return {p.id: absolute_error(p) for p in latest_by_id(list(predictions)).values() if is_scored(p)}
+
+
+def metric_intervals(
+    preds: Sequence[int | None],
+    truths: Sequence[int],
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """``{metric: [low, high]}``: the bootstrap interval of each of :data:`INTERVAL_METRICS` over the images.
+
+    The per-count macro accuracy keeps each image's weight of the full set (``N / (C · n_c)``) in every
+    replicate: an approximation that is exact when the replicate keeps each count's share.
+    """
+    if not truths:
+        return {}
+    scores = image_scores(preds, truths)
+    zeros = np.zeros((1, len(truths)))
+    out = {}
+    for key in INTERVAL_METRICS:
+        ci = paired_bootstrap(scores[key][None, :], zeros, n_boot=n_boot, level=level, seed=seed)
+        out[key] = [ci.low, ci.high]
+    return out
 
 
 def _with_counts(metrics: dict[str, dict], unscored: list[Prediction], key_of) -> dict[str, dict]:
@@ -66,7 +108,8 @@ def compute_metrics(
 
     Returns:
         ``{"overall": {...}, "per_dataset": {name: {...}}, "per_bucket": {label: {...}}}``, each ``{...}`` the
-        output of :func:`crowdvlm.metrics.count_metrics` plus ``errors`` and ``unlabelled``.
+        output of :func:`crowdvlm.metrics.count_metrics` plus ``errors`` and ``unlabelled``; the overall one
+        also ``intervals`` (:func:`metric_intervals`).
     """
     latest = list(latest_by_id(list(predictions)).values())
     scored = [p for p in latest if is_scored(p)]
@@ -75,6 +118,7 @@ def compute_metrics(
     truths = [p.truth for p in scored]
 
     overall = _with_counts({"all": count_metrics(preds, truths)}, unscored, lambda p: "all")["all"]
+    overall["intervals"] = metric_intervals(preds, truths)
     per_dataset = _with_counts(
         grouped_metrics(preds, truths, [p.dataset for p in scored]), unscored, lambda p: p.dataset
     )

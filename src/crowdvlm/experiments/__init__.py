@@ -5,5 +5,5 @@ The flow, one module per step: :mod:`~crowdvlm.experiments.spec` (the file, vali
 calling :mod:`~crowdvlm.experiments.jobs` (data, ``crowdvlm train`` recipes, ``crowdvlm eval``) →
 :mod:`~crowdvlm.experiments.summary` (aligned :mod:`~crowdvlm.experiments.results`, a verdict per
 comparison from :mod:`~crowdvlm.experiments.verdicts`) → :mod:`~crowdvlm.experiments.report` and
-:mod:`~crowdvlm.experiments.plots`. ``crowdvlm demo`` is one such file (``recipes/experiments/demo.yaml``).
+:mod:`~crowdvlm.experiments.plots`. ``crowdvlm demo`` is one such file (``crowdvlm/recipes/experiments/demo.yaml``).
 """

@@ -1,11 +1,17 @@
 """``crowdvlm experiment``: run an experiment file, check it, or rebuild its report.
 
-    crowdvlm experiment run recipes/experiments/reward_study.yaml [--out runs/reward_study]
-    crowdvlm experiment check recipes/experiments/demo.yaml      # validate file + recipes, run nothing
-    crowdvlm experiment report recipes/experiments/demo.yaml --out runs/demo   # rebuild report.md
+    crowdvlm experiment run reward_study [--out runs/reward_study]   # a shipped experiment, by name
+    crowdvlm experiment check my_experiment.yaml                    # validate file + recipes, run nothing
+    crowdvlm experiment report demo --out runs/demo                 # rebuild report.md
 
-Re-running the same command continues an interrupted experiment: finished stages are skipped. A folder made
-with a different experiment file is refused.
+The shipped experiments (demo, demo_quick, reward_study, pointing) live in the package, in
+crowdvlm/recipes/experiments/ (src/crowdvlm/recipes/ in a source checkout): name one, or write a file that
+starts with `extends: <its path>`.
+
+Re-running the same command continues an interrupted experiment: finished stages are skipped, a killed
+training stage continues from its last checkpoint. A finished stage whose inputs changed (its recipe, the
+base model, its data) is refused, or redone with --redo-changed; a non-empty --out that no experiment made is
+refused, and one --out takes one run at a time.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from crowdvlm.atomic import atomic_write_json
+from crowdvlm.errors import UsageError
 
 __all__ = ["main", "run_experiment"]
 
@@ -49,52 +58,69 @@ def setup_output() -> None:
 
 
 def run_experiment(
-    path: str | Path, out: str | Path | None = None, *, progress: bool = True, report_only: bool = False
+    path: str | Path,
+    out: str | Path | None = None,
+    *,
+    progress: bool = True,
+    report_only: bool = False,
+    redo_changed: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     """Run (or resume) every stage of an experiment file, then write its report; ``(report path, results)``.
 
+    Args:
+        redo_changed: redo finished stages whose inputs changed since they ran (default: refuse).
+
     Raises:
-        UsageError: the file, a recipe or the output folder is not usable (before anything runs).
+        UsageError: the file, a recipe or the output folder is not usable, or another run holds the folder
+            (before anything runs).
     """
-    from crowdvlm.experiments.pipeline import Layout, build_stages, check_folder_matches
+    from crowdvlm.experiments.pipeline import Layout, build_stages, claim_folder, owner_of
     from crowdvlm.experiments.report import write_report
     from crowdvlm.experiments.spec import load_experiment
     from crowdvlm.experiments.stages import run_stages
     from crowdvlm.experiments.summary import collect
+    from crowdvlm.runlock import RunLock
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     exp = load_experiment(path)
     layout = Layout(Path(out) if out else Path("runs") / exp.name, exp)
+    wall_file = layout.out / "wall.json"  # the last run's wall time, for reports rebuilt later
     start = time.perf_counter()
     if not report_only:
         stages = build_stages(layout, progress=progress)  # parses every arm's recipe before anything runs
-        check_folder_matches(layout.out, exp)
-        import torch
+        with RunLock(layout.out, what=f"crowdvlm experiment run {exp.path.name}"):
+            owner = claim_folder(layout.out, exp)
+            import torch
 
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-        print(
-            f"crowdvlm experiment {exp.name}: {len(stages)} stages, seeds {list(exp.seeds)}, arms "
-            f"{', '.join(exp.arms)}, output {layout.out}"
-        )
-        run_stages(stages, progress=progress, desc=exp.name)
-    elif not (layout.out / "experiment.json").is_file():
-        from crowdvlm.errors import UsageError
-
-        raise UsageError(f"{layout.out} holds no run of an experiment (experiment.json): run it first")
-    else:
-        check_folder_matches(layout.out, exp)
-    wall_file = layout.out / "wall.json"  # the last run's wall time, for reports rebuilt later
-    if not report_only:
-        wall_file.write_text(
-            json.dumps({"wall_s": round(time.perf_counter() - start, 1)}) + "\n", encoding="utf-8"
-        )
-    wall = json.loads(wall_file.read_text(encoding="utf-8"))["wall_s"] if wall_file.is_file() else None
+            torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+            print(
+                f"crowdvlm experiment {exp.name}: {len(stages)} stages, seeds {list(exp.seeds)}, arms "
+                f"{', '.join(exp.arms)}, output {layout.out}"
+            )
+            run_stages(stages, owner=owner, redo_changed=redo_changed, progress=progress, desc=exp.name)
+            atomic_write_json(wall_file, {"wall_s": round(time.perf_counter() - start, 1)})
+    elif not layout.out.is_dir() or owner_of(layout.out, exp) is None:
+        raise UsageError(f"{layout.out} holds no run of an experiment (.owner.json): run it first")
+    wall = _read_wall(wall_file)
     results = collect(layout, wall_s=wall)
     return write_report(results, exp, layout), results
 
 
+def _read_wall(path: Path) -> float | None:
+    """The recorded wall time, or None (missing; unreadable: with a warning naming the file)."""
+    if not path.is_file():
+        return None
+    try:
+        return float(json.loads(path.read_text(encoding="utf-8"))["wall_s"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        logger.warning("%s: unreadable (%s): the report shows no wall time", path, err)
+        return None
+
+
 def _parser() -> argparse.ArgumentParser:
+    from crowdvlm.experiments.yamlfile import experiment_file
+
     p = argparse.ArgumentParser(
         prog="crowdvlm experiment",
         description="Run an experiment file: data, arms (recipes + overrides), seeds, lr grids, test sets and "
@@ -109,11 +135,20 @@ def _parser() -> argparse.ArgumentParser:
         ("report", "rebuild the report of a finished (or partly finished) run"),
     ):
         a = sub.add_parser(action, help=text, description=text)
-        a.add_argument("file", type=Path, help="the experiment YAML (e.g. recipes/experiments/demo.yaml)")
+        a.add_argument(
+            "file",
+            type=experiment_file,
+            help="the experiment YAML, or the name of a shipped one (demo, demo_quick, reward_study, pointing)",
+        )
         if action != "check":
             a.add_argument("--out", type=Path, default=None, help="output folder (default runs/<name>)")
         if action == "run":
             a.add_argument("--no-progress", action="store_true", help="no progress bars (logs and CI)")
+            a.add_argument(
+                "--redo-changed",
+                action="store_true",
+                help="redo finished stages whose inputs (recipe, base model, data) changed, instead of refusing",
+            )
     return p
 
 
@@ -136,6 +171,7 @@ def main(argv: list[str]) -> int:
         args.out,
         progress=not getattr(args, "no_progress", False),
         report_only=args.action == "report",
+        redo_changed=getattr(args, "redo_changed", False),
     )
     from crowdvlm.experiments.report import terminal_table
 

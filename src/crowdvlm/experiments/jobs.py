@@ -73,8 +73,12 @@ def parse_arm_job(
     lr: float,
     seed: int,
     progress: bool = True,
+    resume: bool = False,
 ):
-    """The arm's recipe plus its overrides plus the run's own keys, parsed as ``crowdvlm train`` parses them."""
+    """The arm's recipe plus its overrides plus the run's own keys, parsed as ``crowdvlm train`` parses them.
+
+    ``resume``: continue from the last complete checkpoint in ``out_dir`` (``crowdvlm train --resume``).
+    """
     from crowdvlm.errors import UsageError
     from crowdvlm.train.config import ConfigError, make_parser, parse_job
 
@@ -101,6 +105,7 @@ def parse_arm_job(
             seed=seed,
             data_seed=seed,
             disable_tqdm=not progress,
+            resume=resume,
         )
     except ConfigError as err:
         raise UsageError(f"{exp.path}: arms.{arm.name}: {err}") from None
@@ -147,13 +152,20 @@ def train_arm(
     lr: float,
     seed: int,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train ``arm`` from the base on ``dataset`` and save it to ``out_dir``.
 
+    Args:
+        resume: continue a killed run of this stage from its last complete checkpoint in ``out_dir``
+            (:func:`crowdvlm.train.resume.last_checkpoint`); from step 0 when it saved none.
+
     Returns:
-        ``{"steps", "train_s", "log"}`` (the log path relative to ``out_dir``).
+        ``{"steps", "train_s", "log", "resumed_from"}`` (paths relative to ``out_dir``).
     """
-    job = parse_arm_job(exp, arm, dataset=dataset, out_dir=out_dir, lr=lr, seed=seed, progress=progress)
+    job = parse_arm_job(
+        exp, arm, dataset=dataset, out_dir=out_dir, lr=lr, seed=seed, progress=progress, resume=resume
+    )
     if arm.train == "sft":
         from crowdvlm.train.sft import run_sft as run
     else:
@@ -169,6 +181,7 @@ def train_arm(
         "steps": result.global_step,
         "train_s": result.metrics.get("train_runtime"),
         "log": job.script.log_file,
+        "resumed_from": result.resumed_from.name if result.resumed_from else None,
     }
 
 

@@ -8,11 +8,11 @@ table; arms that answer counts only have no row.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from crowdvlm.evaluate.localisation import LOCALISATION_FILE
 from crowdvlm.experiments.results import _mean_sd
+from crowdvlm.experiments.stages import read_json_file
 
 __all__ = ["collect_localisation", "localisation_table"]
 
@@ -30,7 +30,7 @@ def collect_localisation(layout) -> dict[str, dict[str, Any]]:
             paths = [layout.seed_eval(arm, s, set_name) / LOCALISATION_FILE for s in layout.seeds_of(arm)]
             if exp.eval_of(arm)["output"] != "points" or not all(p.is_file() for p in paths):
                 continue
-            runs = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+            runs = [read_json_file(p) for p in paths]
             radii = runs[0]["radii"]
             last = f"r{radii[-1]:g}"
             out.setdefault(set_name, {})[arm] = {

@@ -2,7 +2,8 @@
 
 Folder layout under ``--out`` (each stage owns one folder, see :mod:`crowdvlm.experiments.stages`)::
 
-    experiment.json                   the merged experiment file this folder was produced with
+    .owner.json                       this experiment's id: only folders holding it are ever cleared
+    experiment.json                   the merged experiment file of the last run
     data/<set>/, data/<train>-s<k>/   image sets; the training set once per training seed
     runs/<arm>/lr<lr>/s<seed0>/       lr-grid runs (first seed), one per lr of the arm's grid
     runs/<arm>/s<seed>/               the other seeds, at the selected lr
@@ -23,15 +24,20 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.atomic import atomic_write_json
 from crowdvlm.errors import UsageError
 from crowdvlm.experiments import jobs
+from crowdvlm.experiments.fingerprints import digest, file_digest, model_identity, recipe_inputs
 from crowdvlm.experiments.spec import ArmSpec, Experiment
-from crowdvlm.experiments.stages import Stage, read_marker
+from crowdvlm.experiments.stages import OWNER_FILE, Stage, read_json_file, read_marker, read_owner
+from crowdvlm.runlock import LOCK_FILE
 
-__all__ = ["Layout", "build_stages", "check_folder_matches", "lr_tag"]
+__all__ = ["Layout", "build_stages", "claim_folder", "lr_tag", "owner_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,25 +98,55 @@ class Layout:
         return float(read_marker(self.selection(arm))["lr"])
 
 
-def check_folder_matches(out: Path, exp: Experiment) -> None:
-    """Write ``experiment.json``, or refuse to resume a folder produced with a different experiment.
+def owner_of(out: Path, exp: Experiment) -> str | None:
+    """The id of the experiment that made ``out``, or None when it is no experiment's folder.
+
+    A folder made before owner markers existed (it holds ``experiment.json``) is adopted: given an id.
 
     Raises:
-        UsageError: naming the keys that differ and how to proceed.
+        UsageError: ``out`` was made by an experiment of another ``name``.
     """
-    path = Path(out) / "experiment.json"
-    current = json.loads(json.dumps(exp.resolved, default=str))
-    if path.is_file():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
-        if changed:
+    out = Path(out)
+    marker = read_owner(out)
+    if marker is None and (out / "experiment.json").is_file():
+        try:
+            name = json.loads((out / "experiment.json").read_text(encoding="utf-8")).get("name")
+        except (OSError, ValueError, AttributeError) as err:
+            raise UsageError(f"{out / 'experiment.json'}: unreadable ({err}); choose another --out") from None
+        marker = {"experiment": uuid.uuid4().hex, "created": time.time(), "name": name, "adopted": True}
+        atomic_write_json(out / OWNER_FILE, marker)
+    if marker is None or not isinstance(marker.get("experiment"), str):
+        return None
+    if marker.get("name") not in (None, exp.name):
+        raise UsageError(
+            f"{out} holds the run of experiment {marker['name']!r}, not {exp.name!r} ({exp.path.name}): choose "
+            f"another --out, or set name: {marker['name']} in the file if it is meant to continue that run"
+        )
+    return marker["experiment"]
+
+
+def claim_folder(out: Path, exp: Experiment) -> str:
+    """Make ``out`` this experiment's folder (or find it is already), write ``experiment.json``; its id.
+
+    Raises:
+        UsageError: ``out`` is a file, a non-empty folder no experiment made, or the folder of an experiment
+            of another name (nothing in it is touched).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; expected a folder for the experiment")
+    owner = owner_of(out, exp) if out.is_dir() else None
+    if owner is None:
+        if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
             raise UsageError(
-                f"{out} holds a run of another experiment (keys {', '.join(changed)} differ from {exp.path.name}): "
-                "pass another --out, or delete the folder to start over"
+                f"--out {out} is not empty and was not made by crowdvlm experiment (no {OWNER_FILE}): the "
+                "experiment would write and clear folders in it; choose a new or empty --out (nothing was touched)"
             )
-    else:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(current, indent=2) + "\n", encoding="utf-8")
+        owner = uuid.uuid4().hex
+        atomic_write_json(out / OWNER_FILE, {"experiment": owner, "created": time.time(), "name": exp.name})
+    # the file as run last (the report reads the experiment file itself; this is the folder's record)
+    atomic_write_json(out / "experiment.json", json.loads(json.dumps(exp.resolved, default=str)))
+    return owner
 
 
 def _select_lr(layout: Layout, arm: ArmSpec) -> dict[str, Any]:
@@ -118,7 +154,7 @@ def _select_lr(layout: Layout, arm: ArmSpec) -> dict[str, Any]:
     metric = layout.exp.selection_metric
     grid = []
     for lr in arm.lr_grid:
-        metrics = json.loads((layout.grid_eval(arm.name, lr) / "metrics.json").read_text(encoding="utf-8"))
+        metrics = read_json_file(layout.grid_eval(arm.name, lr) / "metrics.json")
         score = metrics["overall"].get(metric)
         grid.append({"lr": lr, f"val_{metric}": score})
     best = min(grid, key=lambda row: (row[f"val_{metric}"] is None, row[f"val_{metric}"] or 0.0, row["lr"]))
@@ -133,10 +169,51 @@ def _n_images(exp: Experiment, set_name: str) -> int:
     return sum(1 for m in spec.manifests for line in m.open(encoding="utf-8") if line.strip())
 
 
+class _Inputs:
+    """What each stage depends on (see :mod:`crowdvlm.experiments.fingerprints`), computed once per set."""
+
+    def __init__(self, exp: Experiment, train_jobs: dict[str, Any]):
+        from crowdvlm.train.config import job_summary
+
+        self.exp = exp
+        self.base = model_identity(exp.base)
+        self.recipes = {arm: recipe_inputs(job_summary(job)) for arm, job in train_jobs.items()}
+        self._sets: dict[tuple[str, int | None], dict[str, Any]] = {}
+
+    def data(self, name: str, seed: int | None = None) -> dict[str, Any]:
+        key = (name, seed)
+        if key not in self._sets:
+            spec = self.exp.sets[name]
+            if spec.synthetic:
+                self._sets[key] = {
+                    "styles": list(spec.styles),
+                    "counts": list(spec.counts),
+                    "n": spec.n,
+                    "seed": spec.seed + (seed or 0),
+                    "balanced": spec.balanced,
+                    "image_size": self.exp.image_size,
+                    "question": self.exp.question,
+                }
+            else:
+                self._sets[key] = {"manifests": {str(p): file_digest(p) for p in spec.manifests}}
+        return self._sets[key]
+
+    def train(self, arm: ArmSpec, lr: float | str, seed: int) -> dict[str, Any]:
+        """``lr`` is a learning rate, or the fingerprint of the selection that picks it."""
+        train_set = self.exp.train_set
+        data = self.data(train_set, seed if self.exp.sets[train_set].synthetic else None)
+        return {"recipe": self.recipes[arm.name], "base": self.base, "data": data, "lr": lr, "seed": seed}
+
+    def evaluate(self, arm: str, model: dict[str, Any] | str, set_name: str) -> dict[str, Any]:
+        """``model``: the fingerprint of the training run, or the identity of a model folder."""
+        return {"settings": self.exp.eval_of(arm), "data": self.data(set_name), "model": model}
+
+
 def build_stages(layout: Layout, *, progress: bool = True) -> list[Stage]:
     """Every stage of the experiment, in execution order (trained arms' recipes are parsed first)."""
     exp = layout.exp
     train_jobs = jobs.preflight(exp)
+    inputs = _Inputs(exp, train_jobs)
     stages: list[Stage] = []
     n_train = _n_images(exp, exp.train_set)
     train_manifests = {
@@ -155,6 +232,7 @@ def build_stages(layout: Layout, *, progress: bool = True) -> list[Stage]:
                 lambda s=s: jobs.synthesise_set(
                     exp, exp.sets[exp.train_set], layout.data, s, progress=progress
                 ),
+                inputs.data(exp.train_set, s),
             )
         )
     for name in exp.eval_sets():
@@ -168,11 +246,12 @@ def build_stages(layout: Layout, *, progress: bool = True) -> list[Stage]:
                     lambda name=name: jobs.synthesise_set(
                         exp, exp.sets[name], layout.data, progress=progress
                     ),
+                    inputs.data(name),
                 )
             )
     manifests = {name: jobs.set_manifests(exp.sets[name], layout.data) for name in exp.eval_sets()}
 
-    def eval_stage(label: str, arm: str, model, folder: Path, set_name: str) -> Stage:
+    def eval_stage(label: str, arm: str, model, folder: Path, set_name: str, made_by: dict | str) -> Stage:
         resolve = model if callable(model) else (lambda: model)
         return Stage(
             label,
@@ -182,9 +261,10 @@ def build_stages(layout: Layout, *, progress: bool = True) -> list[Stage]:
             lambda: jobs.evaluate_model(
                 exp, resolve(), manifests[set_name], folder, settings=exp.eval_of(arm), progress=progress
             ),
+            inputs.evaluate(arm, made_by, set_name),
         )
 
-    def train_stage(arm: ArmSpec, lr, seed: int, folder: Path) -> Stage:
+    def train_stage(arm: ArmSpec, lr, seed: int, folder: Path, lr_input: float | str) -> Stage:
         lr_of = lr if callable(lr) else (lambda: lr)
         shown = f"lr={lr:g}" if not callable(lr) else "selected lr"
         units = jobs.samples_per_run(train_jobs[arm.name], n_train)
@@ -193,7 +273,7 @@ def build_stages(layout: Layout, *, progress: bool = True) -> list[Stage]:
             folder,
             f"train-{arm.train}",
             units,
-            lambda: jobs.train_arm(
+            lambda resume=False: jobs.train_arm(
                 exp,
                 arm,
                 dataset=train_manifests[seed],
@@ -201,31 +281,40 @@ def build_stages(layout: Layout, *, progress: bool = True) -> list[Stage]:
                 lr=lr_of(),
                 seed=seed,
                 progress=progress,
+                resume=resume,
             ),
+            inputs.train(arm, lr_input, seed),
+            resumable=True,
         )
 
     first = exp.seeds[0]
     for arm in exp.arms.values():  # untrained arms: every set (validation too, as a reference point)
         if not arm.trained:
+            model = layout.model(arm.name, first)
             for set_name in exp.eval_sets():
                 stages.append(
                     eval_stage(
                         f"eval {arm.name} on {set_name}",
                         arm.name,
-                        layout.model(arm.name, first),
+                        model,
                         layout.seed_eval(arm.name, first, set_name),
                         set_name,
+                        inputs.base if model == exp.base else model_identity(model),
                     )
                 )
+    selected: dict[str, str] = {}  # arm -> fingerprint of its lr selection (or its one lr)
     for arm in exp.arms.values():  # the lr grid: first seed, every lr, validation set only
         if not arm.trained:
             continue
         if len(arm.lr_grid) == 1:
-            stages.append(train_stage(arm, arm.lr_grid[0], first, layout.grid_run(arm.name, arm.lr_grid[0])))
+            lr = arm.lr_grid[0]
+            stages.append(train_stage(arm, lr, first, layout.grid_run(arm.name, lr), lr))
+            selected[arm.name] = lr
             continue
+        grid = []
         for lr in arm.lr_grid:
             run = layout.grid_run(arm.name, lr)
-            stages.append(train_stage(arm, lr, first, run))
+            stages.append(train_stage(arm, lr, first, run, lr))
             stages.append(
                 eval_stage(
                     f"eval {arm.name} lr={lr:g} on {exp.validation_set}",
@@ -233,8 +322,10 @@ def build_stages(layout: Layout, *, progress: bool = True) -> list[Stage]:
                     run,
                     layout.grid_eval(arm.name, lr),
                     exp.validation_set,
+                    stages[-1].fingerprint,
                 )
             )
+            grid.append(stages[-1].fingerprint)
         stages.append(
             Stage(
                 f"select lr of {arm.name}",
@@ -242,15 +333,24 @@ def build_stages(layout: Layout, *, progress: bool = True) -> list[Stage]:
                 "select",
                 1,
                 lambda arm=arm: _select_lr(layout, arm),
+                {"metric": exp.selection_metric, "grid": grid},
             )
         )
+        selected[arm.name] = stages[-1].fingerprint
     for arm in exp.arms.values():  # the other seeds at the selected lr, then every test set of every seed
         if not arm.trained:
             continue
         for seed in exp.seeds:
             if seed != first:
                 folder = layout.seed_run(arm.name, seed)
-                stages.append(train_stage(arm, lambda arm=arm: layout.selected_lr(arm.name), seed, folder))
+                lr = lambda arm=arm: layout.selected_lr(arm.name)  # noqa: E731 (after selection)
+                stages.append(train_stage(arm, lr, seed, folder, selected[arm.name]))
+                made_by = stages[-1].fingerprint
+            elif len(arm.lr_grid) == 1:
+                run = layout.grid_run(arm.name, arm.lr_grid[0])
+                made_by = next(s.fingerprint for s in stages if s.folder == run)
+            else:  # the grid run the selection picks
+                made_by = digest({"selected": selected[arm.name], "seed": seed})
             model = lambda arm=arm, seed=seed: layout.seed_run(arm.name, seed)  # noqa: E731 (after selection)
             for set_name in exp.test_sets:
                 stages.append(
@@ -260,6 +360,7 @@ def build_stages(layout: Layout, *, progress: bool = True) -> list[Stage]:
                         model,
                         layout.seed_eval(arm.name, seed, set_name),
                         set_name,
+                        made_by,
                     )
                 )
     return stages

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.atomic import atomic_write_json, atomic_write_text
 from crowdvlm.experiments.localisation import localisation_table
 from crowdvlm.experiments.plots import plot_all
 from crowdvlm.experiments.spec import Experiment
@@ -316,9 +317,7 @@ def write_report(results: dict[str, Any], exp: Experiment, layout) -> Path:
 
     out_dir = layout.report
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(
-        json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8"
-    )
+    atomic_write_json(out_dir / "results.json", results, default=float)
     for name in exp.test_sets:  # every arm as a group of runs (one per seed), baseline the first arm
         done = results["seeds_done"]  # every arm as a group of runs, one per evaluated seed
         trained = [set(done[a]) for a, spec in exp.arms.items() if a in done and spec.trained]
@@ -335,5 +334,5 @@ def write_report(results: dict[str, Any], exp: Experiment, layout) -> Path:
         )
     plots = plot_all(results, out_dir)
     path = out_dir / "report.md"
-    path.write_text(render_markdown(results, exp, plots), encoding="utf-8")
+    atomic_write_text(path, render_markdown(results, exp, plots))
     return path

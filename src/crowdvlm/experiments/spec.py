@@ -1,6 +1,6 @@
 """The experiment file: what an experiment declares, read and checked before anything runs.
 
-An experiment file is YAML (see docs/experiments.md and ``recipes/experiments/``)::
+An experiment file is YAML (see docs/experiments.md and ``crowdvlm/recipes/experiments/``)::
 
     extends: demo.yaml              # optional: a file this one changes (mappings merge, lists replace)
     name: demo
@@ -24,10 +24,12 @@ naming the file and the key.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.data.synth_limits import MAX_COUNT, MAX_IMAGES, MAX_SIDE
 from crowdvlm.experiments.yamlfile import Keys, read_yaml, resolve_path
 
 __all__ = ["ArmSpec", "ClaimSpec", "ComparisonSpec", "Experiment", "SetSpec", "load_experiment"]
@@ -154,10 +156,30 @@ class Experiment:
         return ((self.validation_set,) if grid and self.validation_set else ()) + self.test_sets
 
 
+def _is_int(value: Any) -> bool:
+    """An integer, and not a boolean (``True`` is an ``int`` in Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: One path component an experiment writes under (a set, an arm, the experiment's name).
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _check_name(keys: Keys, key: str, name: Any) -> str:
+    """``name`` as one safe folder name: letters, digits, ``_``, ``-``, ``.``; not ``.`` or ``..``."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or set(name) == {"."}:
+        keys.fail(
+            key,
+            f"{name!r} is not a usable name: it becomes a folder, so use letters, digits, '_', '-' and '.' "
+            "(not '.' or '..' alone)",
+        )
+    return name
+
+
 def _int_pair(keys: Keys, key: str, *, open_end: bool = False) -> tuple[int, int | None]:
     value = keys.get(key, list, hint="[min, max]")
-    ok = len(value) == 2 and isinstance(value[0], int) and value[0] >= 0
-    ok = ok and (value[1] is None and open_end or isinstance(value[1], int) and value[1] >= value[0])
+    ok = len(value) == 2 and _is_int(value[0]) and value[0] >= 0
+    ok = ok and (value[1] is None and open_end or _is_int(value[1]) and value[1] >= value[0])
     if not ok:
         keys.fail(
             key,
@@ -168,8 +190,15 @@ def _int_pair(keys: Keys, key: str, *, open_end: bool = False) -> tuple[int, int
 
 def _set(path: Path, name: str, raw: Any) -> SetSpec:
     keys = Keys(path, raw, f"data.sets.{name}", {"styles", "counts", "n", "seed", "balanced", "manifests"})
+    _check_name(Keys(path, {}, "data.sets"), name, name)
     if "manifests" in raw:
         files = keys.get("manifests", list, hint="a list of manifest paths")
+        if not files or not all(isinstance(f, str) for f in files):
+            keys.fail("manifests", f"expected a non-empty list of manifest paths, got {files!r}")
+        for f in files:
+            if not resolve_path(path, f).is_file():
+                where = "not found" if not resolve_path(path, f).exists() else "is not a file"
+                keys.fail("manifests", f"{f} {where} (relative to {getattr(f, 'origin', path.parent)})")
         return SetSpec(name, manifests=tuple(resolve_path(path, f) for f in files))
     styles = keys.get("styles", list, hint="a list of synth styles (crowdvlm.data.synth_styles.STYLES)")
     from crowdvlm.data.synth_styles import STYLES
@@ -178,12 +207,20 @@ def _set(path: Path, name: str, raw: Any) -> SetSpec:
     if not styles or bad:
         keys.fail("styles", f"unknown style(s) {bad or styles}; valid: {', '.join(sorted(STYLES))}")
     counts = _int_pair(keys, "counts")
-    n = keys.get("n", int, check=lambda v: v >= 1, hint="a positive number of images")
-    seed = keys.get("seed", int)
+    if counts[1] > MAX_COUNT:
+        keys.fail("counts", f"at most {MAX_COUNT} objects per image, got {list(counts)}")
+    n = keys.get(
+        "n",
+        int,
+        check=lambda v: 1 <= v <= MAX_IMAGES,
+        hint=f"a positive number of images, at most {MAX_IMAGES}",
+    )
+    seed = keys.get("seed", int, check=lambda v: v >= 0, hint="an integer seed >= 0")
     return SetSpec(name, tuple(styles), counts, n, seed, keys.get("balanced", bool, False))
 
 
 def _arm(path: Path, name: str, raw: Any) -> ArmSpec:
+    _check_name(Keys(path, {}, "arms"), name, name)
     keys = Keys(
         path, raw, f"arms.{name}", {"train", "recipe", "overrides", "lr_grid", "model", "label", "eval"}
     )
@@ -271,6 +308,34 @@ def _comparison(path: Path, k: int, raw: Any, exp: dict[str, Any]) -> Comparison
     )
 
 
+def _bucket_edges(report: Keys) -> tuple[int, ...]:
+    edges = report.get("bucket_edges", list, [10, 100, 1000])
+    if not edges or not all(_is_int(e) and e >= 0 for e in edges) or list(edges) != sorted(set(edges)):
+        report.fail(
+            "bucket_edges", f"expected increasing integer counts >= 0, e.g. [10, 20, 30], got {edges!r}"
+        )
+    return tuple(edges)
+
+
+def _check_folders(top: Keys, sets: dict[str, SetSpec], train_set: str) -> None:
+    """No two sets may write one folder under ``data/`` (the training set's ``<name>-s<seed>``, a balanced
+    set's ``<name>-<style>``)."""
+    seeds = top.raw.get("seeds") or []
+    owner: dict[str, str] = {}
+    for name, spec in sets.items():
+        folders = [name]
+        if spec.synthetic and name == train_set:
+            folders += [f"{name}-s{s}" for s in seeds]
+        if spec.synthetic and spec.balanced:
+            folders += [f"{f}-{style}" for f in list(folders) for style in spec.styles]
+        for folder in folders:
+            if owner.setdefault(folder, name) != name:
+                top.fail(
+                    "data.sets",
+                    f"sets {owner[folder]!r} and {name!r} would both write data/{folder}: rename one",
+                )
+
+
 def load_experiment(path: str | Path) -> Experiment:
     """Read, merge (``extends``) and validate an experiment file.
 
@@ -298,8 +363,9 @@ def load_experiment(path: str | Path) -> Experiment:
     if train_set in test_sets or validation_set in test_sets:
         top.fail("test_sets", "a test set may not be the training or the validation set")
     seeds = top.get("seeds", list, hint="a list of integer seeds")
-    if not seeds or not all(isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
-        top.fail("seeds", f"expected distinct integer seeds, got {seeds!r}")
+    if not seeds or not all(_is_int(s) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        top.fail("seeds", f"expected distinct integer seeds >= 0, got {seeds!r}")
+    _check_folders(top, sets, train_set)
     arms = {name: _arm(path, name, spec) for name, spec in top.sub("arms").raw.items()}
     if not any(a.trained for a in arms.values()):
         top.fail("arms", "declare at least one trained arm (train + recipe)")
@@ -325,7 +391,7 @@ def load_experiment(path: str | Path) -> Experiment:
         top.fail("base", f"{base} holds no model (config.json)")
     return Experiment(
         path=path,
-        name=top.get("name", str),
+        name=_check_name(top, "name", top.get("name", str)),
         title=top.get("title", str, top.get("name", str)),
         description=top.get("description", str, ""),
         notes=tuple(top.get("notes", list, [])),
@@ -333,7 +399,9 @@ def load_experiment(path: str | Path) -> Experiment:
         base=resolve_path(path, base),
         base_as_written=base,
         question=data.get("question", str, None),
-        image_size=data.get("image_size", int, 112, check=lambda v: v >= 28, hint="pixels, >= 28"),
+        image_size=data.get(
+            "image_size", int, 112, check=lambda v: 28 <= v <= MAX_SIDE, hint=f"pixels, 28 to {MAX_SIDE}"
+        ),
         sets=sets,
         train_set=train_set,
         validation_set=validation_set,
@@ -346,7 +414,7 @@ def load_experiment(path: str | Path) -> Experiment:
         ),
         comparisons=comparisons,
         claims=tuple(claims),
-        bucket_edges=tuple(report.get("bucket_edges", list, [10, 100, 1000])),
+        bucket_edges=_bucket_edges(report),
         n_boot=report.get("n_boot", int, 2000, check=lambda v: v >= 10, hint="an integer >= 10"),
         ci_level=report.get("ci_level", float, 0.95, check=lambda v: 0 < v < 1, hint="a level in (0, 1)"),
         resolved=raw,

@@ -137,7 +137,8 @@ def collect(layout: Layout, *, wall_s: float | None = None) -> dict[str, Any]:
         }
         sets[set_name] = load_set(set_name, files)
     training, curves = _training(layout)
-    stage_walls = [read_marker(p.parent)["wall_s"] for p in layout.out.rglob(".done.json")]
+    markers = [p.parent for p in layout.out.rglob(".done.json")]
+    stage_walls = [read_marker(folder).get("wall_s", 0.0) for folder in markers if is_done(folder)]
     return {
         "experiment": {
             "name": exp.name,

@@ -11,32 +11,63 @@ from typing import Any
 
 from crowdvlm.errors import UsageError
 
-__all__ = ["PACKAGE_DIR", "Keys", "read_yaml", "resolve_path"]
+__all__ = [
+    "PACKAGE_DIR",
+    "SHIPPED_EXPERIMENTS",
+    "Keys",
+    "experiment_file",
+    "load_mapping",
+    "read_yaml",
+    "resolve_path",
+]
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
+#: The experiment files shipped inside the package (the demo's, the reward study, pointing); their arms'
+#: recipes are beside them in ``crowdvlm/recipes/``, so they run from an installed wheel too.
+SHIPPED_EXPERIMENTS = PACKAGE_DIR / "recipes" / "experiments"
 
 
-def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """The file's mapping with its ``extends`` chain merged in (the child's keys win)."""
+def experiment_file(value: str | Path) -> Path:
+    """The experiment file a command names: a path, ``package:X`` (inside crowdvlm), or the bare name of a
+    shipped experiment (``demo``, ``reward_study``: ``crowdvlm/recipes/experiments/<name>.yaml``)."""
+    text = str(value)
+    if text.startswith("package:"):
+        return PACKAGE_DIR / text.removeprefix("package:")
+    path = Path(text)
+    shipped = SHIPPED_EXPERIMENTS / f"{text}.yaml"
+    if not path.exists() and path.name == text and not path.suffix and shipped.is_file():
+        return shipped
+    return path
+
+
+def load_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (``{}`` when empty); one UsageError naming the file otherwise."""
     import yaml
 
-    if path in seen:
-        raise UsageError(f"{path}: extends: the chain {' -> '.join(map(str, seen))} loops back to it")
-    if not path.is_file():
-        raise UsageError(f"{seen[-1] if seen else path}: experiment file {path} not found")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise UsageError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(raw, dict):
-        raise UsageError(f"{path}: an experiment file must be a YAML mapping of key: value")
+        raise UsageError(f"{path}: {what} must be a YAML mapping of key: value")
+    return raw
+
+
+def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The file's mapping with its ``extends`` chain merged in (the child's keys win)."""
+    if path in seen:
+        raise UsageError(f"{path}: extends: the chain {' -> '.join(map(str, seen))} loops back to it")
+    if not path.is_file():
+        raise UsageError(f"{seen[-1] if seen else path}: experiment file {path} not found")
+    raw = load_mapping(path, "an experiment file")
     _anchor(raw, path.parent)
     parent = raw.pop("extends", None)
     if parent is None:
         return raw
     if not isinstance(parent, str):
         raise UsageError(f"{path}: extends: expected a file name, got {parent!r}")
-    return _merge(read_yaml((path.parent / parent).resolve(), (*seen, path)), raw)
+    target = experiment_file(parent) if parent.startswith("package:") else (path.parent / parent).resolve()
+    return _merge(read_yaml(target, (*seen, path)), raw)
 
 
 class _Anchored(str):

@@ -28,10 +28,11 @@ def draw_points(
         true: true points, drawn as rings of the matching ``radius`` (or a size relative to the image).
         radius: the matching radius to draw the rings with, in pixels.
     """
-    from PIL import Image, ImageDraw, ImageOps
+    from PIL import ImageDraw
 
-    with Image.open(image_path) as img:
-        canvas = ImageOps.exif_transpose(img).convert("RGB")
+    from crowdvlm.data.images import open_image
+
+    canvas = open_image(image_path)  # upright and RGB, a regular file only
     draw = ImageDraw.Draw(canvas)
     mark = max(2.0, min(canvas.size) / 80)
     ring = radius if radius is not None else mark * 1.5

@@ -35,7 +35,9 @@ def image_size(path: str | Path, width: int | None = None, height: int | None = 
         return int(width), int(height)
     from PIL import Image
 
-    with Image.open(path) as img:
+    from crowdvlm.data.images import regular_file
+
+    with Image.open(regular_file(path)) as img:
         w, h = img.size
         if img.getexif().get(_ORIENTATION_TAG) in _QUARTER_TURNS:
             w, h = h, w

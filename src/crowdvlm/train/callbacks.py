@@ -5,7 +5,8 @@
 - :class:`RewardRecorder` wraps the GRPO reward functions without changing what they return or how TRL
   names them; it keeps the last batch's completions and per-function rewards.
 - :class:`SampleCompletionsCallback` writes a few of those completions, with their rewards, to the JSONL log
-  and the console every N optimiser steps.
+  and the console every N optimiser steps; :mod:`crowdvlm.train.tensorboard_samples` shows a few whole groups
+  (image, true count, completions, parsed counts, rewards) in TensorBoard at the same steps.
 
 The console progress bar (with ETA) and the metric lines are Hugging Face's own ``ProgressCallback``;
 TensorBoard and Weights & Biases come from ``report_to``.
@@ -122,6 +123,7 @@ class RewardRecorder:
                 "completions": [completion_text(c) for c in completions],
                 "solution": list(columns.get("solution") or []),
                 "id": list(columns.get("id") or []),
+                "image": list(columns.get("image") or []),  # the decoded images (references, not copies)
                 "rewards": {},
             }
         self.batch["rewards"][name] = list(scores)
@@ -143,6 +145,29 @@ class RewardRecorder:
                     "solution": batch["solution"][i] if batch["solution"] else None,
                     "completion": batch["completions"][i],
                     "rewards": {name: scores[i] for name, scores in batch["rewards"].items()},
+                }
+            )
+        return out
+
+    def groups(self, k: int) -> list[dict[str, Any]]:
+        """The first ``k`` groups of the batch (consecutive completions of one prompt): ``{id, solution, image,
+        completions: [text], rewards: {name: [score]}}``, rows in the batch's order."""
+        batch = self.batch
+        if not batch:
+            return []
+        n = len(batch["completions"])
+        ids = batch["id"] or [str(i) for i in range(n)]
+        starts = [i for i in range(n) if i == 0 or ids[i] != ids[i - 1]][:k]
+        out = []
+        for start in starts:
+            end = next((j for j in range(start + 1, n) if ids[j] != ids[start]), n)
+            out.append(
+                {
+                    "id": ids[start],
+                    "solution": batch["solution"][start] if batch["solution"] else None,
+                    "image": batch["image"][start] if batch["image"] else None,
+                    "completions": batch["completions"][start:end],
+                    "rewards": {name: scores[start:end] for name, scores in batch["rewards"].items()},
                 }
             )
         return out

@@ -120,8 +120,13 @@ def validate_job(job: TrainJob) -> None:
         raise ConfigError(f"{where}sft_reasoning must contain {{count}} (the count the answer repeats)")
     if job.kind == "grpo":
         _validate_rewards(job, where)
-        if s.sample_completions_steps < 0 or s.num_sample_completions < 0:
-            raise ConfigError(f"{where}sample_completions_steps and num_sample_completions must be >= 0")
+        if s.sample_completions_steps < 0 or s.num_sample_completions < 0 or s.num_sample_groups < 0:
+            raise ConfigError(
+                f"{where}sample_completions_steps, num_sample_completions and num_sample_groups must be >= 0"
+            )
+        from crowdvlm.train.dynamic_sampling import check_dynamic_sampling
+
+        check_dynamic_sampling(s, job.training, where)
         if getattr(job.training, "use_vllm", False) and importlib.util.find_spec("vllm") is None:
             raise ConfigError(
                 f"{where}use_vllm is true but vLLM is not installed: `pip install 'crowdvlm[vllm]'` on a CUDA "

@@ -37,16 +37,29 @@ def run_command(kind: str, argv: list[str]) -> int:
 
     job = parse_job(kind, argv)
     setup_logging(job)  # the CLI owns logging; run_sft/run_grpo called from Python leave it alone
-    done = finished_run(job)
-    if done is not None:
-        print(
-            f"crowdvlm train {kind}: {job.output_dir} is complete ({done.global_step} steps, final model "
-            "saved): nothing to resume; raise --max_steps to train further"
-        )
-        return 0
-    _runner(kind)(job)  # data is checked (ConfigError) before the model is loaded
+    with _output_lock(job):
+        done = finished_run(job)
+        if done is not None:
+            print(
+                f"crowdvlm train {kind}: {job.output_dir} is complete ({done.global_step} steps, final model "
+                "saved): nothing to resume; raise --max_steps to train further"
+            )
+            return 0
+        _runner(kind)(job)  # data is checked (ConfigError) before the model is loaded
     release_process_group()  # torchrun children must not exit with gloo threads alive
     return 0
+
+
+def _output_lock(job):
+    """One run per ``output_dir``: the lock is taken by the main process of a run (rank 0), so the processes
+    of one multi-process run share it and a second run's main process is refused before loading anything."""
+    import contextlib
+
+    from crowdvlm.runlock import RunLock
+
+    if job.training.process_index != 0:
+        return contextlib.nullcontext()
+    return RunLock(job.output_dir, what=f"crowdvlm train {job.kind}")
 
 
 def main(argv: list[str]) -> int:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from crowdvlm.atomic import atomic_write_json, atomic_write_text
 from crowdvlm.train.callbacks import JsonlWriter
 
 logger = logging.getLogger(__name__)
@@ -190,7 +191,6 @@ def write_zero3_cpu_variant(config_file: str | Path, out_dir: str | Path, num_pr
     Returns:
         The path of the accelerate config to pass to ``accelerate launch --config_file``.
     """
-    import json
 
     import yaml
 
@@ -215,7 +215,7 @@ def write_zero3_cpu_variant(config_file: str | Path, out_dir: str | Path, num_pr
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "zero3_cpu.json"
-    json_path.write_text(json.dumps(ds_config, indent=2) + "\n")
+    atomic_write_json(json_path, ds_config)
     config["deepspeed_config"] = {
         "deepspeed_multinode_launcher": shipped.get("deepspeed_multinode_launcher", "standard"),
         "deepspeed_config_file": str(json_path.resolve()),
@@ -224,5 +224,5 @@ def write_zero3_cpu_variant(config_file: str | Path, out_dir: str | Path, num_pr
     config.pop("mixed_precision", None)  # with a DeepSpeed file it must come from the command line
     config["num_processes"] = num_processes
     yaml_path = out / "zero3_cpu.yaml"
-    yaml_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    atomic_write_text(yaml_path, yaml.safe_dump(config, sort_keys=False))
     return yaml_path

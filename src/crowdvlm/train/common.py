@@ -6,18 +6,20 @@ built from these functions; nothing here knows which trainer it serves.
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crowdvlm.atomic import atomic_write_json
 from crowdvlm.train.callbacks import JsonlLogCallback, JsonlWriter, RewardRecorder, SampleCompletionsCallback
 from crowdvlm.train.cluster import RankAgreementCallback
 from crowdvlm.train.config import TrainJob, job_summary
 from crowdvlm.train.errors import ConfigError
 from crowdvlm.train.resume import finished_state, last_checkpoint
+from crowdvlm.train.tensorboard_samples import TensorBoardSamplesCallback
 
 logger = logging.getLogger(__name__)
 
@@ -116,11 +118,10 @@ def add_point_frames(dataset, job: TrainJob, processor):
     return add_frame_sizes(dataset, job.script.point_frame, rule)
 
 
-def _size_rule(job: TrainJob):
-    """The size rules of the processor the run will use (its min/max pixels applied); no model is loaded."""
+def load_processor(job: TrainJob):
+    """The processor the run will use (its min/max pixels applied), without loading the model."""
     from transformers import AutoProcessor
 
-    from crowdvlm.data.images import processor_size_rule
     from crowdvlm.modeling import set_image_pixels
 
     processor = AutoProcessor.from_pretrained(job.model.model_name_or_path)
@@ -128,7 +129,14 @@ def _size_rule(job: TrainJob):
         set_image_pixels(processor, job.model.min_pixels, job.model.max_pixels)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    return processor_size_rule(processor)
+    return processor
+
+
+def _size_rule(job: TrainJob):
+    """The size rules of the processor the run will use; no model is loaded."""
+    from crowdvlm.data.images import processor_size_rule
+
+    return processor_size_rule(load_processor(job))
 
 
 def _write_bad_images(job: TrainJob, skips) -> Path | None:
@@ -185,6 +193,11 @@ def build_callbacks(job: TrainJob, recorder: RewardRecorder | None = None) -> li
                 k=job.script.num_sample_completions,
             )
         )
+        callbacks.append(
+            TensorBoardSamplesCallback(
+                recorder, every=job.script.sample_completions_steps, groups=job.script.num_sample_groups
+            )
+        )
     return callbacks
 
 
@@ -198,7 +211,11 @@ def resume_checkpoint(job: TrainJob) -> str | None:
         return job.training.resume_from_checkpoint
     if not job.script.resume:
         return None
-    checkpoint = last_checkpoint(job.output_dir, need_optimizer=not job.training.save_only_model)
+    # accelerate/torchrun set WORLD_SIZE: a DeepSpeed checkpoint must then hold a shard of every rank
+    world_size = int(os.environ.get("WORLD_SIZE", "0")) or None
+    checkpoint = last_checkpoint(
+        job.output_dir, need_optimizer=not job.training.save_only_model, world_size=world_size
+    )
     if checkpoint is None:
         logger.warning("--resume: no complete checkpoint in %s yet, starting from step 0", job.output_dir)
         return None
@@ -223,8 +240,7 @@ def finished_run(job: TrainJob) -> TrainResult | None:
 def write_config(job: TrainJob) -> None:
     """Save the resolved configuration next to the checkpoints (main process)."""
     if job.training.process_index == 0:
-        job.output_dir.mkdir(parents=True, exist_ok=True)
-        (job.output_dir / CONFIG_FILE).write_text(json.dumps(job_summary(job), indent=2, default=str) + "\n")
+        atomic_write_json(job.output_dir / CONFIG_FILE, job_summary(job), default=str)
 
 
 def train_and_save(trainer, job: TrainJob, processor) -> TrainResult:

@@ -130,6 +130,13 @@ class SFTScriptArguments(_ScriptArguments):
             "help": "Text inside <think></think> of the SFT targets (think format); {count} is the count."
         },
     )
+    skip_long_targets: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave out rows whose SFT target (e.g. the point list of a dense crowd) is longer than the "
+            "model takes, counted in the log (default: refuse the run before loading the model)."
+        },
+    )
 
 
 @dataclass
@@ -160,6 +167,32 @@ class GRPOScriptArguments(_ScriptArguments):
     )
     num_sample_completions: int = field(
         default=4, metadata={"help": "How many completions each sample shows."}
+    )
+    num_sample_groups: int = field(
+        default=2,
+        metadata={
+            "help": "With report_to tensorboard: how many GRPO groups (image, true count, completions, parsed "
+            "counts, rewards) TensorBoard shows every sample_completions_steps."
+        },
+    )
+    dynamic_sampling: str = field(
+        default="off",
+        metadata={
+            "help": "Groups whose completions all score alike on dynamic_sampling_signal: off (kept), drop (left "
+            "out of the loss, which then averages over the other groups) or resample (replaced by groups of "
+            "fresh prompts, up to dynamic_sampling_max_resamples draws, then dropped). docs/rewards.md."
+        },
+    )
+    dynamic_sampling_signal: str = field(
+        default="exact",
+        metadata={
+            "help": "What must vary within a group for it to stay: reward (the weighted reward sum), exact "
+            "(the count is right) or within_k (the count is within dynamic_sampling_k)."
+        },
+    )
+    dynamic_sampling_k: int = field(default=1, metadata={"help": "within_k: the tolerance of a right count."})
+    dynamic_sampling_max_resamples: int = field(
+        default=2, metadata={"help": "resample: at most this many extra generation batches per step."}
     )
 
     def __post_init__(self) -> None:

@@ -37,6 +37,7 @@ from trl.extras.profiling import profiling_context
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
+from crowdvlm.train.dynamic_sampling import DynamicSamplingMixin
 from crowdvlm.train.prefix_generation import (
     batch_unsupported_reason,
     generate_with_shared_prefix,
@@ -64,11 +65,14 @@ TARGET_TRL_VERSION = "1.16.0"
 _TOKEN_FIELDS = ("mm_token_type_ids", "token_type_ids")
 
 
-class GroupSharedGRPOTrainer(GRPOTrainer):
+class GroupSharedGRPOTrainer(DynamicSamplingMixin, GRPOTrainer):
     """Drop-in ``trl.GRPOTrainer`` (trl 1.16.0, same constructor) that shares work across each GRPO group.
 
     The three switches below are on by default; turning one off restores TRL's code for that part (the
-    benchmark uses them to attribute the speed-up).
+    benchmark uses them to attribute the speed-up). One optional keyword is added to the constructor:
+    ``dynamic_sampling`` (a :class:`~crowdvlm.train.dynamic_sampling.DynamicSampling`; default off), which
+    filters groups without signal out of the loss (what the loss then averages over:
+    :mod:`crowdvlm.train.dynamic_sampling`).
 
     Attributes:
         share_processing: process each distinct prompt/image once.

@@ -30,6 +30,7 @@ from crowdvlm.train.common import (
     write_config,
 )
 from crowdvlm.train.config import GRPOScriptArguments, TrainJob
+from crowdvlm.train.dynamic_sampling import DynamicSampling
 from crowdvlm.train.layout import warn_if_groups_split
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,11 @@ def run_grpo(job: TrainJob) -> TrainResult:
     )
 
     Trainer = trainer_class(job.script.share_prompt, use_vllm=job.training.use_vllm)
+    sampling = DynamicSampling.from_script(
+        job.script
+    )  # None unless dynamic_sampling is on (needs share_prompt)
     trainer = Trainer(
+        **({"dynamic_sampling": sampling} if sampling else {}),
         model=model,
         reward_funcs=reward_funcs,
         args=job.training,

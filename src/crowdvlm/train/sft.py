@@ -11,6 +11,9 @@ the answer in the requested format:
 - ``points``: the manifest's points in the model's frame, in reading order, as Qwen's grounding JSON, then
   ``<answer>N</answer>`` (see ``docs/pointing.md``).
 
+Targets longer than the model takes are refused (or, with ``skip_long_targets``, left out and counted) before
+the model loads: see :mod:`crowdvlm.train.target_lengths`.
+
 Run: ``crowdvlm train sft --config recipes/tiny/sft.yaml [--key value ...]``
 """
 
@@ -24,11 +27,13 @@ from crowdvlm.train.common import (
     add_point_frames,
     build_callbacks,
     load_model,
+    load_processor,
     load_train_dataset,
     train_and_save,
     write_config,
 )
 from crowdvlm.train.config import TrainJob
+from crowdvlm.train.target_lengths import fit_targets, model_token_limit
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +95,15 @@ def run_sft(job: TrainJob) -> TrainResult:
     write_config(job)
 
     dataset = load_train_dataset(job)
-    model, processor, peft_config = load_model(job)
+    processor = load_processor(job)  # the targets and their length in tokens come before the model
     if job.script.output_format == "points":  # targets are in the frame the processor's resize gives
         dataset = add_point_sft_completions(add_point_frames(dataset, job, processor))
     else:
         dataset = add_sft_completions(dataset, job.script.output_format, job.script.sft_reasoning)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    limit = model_token_limit(job.model.model_name_or_path, tokenizer, job.training.max_length)
+    dataset = fit_targets(dataset, tokenizer, limit, skip=job.script.skip_long_targets)
+    model, processor, peft_config = load_model(job)
 
     trainer = SFTTrainer(
         model=model,

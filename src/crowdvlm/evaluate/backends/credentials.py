@@ -96,12 +96,22 @@ class Endpoint:
         return any(len(s) < MIN_SCRUBBED for s in self.secrets)
 
     def scrub(self, text: str) -> str:
-        """``text`` from the server with every long enough secret (raw or percent-encoded) replaced by ***."""
-        for secret in self.secrets:
-            if len(secret) >= MIN_SCRUBBED:
-                for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
-                    text = text.replace(form, "***")
-        return text
+        """``text`` from the server with every long fragment of a secret replaced by ***, whatever its case.
+
+        A fragment is any case-insensitive substring of a secret (raw or percent-encoded) of at least
+        ``max(MIN_SCRUBBED, len(secret) // 2)`` characters: a server that echoes the key lowercased,
+        uppercased or cut short by a character is scrubbed as well as one that echoes it whole.
+
+        >>> Endpoint.parse("http://h/v1", "sk-0123456789abcdef").scrub("key SK-0123456789ABCDE rejected")
+        'key *** rejected'
+        """
+        forms = {
+            form
+            for secret in self.secrets
+            if len(secret) >= MIN_SCRUBBED
+            for form in (secret, quote(secret, safe=""), quote_plus(secret))
+        }
+        return _mask_fragments(text, forms)
 
     def server_text(self, text: object) -> str | None:
         """A server's message, fit for an error message: scrubbed and cut short, or None when not safe."""
@@ -109,6 +119,45 @@ class Endpoint:
             return None
         text = " ".join(self.scrub(text).split())
         return text if len(text) <= _SERVER_TEXT_LIMIT else text[:_SERVER_TEXT_LIMIT] + " …"
+
+
+def _lower_keeping_length(text: str) -> str:
+    """``text`` lowercased character by character, so that positions still line up with ``text``."""
+    return "".join(low if len(low := char.lower()) == 1 else char for char in text)
+
+
+def _mask_fragments(text: str, secrets: set[str]) -> str:
+    """``text`` with every run of characters covered by a long fragment of one of ``secrets`` made ``***``.
+
+    Every match of a fragment of length >= ``size`` is a union of matches of the secret's windows of exactly
+    ``size`` characters, so marking where those windows occur marks every long fragment.
+    """
+    if not secrets or not text:
+        return text
+    low = _lower_keeping_length(text)
+    covered = bytearray(len(text))
+    for secret in secrets:
+        size = max(MIN_SCRUBBED, len(secret) // 2)
+        secret_low = _lower_keeping_length(secret)
+        for window in {secret_low[i : i + size] for i in range(len(secret_low) - size + 1)}:
+            start = low.find(window)
+            while start != -1:
+                covered[start : start + size] = b"\x01" * size
+                start = low.find(window, start + 1)
+    if not any(covered):
+        return text
+    pieces, i = [], 0
+    while i < len(text):
+        if covered[i]:
+            while i < len(text) and covered[i]:
+                i += 1
+            pieces.append("***")
+        else:
+            j = covered.find(1, i)
+            j = len(text) if j == -1 else j
+            pieces.append(text[i:j])
+            i = j
+    return "".join(pieces)
 
 
 class HTTPStackFilter(logging.Filter):

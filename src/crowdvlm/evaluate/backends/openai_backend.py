@@ -33,7 +33,7 @@ from typing import Any
 
 from PIL import Image
 
-from crowdvlm.data.images import exif_orientation, open_image
+from crowdvlm.data.images import exif_orientation, open_image, regular_file
 from crowdvlm.evaluate.backends.base import Answer, EvalItem, Prepared
 from crowdvlm.evaluate.backends.credentials import Endpoint, install_http_log_filter
 from crowdvlm.prompts import conversational_prompt
@@ -50,9 +50,9 @@ def image_data_url(path: str | Path) -> str:
     """Read an image and return it as a ``data:`` URL, after checking that it decodes.
 
     Raises:
-        OSError: the file is missing, unreadable or not a (complete) image.
+        OSError: the file is missing, not a regular file, unreadable or not a (complete) image.
     """
-    raw = Path(path).read_bytes()
+    raw = regular_file(path).read_bytes()  # a named pipe would block the read forever
     with Image.open(io.BytesIO(raw)) as img:
         img.load()  # a truncated or corrupt file fails here rather than on the server
         # Sent as-is only when already upright: a server may or may not apply EXIF orientation itself.
