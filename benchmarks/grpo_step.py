@@ -133,8 +133,10 @@ class VisionRowCounter:
         visual.register_forward_hook(hook)
 
 
-def build_trainer(cls, model_dir: Path, out_dir: Path, dataset, args, new_tokens: int):
-    """A trainer of class ``cls`` on a fresh copy of the tiny model, with step timing and vision-row counting."""
+def build_trainer(cls, model_dir: Path, out_dir: Path, dataset, args, new_tokens: int, **config_overrides):
+    """A trainer of class ``cls`` on a fresh copy of the tiny model, with step timing and vision-row counting.
+
+    ``config_overrides`` replace or add ``GRPOConfig`` fields (benchmarks/grpo_step_vllm.py: ``use_vllm``)."""
     from transformers import (
         AutoModelForImageTextToText,
         AutoProcessor,
@@ -164,7 +166,7 @@ def build_trainer(cls, model_dir: Path, out_dir: Path, dataset, args, new_tokens
     set_seed(args.seed)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype="float32")
     processor = AutoProcessor.from_pretrained(model_dir)
-    config = GRPOConfig(
+    settings = dict(
         output_dir=str(out_dir),
         per_device_train_batch_size=args.num_generations * args.prompts_per_step,
         num_generations=args.num_generations,
@@ -182,6 +184,7 @@ def build_trainer(cls, model_dir: Path, out_dir: Path, dataset, args, new_tokens
         seed=args.seed,
         disable_tqdm=True,
     )
+    config = GRPOConfig(**{**settings, **config_overrides})
     timer = StepTimer()
     trainer = cls(
         model=model,
