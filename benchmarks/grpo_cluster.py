@@ -135,7 +135,7 @@ def worker(args: argparse.Namespace) -> None:
     import trl
     from datasets import Dataset
 
-    from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
+    from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
     from grpo_step import dot_images
 
     torch.set_num_threads(args.threads)

@@ -206,7 +206,7 @@ def run_shape(name: str, args, work: Path) -> dict:
 
     from crowdvlm.modeling.tiny import build_tiny_model
     from crowdvlm.modeling.tiny_families import FAMILY_NAMES, TOKEN_PIXELS, check_family
-    from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
+    from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
 
     image_size, new_tokens = SHAPES[name]["image_size"], SHAPES[name]["new_tokens"]
     model_dir = build_tiny_model(

@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from crowdvlm.train import group_sharing
-from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
+from crowdvlm.train.sharing import trainer as sharing_trainer
+from crowdvlm.train.sharing.fallbacks import Fallback, FallbackReason
+from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
 
 G = 4  # completions per prompt
 PROMPTS = 2  # distinct prompts (images) per batch
@@ -192,7 +193,7 @@ def test_no_grad_logps_match_stock_across_chunks(shared, scored_batch):
 def test_shared_prefill_gives_stock_first_token_logits_and_samples(shared):
     from transformers import GenerationConfig
 
-    from crowdvlm.train.prefix_generation import generate_with_shared_prefix
+    from crowdvlm.train.sharing.prefill import generate_with_shared_prefix
 
     rows = _generation_batch(shared)
     convs = [
@@ -340,11 +341,14 @@ def test_frozen_vision_matches_stock(tiny_model_dir, tmp_path, lora):
 
 def test_falls_back_to_stock_once_with_a_warning(shared, scored_batch, monkeypatch, caplog):
     def unsupported(*args, **kwargs):
-        return "get_image_features returns fields ['deepstack_features'] that are not repeated per image"
+        return Fallback(
+            FallbackReason.FEATURE_FIELDS,
+            "get_image_features returns fields ['deepstack_features'] that are not repeated per image",
+        )
 
-    monkeypatch.setattr(group_sharing, "sharing_unsupported_reason", unsupported)
+    monkeypatch.setattr(sharing_trainer, "sharing_unsupported_reason", unsupported)
     shared.sharing_fallbacks.clear()
-    with caplog.at_level(logging.WARNING, logger=group_sharing.__name__):
+    with caplog.at_level(logging.WARNING, logger=sharing_trainer.__name__):
         loss_a, _ = _loss_and_grads(shared, scored_batch, share_vision=True)
         loss_b, _ = _loss_and_grads(shared, scored_batch, share_vision=True)
     monkeypatch.undo()

@@ -25,7 +25,7 @@ def _worker(which: str, out: str, model_dir: str) -> None:
     from trl import GRPOConfig, GRPOTrainer
 
     from crowdvlm.modeling import load_model_and_processor
-    from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
+    from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
     from grpo_helpers import count_vision_rows, length_reward, random_image_dataset
 
     torch.set_num_threads(1)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from crowdvlm.train.layout import group_layout_problem, warn_if_groups_split
+from crowdvlm.train.sharing.group_layout import group_layout_problem, warn_if_groups_split
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 CLUSTER_GRPO = sorted(RECIPES.glob("qwen2_5_vl_*/grpo_*.yaml"))
@@ -57,7 +57,7 @@ def test_grpo_warns_only_when_sharing(tiny_model_dir, tmp_path, caplog):
         "num_generations": 8,
     }
     job = parse_job("grpo", recipe=RECIPES / "tiny" / "grpo_fgrpr.yaml", **paper_layout)
-    with caplog.at_level(logging.WARNING, logger="crowdvlm.train.layout"):
+    with caplog.at_level(logging.WARNING, logger="crowdvlm.train.sharing.group_layout"):
         assert "nothing of a group" in warn_if_groups_split(job.training, share_prompt=True)
         assert warn_if_groups_split(job.training, share_prompt=False) is None
     assert [r.message for r in caplog.records if "group sharing will save little" in r.message]

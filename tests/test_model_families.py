@@ -14,8 +14,11 @@ import torch
 from PIL import Image
 
 from crowdvlm.modeling.tiny_families import FAMILIES
-from crowdvlm.train import group_sharing, prefix_generation
-from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
+from crowdvlm.train.sharing import prefill
+from crowdvlm.train.sharing import trainer as sharing_trainer
+from crowdvlm.train.sharing.fallbacks import FallbackReason
+from crowdvlm.train.sharing.families import FAMILIES as SHARING
+from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
 
 G = 4  # completions per prompt
 PROMPTS = 2  # distinct prompts per batch
@@ -119,22 +122,27 @@ def _sharing_warnings(caplog, family: str = "qwen2_5_vl") -> list[str]:
     return [
         m
         for r in caplog.records
-        if r.name == group_sharing.__name__ and not is_packing_fallback(family, m := r.getMessage())
+        if r.name == sharing_trainer.__name__ and not is_packing_fallback(family, m := r.getMessage())
     ]
 
 
-# Prompt packing (share_prefix) is built and tested for Qwen2-VL / Qwen2.5-VL only: the other families run the
-# log-prob passes per row, with this one logged reason, the only fallback they may show.
-PACKING_FALLBACK = "prompt packing is tested for"
+# A family whose registry entry does not pack (train/sharing/families.py) runs the log-prob passes per row, with
+# one logged reason, the only fallback it may show.
+PACKING_FALLBACK = ("prefix", FallbackReason.MODEL_FAMILY)
 
 
-def is_packing_fallback(family: str, reason: str) -> bool:
-    return family != "qwen2_5_vl" and PACKING_FALLBACK in reason
+def packs(family: str) -> bool:
+    return SHARING[family].packing
 
 
-def other_fallbacks(family: str, fallbacks: dict[str, int]) -> dict[str, int]:
-    """The fallbacks a family is not expected to have (see PACKING_FALLBACK)."""
-    return {k: v for k, v in fallbacks.items() if not is_packing_fallback(family, k)}
+def is_packing_fallback(family: str, message: str) -> bool:
+    """Whether a logged warning is the packing fallback of a family that does not pack."""
+    return not packs(family) and message.startswith("group sharing off for prefix (")
+
+
+def other_fallbacks(family: str, reasons) -> dict:
+    """The fallbacks (``trainer.fallback_reasons``) a family is not expected to have."""
+    return {k: v for k, v in reasons.items() if packs(family) or k != PACKING_FALLBACK}
 
 
 class Recorder:
@@ -170,21 +178,21 @@ def test_one_step_matches_stock_with_every_sharing_path(
     trainers = {cls: _trainer(cls, model_dir, tmp_path) for cls in (trl.GRPOTrainer, GroupSharedGRPOTrainer)}
     recorders = {cls: Recorder(trainer) for cls, trainer in trainers.items()}
     prefills = []
-    real_prefill = prefix_generation.generate_with_shared_prefix
+    real_prefill = prefill.generate_with_shared_prefix
 
     def counting_prefill(*args, **kwargs):
         prefills.append(args[2].shape[0])  # distinct prompts prefilled
         return real_prefill(*args, **kwargs)
 
-    monkeypatch.setattr(group_sharing, "generate_with_shared_prefix", counting_prefill)
-    with caplog.at_level(logging.WARNING, logger=group_sharing.__name__):
+    monkeypatch.setattr(sharing_trainer, "generate_with_shared_prefix", counting_prefill)
+    with caplog.at_level(logging.WARNING, logger=sharing_trainer.__name__):
         for trainer in trainers.values():
             set_seed(0)
             trainer.train()
     stock, ours = trainers[trl.GRPOTrainer], trainers[GroupSharedGRPOTrainer]
 
-    assert other_fallbacks(family, ours.sharing_fallbacks) == {} and not _sharing_warnings(caplog, family)
-    assert (family != "qwen2_5_vl") == any(PACKING_FALLBACK in k for k in ours.sharing_fallbacks)
+    assert other_fallbacks(family, ours.fallback_reasons) == {} and not _sharing_warnings(caplog, family)
+    assert packs(family) != (PACKING_FALLBACK in ours.fallback_reasons)
     assert prefills == [PROMPTS]
     assert recorders[GroupSharedGRPOTrainer].vision_rows == PROMPTS * PATCHES
     assert recorders[trl.GRPOTrainer].vision_rows == PROMPTS * G * PATCHES
@@ -214,26 +222,29 @@ def test_qwen3_5_text_only_prompts_train_with_shared_prefill(tiny_family_dir, tm
     )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
-    assert trainer.state.global_step == 2 and other_fallbacks("qwen3_5", trainer.sharing_fallbacks) == {}
+    assert trainer.state.global_step == 2 and other_fallbacks("qwen3_5", trainer.fallback_reasons) == {}
     assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
 
 
 def test_a_one_token_prompt_falls_back_for_its_batch_only(tiny_family_dir, tmp_path, caplog, monkeypatch):
     trainer = _trainer(GroupSharedGRPOTrainer, tiny_family_dir("qwen3_5"), tmp_path, with_images=False)
     calls = []
-    real_prefill = prefix_generation.generate_with_shared_prefix
+    real_prefill = prefill.generate_with_shared_prefix
     monkeypatch.setattr(
-        group_sharing, "generate_with_shared_prefix", lambda *a, **k: calls.append(1) or real_prefill(*a, **k)
+        sharing_trainer,
+        "generate_with_shared_prefix",
+        lambda *a, **k: calls.append(1) or real_prefill(*a, **k),
     )
     ids = trainer.processing_class.tokenizer("How many dots?")["input_ids"]
-    with caplog.at_level(logging.WARNING, logger=group_sharing.__name__), torch.no_grad():
+    with caplog.at_level(logging.WARNING, logger=sharing_trainer.__name__), torch.no_grad():
         short, _ = trainer._generate_single_turn([[ids[0]]] * G, None, {}, G)
         assert calls == [] and len(short) == G
         normal, _ = trainer._generate_single_turn([ids] * G, None, {}, G)
         again, _ = trainer._generate_single_turn([[ids[0]]] * G + [ids] * G, None, {}, G)
         assert calls == [1] and len(normal) == G and len(again) == 2 * G
-    assert list(other_fallbacks("qwen3_5", trainer.sharing_fallbacks).values()) == [2]
-    assert "shorter than 2 tokens" in next(iter(other_fallbacks("qwen3_5", trainer.sharing_fallbacks)))
+    assert other_fallbacks("qwen3_5", trainer.fallback_reasons) == {
+        ("generation of one batch", FallbackReason.PROMPT_SHAPE): 2
+    }
     assert (
         len(_sharing_warnings(caplog, "qwen3_5")) == 1
     )  # one logged reason, however many batches it applies to
@@ -244,7 +255,7 @@ def test_cache_rows_can_be_selected_on_every_family(family, tiny_family_dir):
     from transformers import AutoModelForImageTextToText
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_family_dir(family))
-    assert prefix_generation.prefill_unsupported_reason(model) is None
+    assert prefill.prefill_unsupported_reason(model) is None
 
 
 def test_unknown_cache_layers_are_refused_before_any_work(tiny_family_dir):
@@ -252,7 +263,8 @@ def test_unknown_cache_layers_are_refused_before_any_work(tiny_family_dir):
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_family_dir("qwen3_5"))
     model.config.text_config.layer_types = ["linear_attention", "paged_attention"]
-    assert "paged_attention" in prefix_generation.prefill_unsupported_reason(model)
+    reason = prefill.prefill_unsupported_reason(model)
+    assert reason.reason is FallbackReason.CACHE and "paged_attention" in reason.detail
 
 
 @pytest.mark.parametrize(
@@ -262,8 +274,8 @@ def test_unknown_cache_layers_are_refused_before_any_work(tiny_family_dir):
 def test_batch_unsupported_reason(lengths, last_types, expected):
     types = torch.zeros(len(lengths), 5, dtype=torch.long)
     types[:, -1] = torch.tensor(last_types)
-    reason = prefix_generation.batch_unsupported_reason(lengths, {"mm_token_type_ids": types})
-    assert reason is None if expected is None else expected in reason
+    reason = prefill.batch_unsupported_reason(lengths, {"mm_token_type_ids": types})
+    assert reason is None if expected is None else expected in reason.detail
 
 
 def test_qwen3_5_recipe_lora_targets_reach_the_linear_attention_layers(tiny_family_dir):
@@ -286,10 +298,11 @@ def test_qwen3_5_recipe_lora_targets_reach_the_linear_attention_layers(tiny_fami
 def test_each_family_processor_can_be_shared(family, tiny_family_dir):
     from transformers import AutoProcessor
 
-    from crowdvlm.train.shared_processing import processor_unsupported_reason
+    from crowdvlm.train.sharing.processing import processor_unsupported_reason
 
     assert processor_unsupported_reason(AutoProcessor.from_pretrained(tiny_family_dir(family))) is None
     stub = type(
         "PatchMaskProcessor", (), {"model_input_names": ["input_ids", "pixel_values", "pixel_mask"]}
     )()
-    assert "pixel_mask" in processor_unsupported_reason(stub)
+    reason = processor_unsupported_reason(stub)
+    assert reason.reason is FallbackReason.PROCESSOR_INPUTS and "pixel_mask" in reason.detail

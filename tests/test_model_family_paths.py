@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from crowdvlm.modeling.tiny_families import FAMILIES
-from crowdvlm.train import group_sharing
 from crowdvlm.train.callbacks import read_jsonl
 from crowdvlm.train.config import parse_job
+from crowdvlm.train.sharing import trainer as sharing_trainer
 
 WARM_STEPS = 60
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "tiny"
@@ -77,7 +77,7 @@ def test_sft_then_grpo_train_each_family(family, tiny_family_dir, small_dots, tm
     before, after = _weights(base), _weights(sft.output_dir)
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
-    with caplog.at_level(logging.WARNING, logger=group_sharing.__name__):
+    with caplog.at_level(logging.WARNING, logger=sharing_trainer.__name__):
         grpo = _run(
             "grpo",
             "grpo_fgrpr.yaml",
@@ -96,7 +96,7 @@ def test_sft_then_grpo_train_each_family(family, tiny_family_dir, small_dots, tm
     unexpected = [
         r
         for r in caplog.records
-        if r.name == group_sharing.__name__ and not is_packing_fallback(family, r.getMessage())
+        if r.name == sharing_trainer.__name__ and not is_packing_fallback(family, r.getMessage())
     ]
     assert not unexpected  # every sharing path on (prompt packing: Qwen2.5-VL only, one logged reason)
     logs = [e for e in read_jsonl(grpo.output_dir / "log.jsonl") if e["event"] == "log" and "loss" in e]

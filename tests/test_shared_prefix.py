@@ -12,8 +12,10 @@ import pytest
 import torch
 import trl
 
-from crowdvlm.train import group_sharing, shared_prefix
-from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
+from crowdvlm.train.sharing import packing
+from crowdvlm.train.sharing import trainer as sharing_trainer
+from crowdvlm.train.sharing.fallbacks import SharingSkipped
+from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
 from test_group_sharing import PROMPTS, G, _generation_batch, _trainer
 
 
@@ -244,10 +246,10 @@ def test_one_step_with_gradient_checkpointing_and_two_iterations_matches_stock(t
 def test_unsupported_attention_falls_back_once_with_a_reason(trainer_and_batch, monkeypatch, caplog):
     trainer, batch = trainer_and_batch
     attention = trainer.model.config.get_text_config()._attn_implementation
-    monkeypatch.setattr(shared_prefix, "PACKABLE_ATTENTION", ("flex_attention",))
+    monkeypatch.setattr(packing, "PACKABLE_ATTENTION", ("flex_attention",))
     trainer.sharing_fallbacks.clear()
     kwargs = _logp_inputs(batch)
-    with caplog.at_level(logging.WARNING, logger=group_sharing.__name__), torch.no_grad():
+    with caplog.at_level(logging.WARNING, logger=sharing_trainer.__name__), torch.no_grad():
         first = trainer._get_per_token_logps_and_entropies(trainer.model, **kwargs)[0]
         second = trainer._get_per_token_logps_and_entropies(trainer.model, **kwargs)[0]
         stock = _stock_logps(trainer, trainer.model, **kwargs)[0]
@@ -263,8 +265,8 @@ def test_flash_attention_is_not_packed(trainer_and_batch, monkeypatch):
     trainer, _ = trainer_and_batch
     text_config = trainer.model.config.get_text_config()
     monkeypatch.setattr(text_config, "_attn_implementation", "flash_attention_2")
-    reason = shared_prefix.prefix_unsupported_reason(trainer.model, {}, compute_aux_loss=False)
-    assert reason == "attention 'flash_attention_2' takes no 4-D mask (only sdpa and eager do)"
+    reason = packing.prefix_unsupported_reason(trainer.model, {}, compute_aux_loss=False)
+    assert str(reason) == "attention 'flash_attention_2' takes no 4-D mask (only sdpa and eager do)"
 
 
 def test_a_batch_without_repeats_runs_per_row_and_the_next_is_packed(trainer_and_batch):
@@ -311,8 +313,8 @@ def test_a_prompt_ending_in_an_image_token_is_not_packed():
     """Its copy at the head of each completion segment would need an image feature: that batch runs per row."""
     ids = torch.tensor([[7, 8, 9]])
     ones = torch.ones_like(ids)
-    with pytest.raises(shared_prefix.PrefixNotShared, match="ends in an image token"):
-        shared_prefix.pack_rows(
+    with pytest.raises(SharingSkipped, match="ends in an image token"):
+        packing.pack_rows(
             ids,
             ones,
             ids,
@@ -331,7 +333,7 @@ def test_pack_rows_lays_out_prompt_once_and_each_completion_after_it():
     completions = torch.tensor([[10, 11, 12], [20, 21, 22]])
     completion_mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
     positions = torch.tensor([[0, 0, 1, 2]]).expand(3, 1, 4)
-    packed = shared_prefix.pack_rows(
+    packed = packing.pack_rows(
         prompt,
         prompt_mask,
         completions,
@@ -346,7 +348,7 @@ def test_pack_rows_lays_out_prompt_once_and_each_completion_after_it():
     assert packed.position_ids[0].tolist() == [[0, 1, 2, 3, 4, 2, 3, 4]]
     assert packed.segments.tolist() == [[0, 0, 1, 1, 1, 2, 2, 2]]
     assert packed.gather_index.tolist() == [[2, 3, 4], [5, 6, 7]]
-    mask = shared_prefix.packed_attention_mask(packed.segments, "sdpa", torch.float32)[0, 0]
+    mask = packing.packed_attention_mask(packed.segments, "sdpa", torch.float32)[0, 0]
     assert mask[6].tolist() == [
         True,
         True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crowdvlm.train.shared_vision import dummy_image, pad_vision_calls, per_image_features, vision_calls
+from crowdvlm.train.sharing.vision import dummy_image, pad_vision_calls, per_image_features, vision_calls
 
 
 @pytest.mark.parametrize(

@@ -62,6 +62,7 @@ def test_good_grpo_job_parses_recipe_and_overrides(tmp_path, tiny_model_dir, man
             "per_device_train_batch_size": 4,
             "beta": 0.04,
             "loss_type": "grpo",
+            "share_prefix": False,
             **CPU,
         },
     )
@@ -71,6 +72,12 @@ def test_good_grpo_job_parses_recipe_and_overrides(tmp_path, tiny_model_dir, man
     assert job.script.dataset == [str(manifest)]  # a single YAML string becomes a list
     assert (job.training.beta, job.training.loss_type, job.training.learning_rate) == (0.04, "grpo", 3e-4)
     assert job.script.rewards == ["fgrpr", "format"] and job.script.share_prompt is True
+    assert job.script.sharing_switches == {
+        "share_processing": True,
+        "share_prefill": True,
+        "share_vision": True,
+        "share_prefix": False,
+    }
 
 
 # (extra recipe keys or overrides, the words the error message must contain)
@@ -89,6 +96,7 @@ BAD_GRPO = [
     ({"output_format": "answer-only"}, ["answer_format"]),
     ({"output_format": "essay"}, ["output_format", "answer-only"]),
     ({"save_merged": True}, ["save_merged", "use_peft"]),
+    ({"share_vision": False}, ["share_prefix: true needs share_vision: true"]),
 ]
 
 
@@ -245,8 +253,8 @@ def test_train_help_and_unknown_kind(capsys):
 def test_share_prompt_selects_the_trainer():
     from trl import GRPOTrainer
 
-    from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
     from crowdvlm.train.grpo import trainer_class
+    from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
 
     assert trainer_class(True) is GroupSharedGRPOTrainer
     assert trainer_class(False) is GRPOTrainer

@@ -29,7 +29,7 @@ def _train_one_step(which: str, out: Path, model_dir: str, dataset) -> dict:
 
     from crowdvlm.modeling import load_model_and_processor
     from crowdvlm.train.cluster import fingerprint, partition_counts
-    from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
+    from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
     from grpo_helpers import count_vision_rows, length_reward
 
     # The config first: it switches on deepspeed.zero.Init, so the model below loads already partitioned.
@@ -83,7 +83,7 @@ def _worker(out: str, model_dir: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from crowdvlm.train.shared_vision import pad_vision_calls
+    from crowdvlm.train.sharing.vision import pad_vision_calls
     from grpo_helpers import random_image_dataset
 
     torch.set_num_threads(1)

@@ -132,6 +132,10 @@ class SFTScriptArguments(_ScriptArguments):
     )
 
 
+# GRPOScriptArguments' switches of GroupSharedGRPOTrainer (docs/speed.md).
+SHARING_SWITCHES = ("share_processing", "share_prefill", "share_vision", "share_prefix")
+
+
 @dataclass
 class GRPOScriptArguments(_ScriptArguments):
     """GRPO-specific fields: rewards by name (weights are TRL's `reward_weights`), prompt sharing."""
@@ -150,6 +154,27 @@ class GRPOScriptArguments(_ScriptArguments):
         default=True,
         metadata={
             "help": "Encode each image once per GRPO group (GroupSharedGRPOTrainer); false: stock TRL."
+        },
+    )
+    share_processing: bool = field(
+        default=True,
+        metadata={"help": "With share_prompt: run the image processor once per distinct prompt of a batch."},
+    )
+    share_prefill: bool = field(
+        default=True,
+        metadata={"help": "With share_prompt: prefill each distinct prompt once in generation."},
+    )
+    share_vision: bool = field(
+        default=True,
+        metadata={
+            "help": "With share_prompt: run the vision tower once per distinct image in the log-prob passes."
+        },
+    )
+    share_prefix: bool = field(
+        default=True,
+        metadata={
+            "help": "With share_prompt: run each distinct prompt once in the log-prob passes, its completions "
+            "packed after it (needs share_vision)."
         },
     )
     sample_completions_steps: int = field(
@@ -176,6 +201,16 @@ class GRPOScriptArguments(_ScriptArguments):
                     f"reward_kwargs is not valid JSON ({err.msg}): {self.reward_kwargs!r}"
                 ) from None
         self.reward_kwargs = dict(self.reward_kwargs or {})
+        if self.share_prefix and not self.share_vision:
+            raise ConfigError(
+                "share_prefix: true needs share_vision: true (the packed prompts take the shared image "
+                "features); set share_prefix: false too"
+            )
+
+    @property
+    def sharing_switches(self) -> dict[str, bool]:
+        """The four ``share_*`` switches, as ``GroupSharedGRPOTrainer``'s keyword arguments."""
+        return {name: getattr(self, name) for name in SHARING_SWITCHES}
 
 
 @dataclass

@@ -7,8 +7,9 @@ selected by ``loss_type`` (the paper's recipes set ``grpo``; see README "Trainin
 that differ from the paper's code).
 
 With ``share_prompt: true`` (the default) the trainer is
-:class:`crowdvlm.train.group_sharing.GroupSharedGRPOTrainer`, a drop-in subclass of ``trl.GRPOTrainer`` that
-encodes each image once per group; ``share_prompt: false`` runs stock TRL.
+:class:`crowdvlm.train.sharing.trainer.GroupSharedGRPOTrainer`, a drop-in subclass of ``trl.GRPOTrainer`` that
+encodes each image once per group; ``share_prompt: false`` runs stock TRL. The keys ``share_processing``,
+``share_prefill``, ``share_vision`` and ``share_prefix`` switch its parts (docs/speed.md).
 
 Run: ``crowdvlm train grpo --config recipes/tiny/grpo_fgrpr.yaml [--key value ...]``
 """
@@ -29,7 +30,7 @@ from crowdvlm.train.common import (
     write_config,
 )
 from crowdvlm.train.config import GRPOScriptArguments, TrainJob
-from crowdvlm.train.layout import warn_if_groups_split
+from crowdvlm.train.sharing.group_layout import warn_if_groups_split
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def build_rewards(script: GRPOScriptArguments) -> list:
 def trainer_class(share_prompt: bool):
     """``GroupSharedGRPOTrainer`` when prompts (images) are shared across a group, else stock ``trl.GRPOTrainer``."""
     if share_prompt:
-        from crowdvlm.train.group_sharing import GroupSharedGRPOTrainer
+        from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
 
         return GroupSharedGRPOTrainer
     from trl import GRPOTrainer
@@ -73,7 +74,9 @@ def run_grpo(job: TrainJob) -> TrainResult:
     )
 
     Trainer = trainer_class(job.script.share_prompt)
+    switches = job.script.sharing_switches if job.script.share_prompt else {}
     trainer = Trainer(
+        **switches,
         model=model,
         reward_funcs=reward_funcs,
         args=job.training,

@@ -24,11 +24,10 @@ from typing import Any
 
 import torch
 
+from crowdvlm.train.sharing.fallbacks import Fallback, FallbackReason
+from crowdvlm.train.sharing.families import base_model
+
 logger = logging.getLogger(__name__)
-
-
-def _base_model(model: Any) -> Any:
-    return model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
 
 
 def expand_cached_prompt_state(model: Any, index: torch.Tensor, num_prompts: int) -> int:
@@ -42,7 +41,7 @@ def expand_cached_prompt_state(model: Any, index: torch.Tensor, num_prompts: int
     Returns:
         How many state tensors were expanded (0 for models that keep none).
     """
-    base = _base_model(model)
+    base = base_model(model)
     expanded = 0
     for module in (base, getattr(base, "model", None)):
         deltas = getattr(module, "rope_deltas", None)
@@ -56,7 +55,7 @@ def _layer_classes(model: Any) -> dict[str, type]:
     """Layer type -> the cache-layer class a ``DynamicCache`` built for this model's decoder will hold."""
     from transformers.cache_utils import DYNAMIC_LAYER_TYPE_MAPPING, get_layer_types_and_kwargs
 
-    config = _base_model(model).config.get_text_config(decoder=True)
+    config = base_model(model).config.get_text_config(decoder=True)
     layer_types, _ = get_layer_types_and_kwargs(config)
     return {t: DYNAMIC_LAYER_TYPE_MAPPING.get(t) for t in layer_types}
 
@@ -71,26 +70,26 @@ def _selects_rows(layer_class: type | None) -> bool:
     return callable(getattr(layer_class, "batch_select_indices", None))
 
 
-def prefill_unsupported_reason(model: Any) -> str | None:
+def prefill_unsupported_reason(model: Any) -> Fallback | None:
     """Why this model's generation cache cannot be prefilled once and indexed out to rows, or None when it can.
 
     Read from the model class and config alone, so it is known before the first generation.
     """
-    base = _base_model(model)
+    base = base_model(model)
     supports_dynamic = getattr(type(base), "_supports_default_dynamic_cache", None)
     if supports_dynamic is None or not supports_dynamic():
-        return f"{type(base).__name__} does not generate with a DynamicCache"
+        return Fallback(FallbackReason.CACHE, f"{type(base).__name__} does not generate with a DynamicCache")
     if getattr(base.config, "is_encoder_decoder", False):
-        return "encoder-decoder caches are not shared"
+        return Fallback(FallbackReason.CACHE, "encoder-decoder caches are not shared")
     unsupported = sorted(t for t, cls in _layer_classes(model).items() if not _selects_rows(cls))
     if unsupported:
-        return f"cache layers of type {unsupported} cannot be indexed by row"
+        return Fallback(FallbackReason.CACHE, f"cache layers of type {unsupported} cannot be indexed by row")
     return None
 
 
 def batch_unsupported_reason(
     prompt_lengths: Sequence[int], token_inputs: dict[str, torch.Tensor] | None = None
-) -> str | None:
+) -> Fallback | None:
     """Why this batch's prompts cannot share a prefill (the next batch may), or None when they can.
 
     Args:
@@ -98,10 +97,15 @@ def batch_unsupported_reason(
         token_inputs: per-token inputs of the left-padded prompts (``mm_token_type_ids`` marks image tokens).
     """
     if min(prompt_lengths, default=0) < 2:
-        return "a prompt shorter than 2 tokens has nothing to prefill before its last token"
+        return Fallback(
+            FallbackReason.PROMPT_SHAPE,
+            "a prompt shorter than 2 tokens has nothing to prefill before its last token",
+        )
     types = (token_inputs or {}).get("mm_token_type_ids")
     if types is not None and bool(types[:, -1].any()):
-        return "a prompt ends in an image/video token; its last token must be text"
+        return Fallback(
+            FallbackReason.PROMPT_SHAPE, "a prompt ends in an image/video token; its last token must be text"
+        )
     return None
 
 
@@ -156,7 +160,7 @@ def generate_with_shared_prefix(
             raise ValueError(f"{key} has shape {tuple(value.shape)}, expected {tuple(input_ids.shape)}")
     reason = batch_unsupported_reason(attention_mask.sum(dim=1).tolist(), token_inputs)
     if reason is not None:
-        raise ValueError(reason)
+        raise ValueError(str(reason))
     index = torch.as_tensor(list(row_to_prompt), dtype=torch.long, device=input_ids.device)
 
     # 1. Prefill the distinct prompts, all tokens but the last (left padding keeps each row's last token last).

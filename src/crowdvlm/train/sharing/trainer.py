@@ -7,13 +7,13 @@ copies of the prompt. ``GroupSharedGRPOTrainer`` overrides three methods of ``tr
 nothing else:
 
 - ``_generate_and_score_completions``: runs TRL's own method with the processor wrapped in
-  :class:`~crowdvlm.train.shared_processing.DedupProcessor`, so each distinct row is processed once.
+  :class:`~crowdvlm.train.sharing.processing.DedupProcessor`, so each distinct row is processed once.
 - ``_generate_single_turn`` (plain ``transformers`` generation only): one prefill per distinct prompt, its KV
-  cache indexed out to the G samples (:mod:`crowdvlm.train.prefix_generation`).
+  cache indexed out to the G samples (:mod:`crowdvlm.train.sharing.prefill`).
 - ``_get_per_token_logps_and_entropies``: the vision tower runs once per distinct image and its features go
-  to every row through ``mm_encoder_outputs`` (:mod:`crowdvlm.train.shared_vision`); under grad, backward sums
+  to every row through ``mm_encoder_outputs`` (:mod:`crowdvlm.train.sharing.vision`); under grad, backward sums
   the copies' gradients; and the language model runs each distinct prompt once, its G completions packed
-  after it in one row (:mod:`crowdvlm.train.shared_prefix`).
+  after it in one row (:mod:`crowdvlm.train.sharing.packing`).
 
 Each falls back to TRL's code, with one logged warning per reason, where sharing cannot apply (vLLM or
 continuous batching, tools, static caches, caches whose layers cannot be indexed by row, FSDP for the
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from itertools import accumulate
 from typing import Any
@@ -37,18 +38,16 @@ from trl.extras.profiling import profiling_context
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import pad
 
-from crowdvlm.train.prefix_generation import (
+from crowdvlm.train.sharing.fallbacks import Fallback, FallbackReason, SharingSkipped
+from crowdvlm.train.sharing.families import family_of
+from crowdvlm.train.sharing.packing import packed_logps_and_entropies, prefix_unsupported_reason
+from crowdvlm.train.sharing.prefill import (
     batch_unsupported_reason,
     generate_with_shared_prefix,
     prefill_unsupported_reason,
 )
-from crowdvlm.train.shared_prefix import (
-    PrefixNotShared,
-    packed_logps_and_entropies,
-    prefix_unsupported_reason,
-)
-from crowdvlm.train.shared_processing import DedupProcessor, group_rows, processor_unsupported_reason
-from crowdvlm.train.shared_vision import (
+from crowdvlm.train.sharing.processing import DedupProcessor, group_rows, processor_unsupported_reason
+from crowdvlm.train.sharing.vision import (
     encode_unique_images,
     encoder_outputs_for,
     pad_vision_calls,
@@ -67,8 +66,8 @@ _TOKEN_FIELDS = ("mm_token_type_ids", "token_type_ids")
 class GroupSharedGRPOTrainer(GRPOTrainer):
     """Drop-in ``trl.GRPOTrainer`` (trl 1.16.0, same constructor) that shares work across each GRPO group.
 
-    The three switches below are on by default; turning one off restores TRL's code for that part (the
-    benchmark uses them to attribute the speed-up).
+    The four switches (keyword arguments, and recipe keys of ``crowdvlm train grpo``) are on by default;
+    turning one off restores TRL's code for that part (the benchmark uses them to attribute the speed-up).
 
     Attributes:
         share_processing: process each distinct prompt/image once.
@@ -76,27 +75,51 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
         share_vision: run the vision tower once per distinct image in each log-prob pass.
         share_prefix: run the language model over each distinct prompt once in each log-prob pass (needs the
             shared vision features, so it is off wherever ``share_vision`` is).
-        sharing_fallbacks: reason -> number of times TRL's code ran instead.
+        sharing_fallbacks: ``"<part>: <detail>"`` -> number of times TRL's code ran instead (for logs, JSON).
+        fallback_reasons: ``(part, FallbackReason)`` -> the same counts, for code and tests.
     """
 
-    share_processing: bool = True
-    share_prefill: bool = True
-    share_vision: bool = True
-    share_prefix: bool = True
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        share_processing: bool = True,
+        share_prefill: bool = True,
+        share_vision: bool = True,
+        share_prefix: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.share_processing = share_processing
+        self.share_prefill = share_prefill
+        self.share_vision = share_vision
+        self.share_prefix = share_prefix
         self.sharing_fallbacks: dict[str, int] = {}
+        self.fallback_reasons: Counter[tuple[str, FallbackReason]] = Counter()
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        family = family_of(unwrapped)
         # Whether the model's generation cache can be indexed by row is fixed by its class and config.
-        self._prefill_model_reason = prefill_unsupported_reason(self.accelerator.unwrap_model(self.model))
+        self._prefill_model_reason = (
+            Fallback(FallbackReason.MODEL_FAMILY, f"{family.name} prefills per row")
+            if family is not None and not family.prefill
+            else prefill_unsupported_reason(unwrapped)
+        )
+        self._vision_family_reason = (
+            Fallback(FallbackReason.MODEL_FAMILY, f"{family.name} encodes images per row")
+            if family is not None and not family.vision_once
+            else None
+        )
 
-    def _fall_back(self, part: str, reason: str) -> None:
-        key = f"{part}: {reason}"
+    def _fall_back(self, part: str, fallback: Fallback) -> None:
+        key = f"{part}: {fallback.detail}"
         if key not in self.sharing_fallbacks:
             logger.warning(
-                "group sharing off for %s (%s); using TRL %s's code", part, reason, TARGET_TRL_VERSION
+                "group sharing off for %s (%s); using TRL %s's code",
+                part,
+                fallback.detail,
+                TARGET_TRL_VERSION,
             )
         self.sharing_fallbacks[key] = self.sharing_fallbacks.get(key, 0) + 1
+        self.fallback_reasons[(part, fallback.reason)] += 1
 
     # --- image processor ---------------------------------------------------------------------------------
 
@@ -127,25 +150,27 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
 
     def _prefill_unsupported_reason(
         self, multimodal_fields: dict[str, Any], has_tool_images: bool
-    ) -> str | None:
+    ) -> Fallback | None:
         if not self.share_prefill:
-            return "disabled"
+            return Fallback(FallbackReason.DISABLED, "share_prefill is off")
         if self._prefill_model_reason is not None:
             return self._prefill_model_reason
         if self.use_vllm or self.use_transformers_continuous_batching:
-            return "vLLM / continuous batching generate themselves"
+            return Fallback(
+                FallbackReason.GENERATION_BACKEND, "vLLM / continuous batching generate themselves"
+            )
         if self.tools or has_tool_images:
-            return "tool-calling rollouts"
+            return Fallback(FallbackReason.TOOLS, "tool-calling rollouts")
         if (
             self.generation_config.cache_implementation is not None
             or (self.generation_config.num_beams or 1) > 1
         ):
-            return "static caches and beam search are not shared"
+            return Fallback(FallbackReason.DECODING, "static caches and beam search are not shared")
         unknown = sorted(set(multimodal_fields) - {"pixel_values", "image_grid_thw", *_TOKEN_FIELDS})
         if unknown:
-            return f"unsupported generation inputs {unknown}"
+            return Fallback(FallbackReason.UNSUPPORTED_INPUTS, f"unsupported generation inputs {unknown}")
         if "pixel_values" in multimodal_fields and "image_grid_thw" not in multimodal_fields:
-            return "pixel_values are not laid out by image_grid_thw"
+            return Fallback(FallbackReason.IMAGE_LAYOUT, "pixel_values are not laid out by image_grid_thw")
         return None
 
     def _generate_single_turn(
@@ -154,7 +179,7 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
         """TRL's plain-``generate`` path, with one prefill per distinct prompt (same returns as TRL's)."""
         reason = self._prefill_unsupported_reason(multimodal_fields, has_tool_images)
         if reason is not None:
-            if reason != "disabled":
+            if not reason.reason.silent:
                 self._fall_back("generation", reason)
             return super()._generate_single_turn(
                 prompt_ids, images, multimodal_fields, num_generations, has_tool_images
@@ -245,17 +270,21 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
 
     def _vision_unsupported_reason(
         self, model: Any, pixel_values, image_grid_thw, num_images, extra
-    ) -> str | None:
+    ) -> Fallback | None:
         if not self.share_vision:
-            return "disabled"
+            return Fallback(FallbackReason.DISABLED, "share_vision is off")
         if self.is_fsdp_enabled:
-            return "FSDP shards the vision tower; it only runs inside the wrapped forward"
+            return Fallback(
+                FallbackReason.FSDP, "FSDP shards the vision tower; it only runs inside the wrapped forward"
+            )
+        if pixel_values is not None and self._vision_family_reason is not None:
+            return self._vision_family_reason
         return sharing_unsupported_reason(model, pixel_values, image_grid_thw, num_images, extra)
 
     def _pad_vision_calls(
         self, unwrapped, reason, pixel_values, input_ids, batch_size
     ) -> torch.Tensor | None:
-        """Under ZeRO-3, line up this pass's vision calls across ranks before any is made (see shared_vision).
+        """Under ZeRO-3, line up this pass's vision calls across ranks before any is made (see sharing.vision).
 
         Each call of the partitioned vision tower all-gathers its shards; a rank with fewer calls (no images)
         runs dummy ones. Returns a zero to add to the pass's log-probs, or ``None``.
@@ -264,7 +293,7 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
             self.is_deepspeed_enabled
             and getattr(self.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3
         )
-        if not zero3 or reason == "disabled":
+        if not zero3 or (reason is not None and reason.reason is FallbackReason.DISABLED):
             return None
         calls = vision_calls(reason is None, pixel_values, input_ids.size(0), batch_size)
         with self.accelerator.autocast():
@@ -292,7 +321,8 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
         if reason is None:  # checked before any work: Qwen3-VL's deepstack features are repeated too
             with self.accelerator.autocast():
                 features, image_to_feature = encode_unique_images(unwrapped, pixel_values, image_grid_thw)
-        if reason in (None, "no images in the batch"):
+        no_images = reason is not None and reason.reason is FallbackReason.NO_IMAGES
+        if reason is None or no_images:
             shared = self._logps_with_shared_prefix(
                 model,
                 unwrapped,
@@ -305,7 +335,7 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
                 extra,
                 **(
                     {}
-                    if reason
+                    if no_images
                     else dict(
                         features=features.per_image,
                         image_to_feature=image_to_feature,
@@ -319,7 +349,7 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
                     shared = (shared[0] + padding, *shared[1:])
                 return shared
         if reason is not None:
-            if reason not in ("disabled", "no images in the batch"):
+            if not reason.reason.silent:
                 self._fall_back("vision", reason)
             logps, entropies, aux_loss = super()._get_per_token_logps_and_entropies(
                 model,
@@ -403,8 +433,8 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
                     self.accelerator.autocast,
                     **images,
                 )
-            except PrefixNotShared as err:  # this batch only
-                reason = str(err)
-        if reason != "no prompt repeats in the batch":
+            except SharingSkipped as skipped:  # this batch only
+                reason = skipped.fallback
+        if not reason.reason.silent:
             self._fall_back("prefix", reason)
         return None

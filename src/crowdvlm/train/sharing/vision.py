@@ -26,6 +26,9 @@ from typing import Any
 
 import torch
 
+from crowdvlm.train.sharing.fallbacks import Fallback, FallbackReason
+from crowdvlm.train.sharing.families import base_model
+
 # Fields of a get_image_features output that the language model never reads back (see module docstring).
 _SAMPLES = 32  # patch values per image used to propose duplicates
 _IGNORED_FEATURE_FIELDS = frozenset({"last_hidden_state", "pooler_output", "hidden_states", "attentions"})
@@ -75,7 +78,7 @@ def unique_images(pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> t
 
 
 def _forward_accepts_encoder_outputs(model: Any) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+    base = base_model(model)
     return "mm_encoder_outputs" in inspect.signature(type(base).forward).parameters
 
 
@@ -85,7 +88,7 @@ def sharing_unsupported_reason(
     image_grid_thw: torch.Tensor | None,
     num_images: Sequence[int] | None,
     extra_inputs: dict[str, Any],
-) -> str | None:
+) -> Fallback | None:
     """Why the batch cannot share vision features on this model, or ``None`` when it can.
 
     Args:
@@ -95,29 +98,37 @@ def sharing_unsupported_reason(
             ``token_type_ids`` and ``mm_token_type_ids`` may be set.
     """
     if pixel_values is None:
-        return "no images in the batch"
+        return Fallback(FallbackReason.NO_IMAGES, "no images in the batch")
     if image_grid_thw is None or num_images is None:
-        return "pixel_values are not laid out by image_grid_thw (only the Qwen-VL layout is shared)"
+        return Fallback(
+            FallbackReason.IMAGE_LAYOUT,
+            "pixel_values are not laid out by image_grid_thw (only the Qwen-VL layout is shared)",
+        )
     unexpected = sorted(
         k
         for k, v in extra_inputs.items()
         if v is not None and k not in ("token_type_ids", "mm_token_type_ids")
     )
     if unexpected:
-        return f"unsupported image inputs {unexpected}"
+        return Fallback(FallbackReason.UNSUPPORTED_INPUTS, f"unsupported image inputs {unexpected}")
     if not callable(getattr(model, "get_image_features", None)):
-        return f"{type(model).__name__} has no get_image_features"
+        return Fallback(FallbackReason.MODEL_INTERFACE, f"{type(model).__name__} has no get_image_features")
     config = getattr(model, "config", None)
     if getattr(config, "image_token_id", None) is None:
-        return f"{type(model).__name__} config has no image_token_id"
+        return Fallback(
+            FallbackReason.MODEL_INTERFACE, f"{type(model).__name__} config has no image_token_id"
+        )
     if not _forward_accepts_encoder_outputs(model):
-        return f"{type(model).__name__}.forward does not accept mm_encoder_outputs"
+        return Fallback(
+            FallbackReason.MODEL_INTERFACE,
+            f"{type(model).__name__}.forward does not accept mm_encoder_outputs",
+        )
     return feature_fields_unsupported_reason(model)
 
 
 def _declared_feature_fields(model: Any) -> set[str] | None:
     """Fields of the output class ``get_image_features`` declares, or None when it declares none."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+    base = base_model(model)
     try:  # eval_str: modules written with `from __future__ import annotations` declare strings
         declared = inspect.signature(type(base).get_image_features, eval_str=True).return_annotation
     except (NameError, TypeError):  # an annotation that names what its module cannot resolve: undeclared
@@ -128,7 +139,7 @@ def _declared_feature_fields(model: Any) -> set[str] | None:
     return {f.name for c in classes for f in dataclasses.fields(c)}
 
 
-def feature_fields_unsupported_reason(model: Any) -> str | None:
+def feature_fields_unsupported_reason(model: Any) -> Fallback | None:
     """Why the model's image features cannot be repeated to the rows, read from its declared return type.
 
     Per-image ``pooler_output`` (every Qwen-VL) and Qwen3-VL's per-layer ``deepstack_features`` are
@@ -139,7 +150,10 @@ def feature_fields_unsupported_reason(model: Any) -> str | None:
         return None  # undeclared (e.g. a stub): the layout is checked on the output itself
     unknown = sorted(fields - _IGNORED_FEATURE_FIELDS - _LAYERED_FEATURE_FIELDS)
     if unknown:
-        return f"get_image_features returns fields {unknown} that are not repeated per image"
+        return Fallback(
+            FallbackReason.FEATURE_FIELDS,
+            f"get_image_features returns fields {unknown} that are not repeated per image",
+        )
     return None
 
 

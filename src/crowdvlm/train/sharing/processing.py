@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from crowdvlm.train.sharing.fallbacks import Fallback, FallbackReason
+
 logger = logging.getLogger(__name__)
 
 # Processor outputs that hold one entry (a token sequence) per text row; every other output is per image or
@@ -30,7 +32,7 @@ IMAGE_KEYS = frozenset({"pixel_values", "image_grid_thw"})
 VIDEO_KEYS = frozenset({"pixel_values_videos", "video_grid_thw", "second_per_grid_ts"})
 
 
-def processor_unsupported_reason(processor: Any) -> str | None:
+def processor_unsupported_reason(processor: Any) -> Fallback | None:
     """Why a processor's outputs cannot be repeated to the rows of a group, or None when they can.
 
     Read from the inputs the processor declares (``model_input_names``), so it is known before any call:
@@ -38,12 +40,20 @@ def processor_unsupported_reason(processor: Any) -> str | None:
     """
     names = getattr(processor, "model_input_names", None)
     if not names:
-        return f"{type(processor).__name__} declares no model_input_names"
+        return Fallback(
+            FallbackReason.PROCESSOR_INPUTS, f"{type(processor).__name__} declares no model_input_names"
+        )
     unknown = sorted(set(names) - ROW_KEYS - IMAGE_KEYS - VIDEO_KEYS)
     if unknown:
-        return f"{type(processor).__name__} returns {unknown}, whose layout per row or image is unknown"
+        return Fallback(
+            FallbackReason.PROCESSOR_INPUTS,
+            f"{type(processor).__name__} returns {unknown}, whose layout per row or image is unknown",
+        )
     if "pixel_values" in names and "image_grid_thw" not in names:
-        return f"{type(processor).__name__}'s pixel_values are not laid out by image_grid_thw"
+        return Fallback(
+            FallbackReason.PROCESSOR_INPUTS,
+            f"{type(processor).__name__}'s pixel_values are not laid out by image_grid_thw",
+        )
     return None
 
 

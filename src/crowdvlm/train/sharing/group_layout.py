@@ -3,7 +3,7 @@
 ``RepeatSampler`` repeats each prompt ``num_generations`` (G) times in a row; each process takes
 ``per_device_train_batch_size`` (b) consecutive rows per micro-step, and the reference, old-policy and training
 passes run on b rows at a time. With ``steps_per_generation`` > 1, TRL shuffles the generation batch before
-cutting it into micro-batches. So :class:`~crowdvlm.train.group_sharing.GroupSharedGRPOTrainer` shares a
+cutting it into micro-batches. So :class:`~crowdvlm.train.sharing.trainer.GroupSharedGRPOTrainer` shares a
 whole group only when b is a multiple of G and ``steps_per_generation`` is 1. With b = 1 (the paper's layout:
 8 GPUs x 1 x 2 accumulation steps) every forward holds one row and nothing is shared.
 """

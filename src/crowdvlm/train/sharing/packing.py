@@ -33,27 +33,17 @@ from typing import Any
 
 import torch
 
-from crowdvlm.train.shared_processing import group_rows
+from crowdvlm.train.sharing.fallbacks import Fallback, FallbackReason, SharingSkipped
+from crowdvlm.train.sharing.families import FAMILIES, base_model, family_of
+from crowdvlm.train.sharing.processing import group_rows
 
 # Attention kernels that honour a custom 4-D mask (flash_attention_2 takes no such mask).
 PACKABLE_ATTENTION = ("sdpa", "eager")
-# Model types whose packed rows are tested equal to the per-row path. Qwen3-VL adds deepstack features inside
-# the language model's layers and has its own rope index; Qwen3.5 has linear-attention layers (a recurrent
-# state sees every earlier token, whatever the mask): both run per row until packing is built and tested.
-PACKED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
-
-
-class PrefixNotShared(Exception):
-    """This batch cannot be packed (the next one may be); the message is the reason logged."""
-
-
-def _base_model(model: Any) -> Any:
-    return model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
 
 
 def rope_index_fn(model: Any) -> Callable | None:
     """The model's ``get_rope_index`` (on the model or its inner ``model``), or ``None``."""
-    base = _base_model(model)
+    base = base_model(model)
     for owner in (base, getattr(base, "model", None)):
         fn = getattr(owner, "get_rope_index", None)
         if callable(fn):
@@ -61,7 +51,9 @@ def rope_index_fn(model: Any) -> Callable | None:
     return None
 
 
-def prefix_unsupported_reason(model: Any, extra_inputs: dict[str, Any], compute_aux_loss: bool) -> str | None:
+def prefix_unsupported_reason(
+    model: Any, extra_inputs: dict[str, Any], compute_aux_loss: bool
+) -> Fallback | None:
     """Why this model or configuration cannot pack prompts, or ``None`` when it can.
 
     Args:
@@ -72,27 +64,44 @@ def prefix_unsupported_reason(model: Any, extra_inputs: dict[str, Any], compute_
     """
     unexpected = sorted(k for k, v in extra_inputs.items() if v is not None and k != "mm_token_type_ids")
     if unexpected:
-        return f"unsupported inputs {unexpected}"
+        return Fallback(FallbackReason.UNSUPPORTED_INPUTS, f"unsupported inputs {unexpected}")
     if compute_aux_loss:
-        return "the MoE load-balancing loss would be computed over packed rows"
+        return Fallback(
+            FallbackReason.AUX_LOSS, "the MoE load-balancing loss would be computed over packed rows"
+        )
     config = getattr(model, "config", None)
     if config is None:
-        return f"{type(model).__name__} has no config"
-    if getattr(config, "model_type", None) not in PACKED_MODEL_TYPES:
-        return f"prompt packing is tested for {', '.join(PACKED_MODEL_TYPES)} only, not {config.model_type!r}"
+        return Fallback(FallbackReason.MODEL_INTERFACE, f"{type(model).__name__} has no config")
+    family = family_of(model)
+    if family is None or not family.packing:
+        packed = ", ".join(name for name, f in FAMILIES.items() if f.packing)
+        return Fallback(
+            FallbackReason.MODEL_FAMILY,
+            f"prompt packing is built for {packed} only, not {config.model_type!r} (train/sharing/families.py)",
+        )
     text_config = config.get_text_config()
     attention = getattr(text_config, "_attn_implementation", None)
     if attention not in PACKABLE_ATTENTION:
-        return f"attention {attention!r} takes no 4-D mask (only {' and '.join(PACKABLE_ATTENTION)} do)"
-    layer_types = getattr(text_config, "layer_types", None) or ["full_attention"]
-    if getattr(text_config, "use_sliding_window", False) or set(layer_types) != {"full_attention"}:
-        return "sliding-window or other non-full attention layers would ignore the packed mask"
+        return Fallback(
+            FallbackReason.ATTENTION_LAYERS,
+            f"attention {attention!r} takes no 4-D mask (only {' and '.join(PACKABLE_ATTENTION)} do)",
+        )
+    layer_types = set(getattr(text_config, "layer_types", None) or ["full_attention"])
+    packable_layers = {"full_attention"} | (
+        set(family.linear_attention) if family.linear_attention_packer else set()
+    )
+    if getattr(text_config, "use_sliding_window", False) or layer_types - packable_layers:
+        return Fallback(
+            FallbackReason.ATTENTION_LAYERS,
+            f"layers of type {sorted(layer_types - packable_layers) or ['sliding_window']} would ignore the packed layout",
+        )
     if rope_index_fn(model) is None:
-        return (
-            f"{type(_base_model(model)).__name__} has no get_rope_index (only the Qwen-VL family is packed)"
+        return Fallback(
+            FallbackReason.MODEL_INTERFACE,
+            f"{type(base_model(model)).__name__} has no get_rope_index (only the Qwen-VL family is packed)",
         )
     if not callable(getattr(model, "get_input_embeddings", None)):
-        return f"{type(model).__name__} has no get_input_embeddings"
+        return Fallback(FallbackReason.MODEL_INTERFACE, f"{type(model).__name__} has no get_input_embeddings")
     return None
 
 
@@ -147,7 +156,7 @@ def pack_rows(
         prompt_image_mask: ``(n, P)`` image placeholder tokens of the distinct prompts.
 
     Raises:
-        PrefixNotShared: a prompt is empty or ends in an image token (its copy would need an image feature).
+        SharingSkipped: a prompt is empty or ends in an image token (its copy would need an image feature).
     """
     device = prompt_ids.device
     num_completions = completion_ids.size(1)
@@ -162,9 +171,11 @@ def pack_rows(
             prompt_image_mask[u][valid],
         )
         if tokens.numel() == 0:
-            raise PrefixNotShared("a prompt with no tokens")
+            raise SharingSkipped(Fallback(FallbackReason.PROMPT_SHAPE, "a prompt with no tokens"))
         if images[-1]:
-            raise PrefixNotShared("a prompt that ends in an image token")
+            raise SharingSkipped(
+                Fallback(FallbackReason.PROMPT_SHAPE, "a prompt that ends in an image token")
+            )
         # Completion text positions continue after the prompt's largest position, on all three axes.
         start = positions.max() + 1
         text = start + torch.arange(num_completions - 1, device=device)
@@ -224,7 +235,7 @@ def packed_attention_mask(segments: torch.Tensor, attention: str, dtype: torch.d
 
 def modality_types(model: Any, prompt_ids: torch.Tensor) -> torch.Tensor:
     """``mm_token_type_ids`` of prompts from their tokens: 1 for image placeholders, 2 for video, else 0."""
-    config = _base_model(model).config
+    config = base_model(model).config
     types = torch.zeros_like(prompt_ids)
     types[prompt_ids == config.image_token_id] = 1
     if getattr(config, "video_token_id", None) is not None:
@@ -275,7 +286,7 @@ def packed_logps_and_entropies(
         model: the (possibly wrapped) model called for the forward; ``unwrapped``: the same model unwrapped.
         input_ids, attention_mask: ``(B, P + C)``, prompts left-padded, completions right-padded.
         logits_to_keep: C, the completion width.
-        features, image_to_feature: the shared vision features (:func:`crowdvlm.train.shared_vision.
+        features, image_to_feature: the shared vision features (:func:`crowdvlm.train.sharing.vision.
             encode_unique_images`) and, for each image of the batch, its index in ``features``; ``None``
             without images.
         image_grid_thw, num_images: the batch's image grids and the number of images of each row.
@@ -284,7 +295,7 @@ def packed_logps_and_entropies(
         ``(logps, entropies, None)`` shaped ``(B, C)`` as TRL's method returns them (zero where not scored).
 
     Raises:
-        PrefixNotShared: the batch cannot be packed, or no prompt repeats in any chunk (nothing to share).
+        SharingSkipped: the batch cannot be packed, or no prompt repeats in any chunk (nothing to share).
     """
     has_images = features is not None
     rows, width = input_ids.shape
@@ -307,7 +318,7 @@ def packed_logps_and_entropies(
         )
         chunks.append((start, end, group_rows(keys)))
     if not any(groups.has_duplicates for *_, groups in chunks):
-        raise PrefixNotShared("no prompt repeats in the batch")
+        raise SharingSkipped(Fallback(FallbackReason.NO_PROMPT_REPEATS, "no prompt repeats in the batch"))
 
     embed = unwrapped.get_input_embeddings()
     text_config = unwrapped.config.get_text_config()
