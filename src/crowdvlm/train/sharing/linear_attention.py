@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import sys
 import types
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,3 +187,22 @@ def install_packed_linear_attention(model: Any) -> int:
         if getattr(layer.forward, "__func__", None) is not _forward:
             layer.forward = types.MethodType(_forward, layer)
     return len(layers)
+
+
+def layer_type_masks(
+    model: Any,
+    full_attention_mask: Any,
+    segments: torch.Tensor,
+    completion_length: int,
+    linear_layer_types: Sequence[str],
+) -> dict[str, Any]:
+    """The ``attention_mask`` of a packed forward of a hybrid model: one entry per layer type.
+
+    Qwen3.5's text model takes such a mapping as given (``causal_mask_mapping``): the full-attention layers
+    get ``full_attention_mask``, the linear-attention ones the :class:`PackedRecurrence` of ``segments``
+    (:class:`~crowdvlm.train.sharing.packing.PackedRows`), which the forward installed here on each of
+    ``model``'s linear-attention layers turns into the packed path.
+    """
+    install_packed_linear_attention(model)
+    layout = PackedRecurrence.from_segments(segments, completion_length)
+    return {"full_attention": full_attention_mask} | {kind: layout for kind in linear_layer_types}

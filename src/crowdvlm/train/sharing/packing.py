@@ -35,6 +35,7 @@ import torch
 
 from crowdvlm.train.sharing.fallbacks import Fallback, FallbackReason, SharingSkipped
 from crowdvlm.train.sharing.families import FAMILIES, base_model, family_of
+from crowdvlm.train.sharing.linear_attention import layer_type_masks
 from crowdvlm.train.sharing.processing import group_rows
 
 # Attention kernels that honour a custom 4-D mask (flash_attention_2 takes no such mask).
@@ -321,6 +322,7 @@ def packed_logps_and_entropies(
         raise SharingSkipped(Fallback(FallbackReason.NO_PROMPT_REPEATS, "no prompt repeats in the batch"))
 
     embed = unwrapped.get_input_embeddings()
+    family = family_of(unwrapped)
     text_config = unwrapped.config.get_text_config()
     attention = text_config._attn_implementation
     all_logps, all_entropies = [], []
@@ -357,6 +359,10 @@ def packed_logps_and_entropies(
                     )
                 embeds = embeds.masked_scatter(packed.image_mask[..., None], image_embeds)
             mask = packed_attention_mask(packed.segments, attention, embeds.dtype)
+            if family.linear_attention_packer is not None:  # the layout goes to the recurrent layers too
+                mask = layer_type_masks(
+                    unwrapped, mask, packed.segments, logits_to_keep, family.linear_attention
+                )
             outputs = model(
                 inputs_embeds=embeds,
                 attention_mask=mask,
