@@ -79,14 +79,15 @@ def _dataset(with_images: bool = True):
     return Dataset.from_dict(columns)
 
 
-def _trainer(cls, model_dir, tmp_path, *, with_images=True, **config):
+def _trainer(cls, model_dir, tmp_path, *, with_images=True, lora=False, **config):
     from transformers import set_seed
     from trl import GRPOConfig
 
     from crowdvlm.modeling import load_model_and_processor
 
-    set_seed(0)
-    model, processor = load_model_and_processor(model_dir, dtype="float32")
+    set_seed(0)  # LoRA's A matrices are drawn at wrap time
+    lora_config = {"r": 4, "alpha": 8, "dropout": 0.0} if lora else None
+    model, processor = load_model_and_processor(model_dir, dtype="float32", lora=lora_config)
     # TRL pads prompt_ids left but takes mm_token_type_ids from the processor's padding side (trl #5785): with
     # prompts of different lengths and a right-padding processor stock TRL misplaces image positions, so the
     # comparison is made where stock TRL is right (the packed prompts read placeholders off the tokens).

@@ -172,3 +172,25 @@ def test_accelerate_config_loads(config):
     if config.stem.startswith("zero"):
         assert loaded.deepspeed_config["zero_stage"] == int(config.stem[-1])
     assert "accelerate launch --config_file recipes/accelerate/" in header(config)
+
+
+GPU_GRPO = sorted(RECIPES.glob("qwen*/grpo*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", GPU_GRPO, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_gpu_recipes_pack_prompts_on_their_attention_kernel(recipe, tiny_family_dir, monkeypatch):
+    """Every GPU GRPO recipe runs the packed log-prob passes with the attention it sets (flash_attention_2
+    included): no packing fallback for its family (train/sharing/families.py)."""
+    from transformers import AutoModelForImageTextToText
+
+    from crowdvlm.train.sharing.families import FAMILIES
+    from crowdvlm.train.sharing.packing import prefix_unsupported_reason
+
+    raw = yaml.safe_load(recipe.read_text())
+    assert raw["share_prompt"] and raw["share_prefix"] and raw.get("share_vision", True)
+    family = next(f for f in FAMILIES if recipe.parent.name.startswith(f))
+    if not FAMILIES[family].packing:
+        pytest.skip(f"{family} does not pack yet (its entry in train/sharing/families.py)")
+    model = AutoModelForImageTextToText.from_pretrained(tiny_family_dir(family))
+    monkeypatch.setattr(model.config.get_text_config(), "_attn_implementation", raw["attn_implementation"])
+    assert prefix_unsupported_reason(model, {"mm_token_type_ids": None}, compute_aux_loss=False) is None

@@ -14,7 +14,8 @@ import trl
 
 from crowdvlm.train.sharing import packing
 from crowdvlm.train.sharing import trainer as sharing_trainer
-from crowdvlm.train.sharing.fallbacks import SharingSkipped
+from crowdvlm.train.sharing.fallbacks import FallbackReason, SharingSkipped
+from crowdvlm.train.sharing.packed_attention import packed_layout
 from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
 from test_group_sharing import PROMPTS, G, _generation_batch, _trainer
 
@@ -243,11 +244,11 @@ def test_one_step_with_gradient_checkpointing_and_two_iterations_matches_stock(t
         torch.testing.assert_close(p_ours, p_stock, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_unsupported_attention_falls_back_once_with_a_reason(trainer_and_batch, monkeypatch, caplog):
+def test_unpackable_layers_fall_back_once_with_a_reason(trainer_and_batch, monkeypatch, caplog):
     trainer, batch = trainer_and_batch
-    attention = trainer.model.config.get_text_config()._attn_implementation
-    monkeypatch.setattr(packing, "PACKABLE_ATTENTION", ("flex_attention",))
+    monkeypatch.setattr(trainer.model.config.get_text_config(), "use_sliding_window", True)
     trainer.sharing_fallbacks.clear()
+    trainer.fallback_reasons.clear()
     kwargs = _logp_inputs(batch)
     with caplog.at_level(logging.WARNING, logger=sharing_trainer.__name__), torch.no_grad():
         first = trainer._get_per_token_logps_and_entropies(trainer.model, **kwargs)[0]
@@ -255,18 +256,19 @@ def test_unsupported_attention_falls_back_once_with_a_reason(trainer_and_batch, 
         stock = _stock_logps(trainer, trainer.model, **kwargs)[0]
     torch.testing.assert_close(first, stock, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(second, stock, rtol=1e-5, atol=1e-5)
-    reason = f"prefix: attention '{attention}' takes no 4-D mask (only flex_attention do)"
-    assert trainer.sharing_fallbacks == {reason: 2}
-    assert len([r for r in caplog.records if "takes no 4-D mask" in r.getMessage()]) == 1
+    assert trainer.fallback_reasons == {("prefix", FallbackReason.ATTENTION_LAYERS): 2}
+    assert len([r for r in caplog.records if "sliding_window" in r.getMessage()]) == 1
     trainer.sharing_fallbacks.clear()
+    trainer.fallback_reasons.clear()
 
 
-def test_flash_attention_is_not_packed(trainer_and_batch, monkeypatch):
+def test_every_attention_implementation_packs(trainer_and_batch, monkeypatch):
+    """flash_attention_2, sdpa, eager: the packed passes run the packed attention function whatever is set."""
     trainer, _ = trainer_and_batch
     text_config = trainer.model.config.get_text_config()
-    monkeypatch.setattr(text_config, "_attn_implementation", "flash_attention_2")
-    reason = packing.prefix_unsupported_reason(trainer.model, {}, compute_aux_loss=False)
-    assert str(reason) == "attention 'flash_attention_2' takes no 4-D mask (only sdpa and eager do)"
+    for attention in ("flash_attention_2", "sdpa", "eager"):
+        monkeypatch.setattr(text_config, "_attn_implementation", attention)
+        assert packing.prefix_unsupported_reason(trainer.model, {}, compute_aux_loss=False) is None
 
 
 def test_a_batch_without_repeats_runs_per_row_and_the_next_is_packed(trainer_and_batch):
@@ -345,17 +347,13 @@ def test_pack_rows_lays_out_prompt_once_and_each_completion_after_it():
     )
     assert packed.input_ids.tolist() == [[5, 6, 7, 10, 11, 7, 20, 21]]
     assert packed.shift_labels.tolist() == [[-100, -100, 10, 11, 12, 20, 21, -100]]
-    assert packed.position_ids[0].tolist() == [[0, 1, 2, 3, 4, 2, 3, 4]]
+    assert packed.position_ids[:, 0].tolist() == [[0, 1, 2, 3, 4, 2, 3, 4]] * 4  # text, t, h, w
     assert packed.segments.tolist() == [[0, 0, 1, 1, 1, 2, 2, 2]]
     assert packed.gather_index.tolist() == [[2, 3, 4], [5, 6, 7]]
-    mask = packing.packed_attention_mask(packed.segments, "sdpa", torch.float32)[0, 0]
-    assert mask[6].tolist() == [
-        True,
-        True,
-        False,
-        False,
-        False,
-        True,
-        True,
-        False,
-    ]  # b0 sees the prompt, its own copy of 7 and itself
+    layout = packed_layout(packed.segments)
+    # Sequences: the prompt [5, 6]; a's queries [7, a0, a1] over [5, 6, 7, a0, a1]; b's likewise.
+    assert layout.query_index.tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert layout.key_index.tolist() == [0, 1, 0, 1, 2, 3, 4, 0, 1, 5, 6, 7]
+    assert layout.cu_seqlens_q.tolist() == [0, 2, 5, 8] and layout.cu_seqlens_k.tolist() == [0, 2, 7, 12]
+    mask = layout.padded()["mask"][2, 0]  # b's queries (rows) over its keys [5, 6, 7, b0, b1]
+    assert mask.int().tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]

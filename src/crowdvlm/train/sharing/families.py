@@ -53,7 +53,7 @@ class FamilySharing:
 FAMILIES: dict[str, FamilySharing] = {
     "qwen2_vl": FamilySharing("Qwen2-VL", packing=True),
     "qwen2_5_vl": FamilySharing("Qwen2.5-VL", packing=True),
-    "qwen3_vl": FamilySharing("Qwen3-VL", packing=False, positions="mrope-interleaved", deepstack=True),
+    "qwen3_vl": FamilySharing("Qwen3-VL", packing=True, positions="mrope-interleaved", deepstack=True),
     # Qwen3.5: its Gated DeltaNet layers run the prompt once and continue each completion from the prompt's
     # recurrent and convolution state (train/sharing/linear_attention.py).
     "qwen3_5": FamilySharing(

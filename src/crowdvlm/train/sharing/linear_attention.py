@@ -20,8 +20,8 @@ with G initial states; no ``cu_seqlens`` is needed.
 
 :func:`install_packed_linear_attention` gives each such layer a forward that takes this path when its
 ``attention_mask`` is a :class:`PackedRecurrence` and the stock forward otherwise. The packed pass hands the
-layout to these layers through the mapping ``attention_mask={"full_attention": ..., "linear_attention": layout}``
-that Qwen3.5's text model accepts as given; under gradient checkpointing the recompute gets the same arguments,
+layout to these layers through the mapping ``attention_mask={"full_attention": None, "linear_attention": layout}``
+that Qwen3.5's text model accepts as given (a packed call that reaches such a layer without it raises); under gradient checkpointing the recompute gets the same arguments,
 so it takes the same path.
 """
 
@@ -38,6 +38,9 @@ import torch.nn.functional as F
 
 # Layer classes whose forward this module reproduces (transformers 5.24's modeling_qwen3_5).
 LINEAR_ATTENTION_CLASSES = ("Qwen3_5GatedDeltaNet",)
+# The forward keyword of a packed pass (crowdvlm.train.sharing.packed_attention.LAYOUT_KWARG, which imports the
+# family registry, which imports this module).
+PACKED_LAYOUT_KWARG = "packed_layout"
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,11 @@ def _forward(self: Any, hidden_states: torch.Tensor, *args: Any, attention_mask:
     """The forward :func:`install_packed_linear_attention` gives a layer: packed path for a packed layout."""
     if isinstance(attention_mask, PackedRecurrence):
         return packed_gated_delta_net(self, hidden_states, attention_mask)
+    if kwargs.get(PACKED_LAYOUT_KWARG) is not None:
+        raise RuntimeError(
+            f"{type(self).__name__} got a packed row without its PackedRecurrence: the recurrence would run "
+            "through every completion (pass attention_mask=layer_type_masks(...))"
+        )
     return type(self).forward(self, hidden_states, *args, attention_mask=attention_mask, **kwargs)
 
 
@@ -199,7 +207,8 @@ def layer_type_masks(
     """The ``attention_mask`` of a packed forward of a hybrid model: one entry per layer type.
 
     Qwen3.5's text model takes such a mapping as given (``causal_mask_mapping``): the full-attention layers
-    get ``full_attention_mask``, the linear-attention ones the :class:`PackedRecurrence` of ``segments``
+    get ``full_attention_mask`` (``None`` where the packed attention function works from the layout kwarg),
+    the linear-attention ones the :class:`PackedRecurrence` of ``segments``
     (:class:`~crowdvlm.train.sharing.packing.PackedRows`), which the forward installed here on each of
     ``model``'s linear-attention layers turns into the packed path.
     """

@@ -2,31 +2,35 @@
 
 TRL 1.16.0's ``_get_per_token_logps_and_entropies`` runs the language model over G x (P + C) tokens per group
 (the reference, old-policy and training passes alike); here it runs over (P - 1) + G x C. Each packed row holds
-one distinct prompt and the completions drawn from it, and three tensors make it equal to the per-row path
-without touching the model (transformers 5.24 passes a 4-D mask and explicit ``position_ids`` through):
+one distinct prompt and the completions drawn from it, and three things make it equal to the per-row path:
 
-- a 4-D mask: a prompt token sees the prompt causally; completion i's tokens see the prompt and completion i
-  causally, never another completion;
-- explicit 3-D (M-RoPE) positions: the prompt's from the model's ``get_rope_index`` on the prompt alone, and
-  each completion's text positions continuing from ``max(prompt positions) + 1``, the same for every i;
+- the packed attention function (:mod:`crowdvlm.train.sharing.packed_attention`, on every attention kernel): a
+  prompt token sees the prompt causally; completion i's tokens see the prompt and completion i causally, never
+  another completion. The layout reaches it through the forward's ``packed_layout`` keyword;
+- explicit ``(4, n, L)`` positions (text, t, h, w): the prompt's M-RoPE positions from the model's own
+  ``get_rope_index`` on the prompt alone, and each completion's continuing from ``max(prompt positions) + 1`` on
+  all three axes, the same for every i (the model computes positions itself only when none are given);
 - the first completion token is predicted by the last prompt token. Each completion segment therefore starts
   with a copy of that token at that position (``[p_last, c_i[:-1]]`` predicting ``c_i``): the copy sees exactly
   what the original would, so its hidden state is the same, and every position keeps one label, which TRL's
   fused LM head (``shift_labels``) scores without shifting. That copy is why the prompt part holds P - 1 tokens.
 
-The embeddings are built here: the token embeddings, with the shared image features placed at the image
-placeholders of the prompt part only, so an ``<|image_pad|>`` sampled inside a completion stays a text token
-instead of being miscounted as an image. Placeholders (and the ``mm_token_type_ids`` given to
-``get_rope_index``) are read off the prompt tokens, not taken from TRL's ``mm_token_type_ids``, which come from
-the processor's padding side while TRL pads ``prompt_ids`` left (trl #5785): with a right-padding processor
-the per-row path gets shorter prompts' image positions wrong; this one does not. Nothing is cached between calls and no KV cache is passed: under
-gradient checkpointing transformers drops a ``past_key_values`` in training, and a mask-and-positions design
-uses every parameter exactly as the per-row forward does.
+The packed row goes in as ``input_ids`` with one copy of each prompt's images as ``mm_encoder_outputs`` (the
+shared features of :mod:`crowdvlm.train.sharing.vision`), so the model places the image features, and Qwen3-VL
+its deepstack features, itself: the vision tower runs once per group. An ``<|image_pad|>`` / ``<|video_pad|>``
+sampled inside a completion would be counted as a placeholder, so it goes in as another id and the embedding
+layer is made to return the real token's embedding (it stays a text token). Placeholders (and the
+``mm_token_type_ids`` given to ``get_rope_index``) are read off the prompt tokens, not taken from TRL's
+``mm_token_type_ids``, which come from the processor's padding side while TRL pads ``prompt_ids`` left
+(trl #5785): with a right-padding processor the per-row path gets shorter prompts' image positions wrong; this
+one does not. No KV cache is passed: under gradient checkpointing transformers drops a ``past_key_values`` in
+training, and a layout-and-positions design uses every parameter exactly as the per-row forward does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
@@ -36,10 +40,14 @@ import torch
 from crowdvlm.train.sharing.fallbacks import Fallback, FallbackReason, SharingSkipped
 from crowdvlm.train.sharing.families import FAMILIES, base_model, family_of
 from crowdvlm.train.sharing.linear_attention import layer_type_masks
+from crowdvlm.train.sharing.packed_attention import (
+    LAYOUT_KWARG,
+    check_packed_attention,
+    install_packed_attention,
+    packed_layout,
+)
 from crowdvlm.train.sharing.processing import group_rows
-
-# Attention kernels that honour a custom 4-D mask (flash_attention_2 takes no such mask).
-PACKABLE_ATTENTION = ("sdpa", "eager")
+from crowdvlm.train.sharing.vision import UniqueImageFeatures, encoder_outputs_for
 
 
 def rope_index_fn(model: Any) -> Callable | None:
@@ -81,12 +89,6 @@ def prefix_unsupported_reason(
             f"prompt packing is built for {packed} only, not {config.model_type!r} (train/sharing/families.py)",
         )
     text_config = config.get_text_config()
-    attention = getattr(text_config, "_attn_implementation", None)
-    if attention not in PACKABLE_ATTENTION:
-        return Fallback(
-            FallbackReason.ATTENTION_LAYERS,
-            f"attention {attention!r} takes no 4-D mask (only {' and '.join(PACKABLE_ATTENTION)} do)",
-        )
     layer_types = set(getattr(text_config, "layer_types", None) or ["full_attention"])
     packable_layers = {"full_attention"} | (
         set(family.linear_attention) if family.linear_attention_packer else set()
@@ -113,9 +115,8 @@ class PackedRows:
     Attributes:
         input_ids: ``(n, L)`` packed tokens (``n`` distinct prompts).
         shift_labels: ``(n, L)`` the token each position predicts, ``-100`` where nothing is scored.
-        position_ids: ``(3, n, L)`` M-RoPE positions.
+        position_ids: ``(4, n, L)`` positions: text, then the three M-RoPE axes (t, h, w).
         segments: ``(n, L)`` 0 for the prompt, i for completion i (from 1), -1 for padding.
-        image_mask: ``(n, L)`` where the prompt's image features go.
         gather_index: ``(rows, C)`` flat index into an ``(n, L)`` output of each row's completion positions.
     """
 
@@ -123,7 +124,6 @@ class PackedRows:
     shift_labels: torch.Tensor
     position_ids: torch.Tensor
     segments: torch.Tensor
-    image_mask: torch.Tensor
     gather_index: torch.Tensor
 
 
@@ -161,7 +161,7 @@ def pack_rows(
     """
     device = prompt_ids.device
     num_completions = completion_ids.size(1)
-    ids_parts, label_parts, pos_parts, seg_parts, image_parts = [], [], [], [], []
+    ids_parts, label_parts, pos_parts, seg_parts = [], [], [], []
     gather = torch.zeros(len(inverse), num_completions, dtype=torch.long, device=device)
     members = [[r for r, g in enumerate(inverse) if g == u] for u in range(len(first))]
     for u, row in enumerate(first):
@@ -181,6 +181,11 @@ def pack_rows(
         start = positions.max() + 1
         text = start + torch.arange(num_completions - 1, device=device)
         segment_pos = torch.cat([positions[:, -1:], text.expand(3, -1)], dim=1)  # (3, C)
+        # The text row (first of four) counts tokens: what a row of its own would hold at each position.
+        prompt_text = torch.arange(tokens.numel(), device=device)
+        segment_text = tokens.numel() - 1 + torch.arange(num_completions, device=device)
+        positions = torch.cat([prompt_text[None], positions])  # (4, P)
+        segment_pos = torch.cat([segment_text[None], segment_pos])  # (4, C)
         rows = members[u]
         seg_ids = [tokens[-1:].expand(len(rows), 1), completion_ids[rows, :-1]]
         labels = completion_ids[rows].masked_fill(completion_mask[rows] == 0, -100)
@@ -190,7 +195,6 @@ def pack_rows(
         pos_parts.append(torch.cat([positions[:, :-1], segment_pos.repeat(1, len(rows))], dim=1))
         segment = torch.arange(1, len(rows) + 1, device=device).repeat_interleave(num_completions)
         seg_parts.append(torch.cat([segment.new_zeros(prefix_len), segment]))
-        image_parts.append(torch.cat([images[:-1], images.new_zeros(len(rows) * num_completions)]))
         for k, r in enumerate(rows):
             gather[r] = prefix_len + k * num_completions + torch.arange(num_completions, device=device)
 
@@ -208,30 +212,40 @@ def pack_rows(
         shift_labels=right_pad(label_parts, -100),
         position_ids=right_pad(pos_parts, 0),
         segments=right_pad(seg_parts, -1),
-        image_mask=right_pad([p.long() for p in image_parts], 0).bool(),
         gather_index=gather,
     )
 
 
-def packed_attention_mask(segments: torch.Tensor, attention: str, dtype: torch.dtype) -> torch.Tensor:
-    """``(n, 1, L, L)`` mask: causal, and a key is visible when it is a prompt token or in the query's segment.
+def media_token_ids(model: Any) -> list[int]:
+    """The image and video placeholder ids of the model's config."""
+    config = base_model(model).config
+    return [i for i in (config.image_token_id, getattr(config, "video_token_id", None)) if i is not None]
 
-    Padding keys are hidden from every other query; each position always sees itself, so no softmax row is
-    empty (an empty one would put NaN into the padding's outputs and, through backward, into the gradients).
-    sdpa takes the boolean mask; eager adds the mask to the scores, so it gets 0 / the dtype's minimum.
+
+@contextlib.contextmanager
+def completion_media_as_text(model: Any, packed: PackedRows) -> Iterator[torch.Tensor]:
+    """The packed ``input_ids`` to give the model, with completion-side image/video placeholders kept as text.
+
+    A placeholder id sampled inside a completion would be taken for an image position (and its feature count
+    would no longer match). Such tokens go in as another id and, for the block, the embedding layer returns the
+    real tokens' embeddings for that tensor, so the completion sees exactly the token it sampled.
     """
-    length = segments.size(1)
-    index = torch.arange(length, device=segments.device)
-    causal = index[None, :] <= index[:, None]  # (L_query, L_key)
-    keys, queries = segments[:, None, :], segments[:, :, None]
-    visible = causal & (keys != -1) & ((keys == 0) | (keys == queries))
-    visible |= torch.eye(length, dtype=torch.bool, device=segments.device)
-    visible = visible[:, None]
-    if attention == "sdpa":
-        return visible
-    return torch.zeros(visible.shape, dtype=dtype, device=segments.device).masked_fill(
-        ~visible, torch.finfo(dtype).min
-    )
+    media = torch.isin(packed.input_ids, torch.tensor(media_token_ids(model), device=packed.input_ids.device))
+    stray = media & (packed.segments > 0)
+    if not bool(stray.any()):
+        yield packed.input_ids
+        return
+    model_ids = packed.input_ids.masked_fill(stray, int(packed.input_ids[~media].flatten()[0]))
+    real_ids = packed.input_ids
+
+    def real_embeddings(module, args, output):
+        return module.forward(real_ids) if args and args[0] is model_ids else output
+
+    handle = base_model(model).get_input_embeddings().register_forward_hook(real_embeddings)
+    try:
+        yield model_ids
+    finally:
+        handle.remove()
 
 
 def modality_types(model: Any, prompt_ids: torch.Tensor) -> torch.Tensor:
@@ -273,7 +287,7 @@ def packed_logps_and_entropies(
     batch_size: int | None,
     compute_entropy: bool,
     autocast: Callable[[], Any],
-    features: Sequence[torch.Tensor] | None = None,
+    features: UniqueImageFeatures | None = None,
     image_to_feature: Sequence[int] | None = None,
     image_grid_thw: torch.Tensor | None = None,
     num_images: Sequence[int] | None = None,
@@ -321,10 +335,9 @@ def packed_logps_and_entropies(
     if not any(groups.has_duplicates for *_, groups in chunks):
         raise SharingSkipped(Fallback(FallbackReason.NO_PROMPT_REPEATS, "no prompt repeats in the batch"))
 
-    embed = unwrapped.get_input_embeddings()
+    install_packed_attention(unwrapped)
+    check_packed_attention(unwrapped)  # no attention module may run a packed row as one sequence
     family = family_of(unwrapped)
-    text_config = unwrapped.config.get_text_config()
-    attention = text_config._attn_implementation
     all_logps, all_entropies = [], []
     for start, end, groups in chunks:
         firsts = [start + i for i in groups.first]
@@ -348,27 +361,23 @@ def packed_logps_and_entropies(
             positions,
             image_tokens,
         )
-        with autocast():
-            embeds = embed(packed.input_ids)  # (n, L, hidden)
-            if grids is not None:
-                image_embeds = torch.cat([features[image_to_feature[j]] for j in own_images]).to(embeds.dtype)
-                if image_embeds.size(0) != int(packed.image_mask.sum()):
-                    raise ValueError(
-                        f"rows {start}-{end - 1}: {int(packed.image_mask.sum())} image tokens in the prompts "
-                        f"but {image_embeds.size(0)} image features"
-                    )
-                embeds = embeds.masked_scatter(packed.image_mask[..., None], image_embeds)
-            mask = packed_attention_mask(packed.segments, attention, embeds.dtype)
-            if family.linear_attention_packer is not None:  # the layout goes to the recurrent layers too
-                mask = layer_type_masks(
-                    unwrapped, mask, packed.segments, logits_to_keep, family.linear_attention
-                )
+        image_inputs = (
+            {"mm_encoder_outputs": encoder_outputs_for(features, [image_to_feature[j] for j in own_images])}
+            if grids is not None
+            else {}
+        )  # one copy of each prompt's images per packed row
+        if family.linear_attention_packer is not None:  # the recurrent layers get the layout as their mask
+            image_inputs["attention_mask"] = layer_type_masks(
+                unwrapped, None, packed.segments, logits_to_keep, family.linear_attention
+            )
+        with autocast(), completion_media_as_text(unwrapped, packed) as model_ids:
             outputs = model(
-                inputs_embeds=embeds,
-                attention_mask=mask,
+                input_ids=model_ids,
                 position_ids=packed.position_ids,
                 shift_labels=packed.shift_labels,
                 fused_lm_head=True,
+                **image_inputs,
+                **{LAYOUT_KWARG: packed_layout(packed.segments)},
             )
         all_logps.append(outputs.log_probs.reshape(-1)[packed.gather_index])
         if compute_entropy:

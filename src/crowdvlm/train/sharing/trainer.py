@@ -337,7 +337,7 @@ class GroupSharedGRPOTrainer(GRPOTrainer):
                     {}
                     if no_images
                     else dict(
-                        features=features.per_image,
+                        features=features,
                         image_to_feature=image_to_feature,
                         image_grid_thw=image_grid_thw,
                         num_images=num_images,
