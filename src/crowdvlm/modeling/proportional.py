@@ -29,6 +29,7 @@ from crowdvlm.modeling.real_configs import REAL_MODELS, RealModel, TextShape, Vi
 
 WIDTH_DIVISOR = 8
 BUDGET_GMACS = 20.0  # one sample's forward: a stock GRPO step (G = 8) runs about 40 of them
+TOKENIZER_ROWS = 576  # the tiny tokenizer's tokens, rounded up to 64: the fewest vocabulary rows
 PARTS = ("vision", "decoder", "lm_head")
 
 
@@ -208,3 +209,34 @@ def shares_table(
         "real": compute_shares(REAL_MODELS[family], image_tokens, prompt_tokens, completion_tokens),
         "scaled": compute_shares(scaled, image_tokens, prompt_tokens, completion_tokens),
     }
+
+
+# Text tokens of the benchmark's counting prompt around the image (chat template, question): the scaled model is
+# chosen for prompts of image tokens + this many; the shares printed use the measured prompt length.
+PROMPT_TEXT_TOKENS = 40
+
+
+def build_scaled_model(family: str, out_dir, image_size: int, new_tokens: int, seed: int = 0):
+    """Save the scaled-down model of ``family`` for ``image_size``-px images (:func:`scaled_model`).
+
+    Returns:
+        ``(folder, scaled)``: the model folder (random weights, the tiny tokenizer, a processor that keeps the
+        image at full resolution) and its :class:`RealModel` figures.
+    """
+    from crowdvlm.modeling.tiny import build_tiny_model
+    from crowdvlm.modeling.tiny_families import TOKEN_PIXELS
+
+    image_tokens = (image_size // TOKEN_PIXELS[family]) ** 2
+    scaled = scaled_model(
+        family, image_tokens, image_tokens + PROMPT_TEXT_TOKENS, new_tokens, min_vocab=TOKENIZER_ROWS
+    )
+    folder = build_tiny_model(
+        out_dir,
+        family=family,
+        seed=seed,
+        max_pixels=image_size * image_size,
+        vocab_rows=scaled.text.vocab_size,
+        text_overrides=text_overrides(scaled.text),
+        vision_overrides=vision_overrides(scaled.vision),
+    )
+    return folder, scaled

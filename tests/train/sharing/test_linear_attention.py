@@ -128,3 +128,11 @@ def test_installed_forward_dispatches_on_the_layout_and_survives_a_deep_copy():
 def test_layout_from_packed_segments():
     segments = torch.tensor([[0, 0, 0, 1, 1, 2, 2], [0, 1, 1, -1, -1, -1, -1]])
     assert PackedRecurrence.from_segments(segments, 2) == PackedRecurrence((3, 1), (2, 1), 2)
+
+
+def test_a_packed_call_without_the_recurrent_layout_is_refused():
+    layer = _layer()
+    install_packed_linear_attention(layer)
+    hidden, _ = _rows((9,), (2,))
+    with pytest.raises(RuntimeError, match="without its PackedRecurrence"), torch.no_grad():
+        layer(hidden, packed_layout=object())
