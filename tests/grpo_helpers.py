@@ -1,4 +1,5 @@
-"""Pieces the multi-process GRPO tests share: a tiny image dataset, a reward with spread, a vision-row counter."""
+"""Pieces the GRPO tests share: a tiny image dataset, a reward with spread, a vision-row counter, and the checks
+of GroupSharedGRPOTrainer's log-prob passes against TRL's own per-row method."""
 
 from __future__ import annotations
 
@@ -32,3 +33,121 @@ def count_vision_rows(*modules) -> dict[str, int]:
     for module in modules:
         module.register_forward_hook(count)
     return rows
+
+
+def stock_logps(trainer, model, *args, **kwargs):
+    """TRL 1.16.0's own per-row method, run on the same trainer."""
+    import trl
+
+    return trl.GRPOTrainer._get_per_token_logps_and_entropies(trainer, model, *args, **kwargs)
+
+
+def logp_inputs(batch, **extra):
+    """The keyword arguments of ``_get_per_token_logps_and_entropies`` for a scored batch."""
+    import torch
+
+    return dict(
+        input_ids=torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
+        attention_mask=torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1),
+        logits_to_keep=batch["completion_ids"].size(1),
+        pixel_values=batch["pixel_values"],
+        image_grid_thw=batch["image_grid_thw"],
+        num_images=batch["num_images"],
+        mm_token_type_ids=batch["mm_token_type_ids"],
+        **extra,
+    )
+
+
+def scored_batch(trainer, rows: list[dict]):
+    """One generation round on ``rows`` (RepeatSampler's order), its rows shuffled as TRL shuffles them."""
+    import torch
+    from trl.trainer.utils import (
+        shuffle_sequence_dict,
+        split_pixel_values_by_grid,
+        unsplit_pixel_values_by_grid,
+    )
+
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which these tests bypass
+    trainer.model.train()
+    torch.manual_seed(0)
+    batch = trainer._generate_and_score_completions(rows)
+    return unsplit_pixel_values_by_grid(shuffle_sequence_dict(split_pixel_values_by_grid(batch)))
+
+
+class LanguageModelTokens:
+    """Shapes of the inputs the language model gets (a forward hook), split by grad mode."""
+
+    def __init__(self, model):
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.calls: dict[str, list[tuple[int, int]]] = {"grad": [], "no_grad": []}
+        self._handle = base.model.language_model.register_forward_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs, output):
+        import torch
+
+        embeds = kwargs["inputs_embeds"]
+        self.calls["grad" if torch.is_grad_enabled() else "no_grad"].append(tuple(embeds.shape[:2]))
+
+    def tokens(self, mode: str) -> int:
+        return sum(rows * length for rows, length in self.calls[mode])
+
+    def close(self):
+        self._handle.remove()
+
+
+def loss_and_grads(trainer, batch, stock: bool):
+    """The GRPO loss and every parameter's gradient, through our method or TRL's own per-row one."""
+    trainer.model.zero_grad()
+    if stock:
+        trainer._get_per_token_logps_and_entropies = lambda *a, **k: stock_logps(trainer, *a, **k)
+    try:
+        loss = trainer._compute_loss(trainer.model, batch)
+        loss.backward()
+    finally:
+        vars(trainer).pop("_get_per_token_logps_and_entropies", None)
+    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+    trainer.model.zero_grad()
+    return loss.detach(), grads
+
+
+def assert_logps_match_stock(trainer, batch) -> None:
+    """An old-policy pass (no grad) in chunks of 3 rows, so groups span chunks: log-probs and entropies equal
+    TRL's own per-row method's, with no sharing fallback."""
+    import torch
+
+    trainer.sharing_fallbacks.clear()
+    trainer.fallback_reasons.clear()
+    kwargs = logp_inputs(batch, compute_entropy=True, batch_size=3)
+    with torch.no_grad():
+        ours = trainer._get_per_token_logps_and_entropies(trainer.model, **kwargs)
+        stock = stock_logps(trainer, trainer.model, **kwargs)
+    torch.testing.assert_close(ours[0], stock[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours[1], stock[1], rtol=1e-5, atol=1e-5)
+    assert trainer.sharing_fallbacks == {}
+
+
+def assert_loss_and_grads_match_stock(trainer, batch) -> dict:
+    """The training pass with grad, old-policy log-probs set apart from the policy's (importance ratios away
+    from 1, so clipping applies): the loss and every parameter's gradient equal TRL's per-row ones.
+
+    Returns:
+        The stock gradients (name -> tensor).
+    """
+    import torch
+
+    with torch.no_grad():
+        logps = stock_logps(trainer, trainer.model, **logp_inputs(batch))[0]
+    noise = torch.randn(logps.shape, generator=torch.Generator().manual_seed(0))
+    batch = dict(batch, old_per_token_logps=logps + 0.3 * noise * batch["completion_mask"])
+    trainer.sharing_fallbacks.clear()
+    trainer.fallback_reasons.clear()
+    loss_ours, grads_ours = loss_and_grads(trainer, batch, stock=False)
+    loss_stock, grads_stock = loss_and_grads(trainer, batch, stock=True)
+    assert trainer.sharing_fallbacks == {}
+    assert loss_stock.abs() > 1e-3
+    torch.testing.assert_close(loss_ours, loss_stock, rtol=1e-5, atol=1e-7)
+    assert grads_ours.keys() == grads_stock.keys()
+    assert sum(g.abs().sum() for g in grads_stock.values()) > 0
+    for name in grads_stock:
+        torch.testing.assert_close(grads_ours[name], grads_stock[name], rtol=1e-4, atol=1e-6, msg=name)
+    return grads_stock

@@ -17,39 +17,15 @@ from crowdvlm.train.sharing import trainer as sharing_trainer
 from crowdvlm.train.sharing.fallbacks import FallbackReason, SharingSkipped
 from crowdvlm.train.sharing.packed_attention import packed_layout
 from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
+from grpo_helpers import (
+    LanguageModelTokens,
+    assert_logps_match_stock,
+    assert_loss_and_grads_match_stock,
+    logp_inputs,
+    scored_batch,
+    stock_logps,
+)
 from test_group_sharing import PROMPTS, G, _generation_batch, _trainer
-
-
-def _stock_logps(trainer, model, *args, **kwargs):
-    """TRL 1.16.0's own per-row method, run on the same trainer."""
-    return trl.GRPOTrainer._get_per_token_logps_and_entropies(trainer, model, *args, **kwargs)
-
-
-def _logp_inputs(batch, **extra):
-    return dict(
-        input_ids=torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
-        attention_mask=torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1),
-        logits_to_keep=batch["completion_ids"].size(1),
-        pixel_values=batch["pixel_values"],
-        image_grid_thw=batch["image_grid_thw"],
-        num_images=batch["num_images"],
-        mm_token_type_ids=batch["mm_token_type_ids"],
-        **extra,
-    )
-
-
-def _scored_batch(trainer):
-    from trl.trainer.utils import (
-        shuffle_sequence_dict,
-        split_pixel_values_by_grid,
-        unsplit_pixel_values_by_grid,
-    )
-
-    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which these tests bypass
-    trainer.model.train()
-    torch.manual_seed(0)
-    batch = trainer._generate_and_score_completions(_generation_batch(trainer))
-    return unsplit_pixel_values_by_grid(shuffle_sequence_dict(split_pixel_values_by_grid(batch)))
 
 
 @pytest.fixture(scope="module", params=["sdpa", "eager"])
@@ -63,85 +39,32 @@ def trainer_and_batch(request, tiny_model_dir, tmp_path_factory):
     for model in (trainer.model, trainer.ref_model):
         model.set_attn_implementation(request.param)
         assert model.config.get_text_config()._attn_implementation == request.param
-    batch = _scored_batch(trainer)
+    batch = scored_batch(trainer, _generation_batch(trainer))
     prompt_lengths = sorted(set(batch["prompt_mask"].sum(1).tolist()))
     assert len(prompt_lengths) == PROMPTS  # groups of different prompt lengths in one batch
     return trainer, batch
 
 
-class LanguageModelTokens:
-    """Shapes of the inputs the language model gets (a forward hook), split by grad mode."""
-
-    def __init__(self, model):
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self.calls: dict[str, list[tuple[int, int]]] = {"grad": [], "no_grad": []}
-        self._handle = base.model.language_model.register_forward_hook(self._hook, with_kwargs=True)
-
-    def _hook(self, module, args, kwargs, output):
-        embeds = kwargs["inputs_embeds"]
-        self.calls["grad" if torch.is_grad_enabled() else "no_grad"].append(tuple(embeds.shape[:2]))
-
-    def tokens(self, mode: str) -> int:
-        return sum(rows * length for rows, length in self.calls[mode])
-
-    def close(self):
-        self._handle.remove()
-
-
-def _loss_and_grads(trainer, batch, stock: bool):
-    """The GRPO loss and every parameter's gradient, through our method or TRL's own per-row one."""
-    trainer.model.zero_grad()
-    if stock:
-        trainer._get_per_token_logps_and_entropies = lambda *a, **k: _stock_logps(trainer, *a, **k)
-    try:
-        loss = trainer._compute_loss(trainer.model, batch)
-        loss.backward()
-    finally:
-        vars(trainer).pop("_get_per_token_logps_and_entropies", None)
-    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
-    trainer.model.zero_grad()
-    return loss.detach(), grads
-
-
 def test_logps_and_entropies_match_stock(trainer_and_batch):
     """An old-policy pass (no grad) in chunks of 3 rows, so groups span chunks; gradient checkpointing on."""
-    trainer, batch = trainer_and_batch
-    trainer.sharing_fallbacks.clear()
-    kwargs = _logp_inputs(batch, compute_entropy=True, batch_size=3)
-    with torch.no_grad():
-        ours = trainer._get_per_token_logps_and_entropies(trainer.model, **kwargs)
-        stock = _stock_logps(trainer, trainer.model, **kwargs)
-    torch.testing.assert_close(ours[0], stock[0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(ours[1], stock[1], rtol=1e-5, atol=1e-5)
-    assert trainer.sharing_fallbacks == {}
+    assert_logps_match_stock(*trainer_and_batch)
 
 
 @pytest.mark.parametrize("loss_type", ["dapo", "grpo", "dr_grpo", "bnpo", "cispo"])
 def test_loss_and_every_gradient_match_stock(trainer_and_batch, loss_type):
-    """The training pass with grad under TRL's loss types, old-policy log-probs set apart from the policy's so
-    that importance ratios differ from 1 and clipping applies (as in a ``num_iterations > 1`` step)."""
+    """The training pass with grad under TRL's loss types, importance ratios away from 1 so that clipping
+    applies (as in a ``num_iterations > 1`` step)."""
     trainer, batch = trainer_and_batch
-    with torch.no_grad():
-        logps = _stock_logps(trainer, trainer.model, **_logp_inputs(batch))[0]
-    noise = torch.randn(logps.shape, generator=torch.Generator().manual_seed(0))
-    batch = dict(batch, old_per_token_logps=logps + 0.3 * noise * batch["completion_mask"])
     default, trainer.loss_type = trainer.loss_type, loss_type
     try:
-        loss_ours, grads_ours = _loss_and_grads(trainer, batch, stock=False)
-        loss_stock, grads_stock = _loss_and_grads(trainer, batch, stock=True)
+        assert_loss_and_grads_match_stock(trainer, batch)
     finally:
         trainer.loss_type = default
-    assert loss_stock.abs() > 1e-3
-    torch.testing.assert_close(loss_ours, loss_stock, rtol=1e-5, atol=1e-7)
-    assert grads_ours.keys() == grads_stock.keys()
-    assert sum(g.abs().sum() for g in grads_stock.values()) > 0
-    for name in grads_stock:
-        torch.testing.assert_close(grads_ours[name], grads_stock[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_language_model_runs_each_prompt_once_per_pass(trainer_and_batch):
     trainer, batch = trainer_and_batch
-    kwargs = _logp_inputs(batch)
+    kwargs = logp_inputs(batch)
     completion = batch["completion_ids"].size(1)
     prompt_lengths = batch["prompt_mask"].sum(1)
     rows, prompt_width = batch["prompt_ids"].shape
@@ -153,7 +76,7 @@ def test_language_model_runs_each_prompt_once_per_pass(trainer_and_batch):
         packed = dict(counter.calls)
         counter.calls = {"grad": [], "no_grad": []}
         with torch.no_grad():
-            _stock_logps(trainer, trainer.model, **kwargs)
+            stock_logps(trainer, trainer.model, **kwargs)
         stock = counter.calls["no_grad"]
     finally:
         counter.close()
@@ -172,11 +95,11 @@ def test_completion_with_an_image_pad_token_stays_text(trainer_and_batch):
     batch = dict(batch, completion_ids=batch["completion_ids"].clone())
     batch["completion_ids"][1, 2] = image_token
     assert batch["completion_mask"][1, 2] == 1
-    kwargs = _logp_inputs(batch)
+    kwargs = logp_inputs(batch)
     with torch.no_grad():
         packed = trainer._get_per_token_logps_and_entropies(model, **kwargs)[0]
         with pytest.raises(ValueError, match="Image features and image tokens do not match"):
-            _stock_logps(trainer, model, **kwargs)
+            stock_logps(trainer, model, **kwargs)
         reference = _per_row_reference(model, kwargs)
     torch.testing.assert_close(packed, reference, rtol=1e-5, atol=1e-5)
 
@@ -249,11 +172,11 @@ def test_unpackable_layers_fall_back_once_with_a_reason(trainer_and_batch, monke
     monkeypatch.setattr(trainer.model.config.get_text_config(), "use_sliding_window", True)
     trainer.sharing_fallbacks.clear()
     trainer.fallback_reasons.clear()
-    kwargs = _logp_inputs(batch)
+    kwargs = logp_inputs(batch)
     with caplog.at_level(logging.WARNING, logger=sharing_trainer.__name__), torch.no_grad():
         first = trainer._get_per_token_logps_and_entropies(trainer.model, **kwargs)[0]
         second = trainer._get_per_token_logps_and_entropies(trainer.model, **kwargs)[0]
-        stock = _stock_logps(trainer, trainer.model, **kwargs)[0]
+        stock = stock_logps(trainer, trainer.model, **kwargs)[0]
     torch.testing.assert_close(first, stock, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(second, stock, rtol=1e-5, atol=1e-5)
     assert trainer.fallback_reasons == {("prefix", FallbackReason.ATTENTION_LAYERS): 2}
@@ -274,17 +197,17 @@ def test_every_attention_implementation_packs(trainer_and_batch, monkeypatch):
 def test_a_batch_without_repeats_runs_per_row_and_the_next_is_packed(trainer_and_batch):
     trainer, batch = trainer_and_batch
     trainer.sharing_fallbacks.clear()
-    kwargs = _logp_inputs(batch)
+    kwargs = logp_inputs(batch)
     # One row per prompt: nothing repeats in this batch.
     rows = [
         int((batch["prompt_mask"].sum(1) == n).nonzero()[0]) for n in batch["prompt_mask"].sum(1).unique()
     ]
-    single = _logp_inputs(_rows(batch, rows))
+    single = logp_inputs(_rows(batch, rows))
     counter = LanguageModelTokens(trainer.model)
     try:
         with torch.no_grad():
             ours = trainer._get_per_token_logps_and_entropies(trainer.model, **single)[0]
-            stock = _stock_logps(trainer, trainer.model, **single)[0]
+            stock = stock_logps(trainer, trainer.model, **single)[0]
             trainer._get_per_token_logps_and_entropies(trainer.model, **kwargs)
     finally:
         counter.close()
@@ -355,5 +278,7 @@ def test_pack_rows_lays_out_prompt_once_and_each_completion_after_it():
     assert layout.query_index.tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
     assert layout.key_index.tolist() == [0, 1, 0, 1, 2, 3, 4, 0, 1, 5, 6, 7]
     assert layout.cu_seqlens_q.tolist() == [0, 2, 5, 8] and layout.cu_seqlens_k.tolist() == [0, 2, 7, 12]
-    mask = layout.padded()["mask"][2, 0]  # b's queries (rows) over its keys [5, 6, 7, b0, b1]
+    prompts, completions = layout.sdpa_buckets()
+    assert prompts["mask"][0, 0].int().tolist() == [[1, 0], [1, 1]]
+    mask = completions["mask"][1, 0]  # b's queries (rows) over its keys [5, 6, 7, b0, b1]
     assert mask.int().tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]

@@ -10,8 +10,8 @@ import torch
 
 from crowdvlm.train.sharing.linear_attention import (
     PackedRecurrence,
-    install_packed_linear_attention,
     packed_gated_delta_net,
+    packed_linear_attention,
 )
 
 HIDDEN = 32
@@ -108,21 +108,24 @@ def test_the_stock_layer_on_a_packed_row_leaks_one_completion_into_the_next():
     torch.testing.assert_close(packed[0, second], alone[0, second], rtol=1e-5, atol=1e-6)
 
 
-def test_installed_forward_dispatches_on_the_layout_and_survives_a_deep_copy():
-    layer = _layer()
+def test_routed_layer_runs_the_packed_path_and_a_deep_copy_keeps_its_own():
+    """The family's packer as packed_attention routes it: packed calls here, others to the stock forward."""
+    from crowdvlm.train.sharing.packed_attention import install_linear_attention_packer
+
+    holder = torch.nn.Module()
+    holder.linear_attn = layer = _layer()
+    assert install_linear_attention_packer(holder, packed_linear_attention) == 1
     hidden, layout = _rows((9,), (2,))
-    assert install_packed_linear_attention(layer) == 1 and install_packed_linear_attention(layer) == 1
+    packed_call = dict(attention_mask=layout, packed_layout=object())
     with torch.no_grad():
         torch.testing.assert_close(
-            layer(hidden, attention_mask=layout), packed_gated_delta_net(layer, hidden, layout)
+            layer(hidden, **packed_call), packed_gated_delta_net(layer, hidden, layout)
         )
         torch.testing.assert_close(layer(hidden), type(layer).forward(layer, hidden))
-        twin = copy.deepcopy(layer)
+        twin = copy.deepcopy(holder).linear_attn
         twin.out_proj.weight.mul_(2)
-        assert torch.allclose(
-            twin(hidden, attention_mask=layout), packed_gated_delta_net(twin, hidden, layout)
-        )
-        assert not torch.allclose(twin(hidden, attention_mask=layout), layer(hidden, attention_mask=layout))
+        torch.testing.assert_close(twin(hidden, **packed_call), packed_gated_delta_net(twin, hidden, layout))
+        assert not torch.allclose(twin(hidden, **packed_call), layer(hidden, **packed_call))
 
 
 def test_layout_from_packed_segments():
@@ -132,7 +135,6 @@ def test_layout_from_packed_segments():
 
 def test_a_packed_call_without_the_recurrent_layout_is_refused():
     layer = _layer()
-    install_packed_linear_attention(layer)
     hidden, _ = _rows((9,), (2,))
     with pytest.raises(RuntimeError, match="without its PackedRecurrence"), torch.no_grad():
-        layer(hidden, packed_layout=object())
+        packed_linear_attention(layer, hidden, attention_mask=None, packed_layout=object())

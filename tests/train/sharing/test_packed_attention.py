@@ -108,15 +108,15 @@ def test_stock_flash_attention_never_receives_a_packed_row(tiny_model_dir, tmp_p
     from transformers import AttentionInterface
 
     from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
-    from test_group_sharing import _trainer
-    from test_shared_prefix import _logp_inputs, _scored_batch, _stock_logps
+    from grpo_helpers import logp_inputs, scored_batch, stock_logps
+    from test_group_sharing import _generation_batch, _trainer
 
     trainer = _trainer(GroupSharedGRPOTrainer, tiny_model_dir, tmp_path, gradient_checkpointing=True)
-    batch = _scored_batch(trainer)
-    kwargs = _logp_inputs(batch)
+    batch = scored_batch(trainer, _generation_batch(trainer))
+    kwargs = logp_inputs(batch)
     text_config = trainer.model.config.get_text_config()
-    stock_logps = _stock_logps(trainer, trainer.model, **kwargs)[0]
-    stock_logps.sum().backward()
+    expected = stock_logps(trainer, trainer.model, **kwargs)[0]
+    expected.sum().backward()
     stock_grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
     trainer.model.zero_grad()
 
@@ -132,7 +132,7 @@ def test_stock_flash_attention_never_receives_a_packed_row(tiny_model_dir, tmp_p
     ours.sum().backward()
     assert calls == [] and trainer.fallback_reasons == {}
     assert text_config._attn_implementation == "flash_attention_2"
-    torch.testing.assert_close(ours, stock_logps, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
     for name, grad in stock_grads.items():
         torch.testing.assert_close(
             dict(trainer.model.named_parameters())[name].grad, grad, rtol=1e-4, atol=1e-6
@@ -140,7 +140,7 @@ def test_stock_flash_attention_never_receives_a_packed_row(tiny_model_dir, tmp_p
     with pytest.raises(
         AssertionError, match="stock flash_attention_2 was called"
     ):  # the per-row path does call it
-        _stock_logps(trainer, trainer.model, **kwargs)
+        stock_logps(trainer, trainer.model, **kwargs)
 
 
 @pytest.mark.gpu
@@ -181,3 +181,39 @@ def test_flash_varlen_matches_the_sdpa_stand_in_on_gpu():
     torch.testing.assert_close(results["flash"][0], results["sdpa"][0], rtol=2e-2, atol=2e-2)
     for name in shapes:
         torch.testing.assert_close(results["flash"][1][name], results["sdpa"][1][name], rtol=5e-2, atol=5e-2)
+
+
+def test_linear_attention_layers_refuse_packed_rows_without_a_packer(tiny_family_dir, monkeypatch):
+    """Qwen3.5's Gated DeltaNet state would carry c1 into c2: a packed pass needs the family's packer (the slot
+    in train/sharing/families.py), which then receives every packed call and no other."""
+    import dataclasses
+
+    from transformers import AutoModelForImageTextToText
+
+    from crowdvlm.train.sharing import families
+    from crowdvlm.train.sharing.packed_attention import install_linear_attention_packer
+
+    monkeypatch.setitem(
+        families.FAMILIES,
+        "qwen3_5",
+        dataclasses.replace(families.FAMILIES["qwen3_5"], linear_attention_packer=None),
+    )
+    model = AutoModelForImageTextToText.from_pretrained(tiny_family_dir("qwen3_5"))
+    install_packed_attention(model)
+    with pytest.raises(PackedLayoutError, match="linear-attention modules have no packer"):
+        check_packed_attention(model)
+
+    calls = []
+
+    def packer(module, *args, **kwargs):
+        calls.append(kwargs["packed_layout"])
+        return kwargs["hidden_states"]
+
+    layers = install_linear_attention_packer(model, packer)
+    assert layers == model.config.get_text_config().layer_types.count("linear_attention") > 0
+    check_packed_attention(model)
+    module = next(m for n, m in model.named_modules() if n.endswith("linear_attn"))
+    hidden = torch.randn(1, 5, model.config.get_text_config().hidden_size)
+    layout = packed_layout(_segments([3], 1, 2))
+    assert module(hidden_states=hidden, packed_layout=layout) is hidden and calls == [layout]
+    assert module(hidden_states=hidden).shape == hidden.shape and len(calls) == 1  # its own forward

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from crowdvlm.train.sharing.linear_attention import packed_gated_delta_net
+from crowdvlm.train.sharing.linear_attention import packed_linear_attention
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,10 @@ class FamilySharing:
             mask (Qwen3.5's Gated DeltaNet ``"linear_attention"``). A family with such layers packs only with a
             ``linear_attention_packer``.
         linear_attention_packer: runs one linear-attention layer over a packed row: the prompt once, each
-            completion continued from the prompt's final state. ``None``: not built.
+            completion continued from the prompt's final state. Called as ``packer(module, *args, **kwargs)``
+            with the ``linear_attn`` module and its forward's own arguments (``packed_layout`` among them:
+            :class:`~crowdvlm.train.sharing.packed_attention.PackedLayout`), it returns what that forward
+            returns (``packed_attention.install_linear_attention_packer``). ``None``: not built.
     """
 
     name: str
@@ -61,7 +64,7 @@ FAMILIES: dict[str, FamilySharing] = {
         packing=True,
         positions="mrope-interleaved",
         linear_attention=("linear_attention",),
-        linear_attention_packer=packed_gated_delta_net,
+        linear_attention_packer=packed_linear_attention,
     ),
 }
 

@@ -18,29 +18,22 @@ returns its gradient) and the causal-conv1d kernel when those packages are insta
 otherwise. The completions all have the packed row's completion width, so they run as one batch of G sequences
 with G initial states; no ``cu_seqlens`` is needed.
 
-:func:`install_packed_linear_attention` gives each such layer a forward that takes this path when its
-``attention_mask`` is a :class:`PackedRecurrence` and the stock forward otherwise. The packed pass hands the
-layout to these layers through the mapping ``attention_mask={"full_attention": None, "linear_attention": layout}``
-that Qwen3.5's text model accepts as given (a packed call that reaches such a layer without it raises); under gradient checkpointing the recompute gets the same arguments,
+The packed pass routes each such layer's packed calls to :func:`packed_linear_attention` (the family's
+``linear_attention_packer``, installed by ``packed_attention.install_packed_attention``) and hands it the layout
+through the mapping ``attention_mask={"full_attention": None, "linear_attention": layout}`` that Qwen3.5's text
+model accepts as given (a packed call that reaches such a layer without it raises); under gradient checkpointing the recompute gets the same arguments,
 so it takes the same path.
 """
 
 from __future__ import annotations
 
 import sys
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-# Layer classes whose forward this module reproduces (transformers 5.24's modeling_qwen3_5).
-LINEAR_ATTENTION_CLASSES = ("Qwen3_5GatedDeltaNet",)
-# The forward keyword of a packed pass (crowdvlm.train.sharing.packed_attention.LAYOUT_KWARG, which imports the
-# family registry, which imports this module).
-PACKED_LAYOUT_KWARG = "packed_layout"
 
 
 @dataclass(frozen=True)
@@ -167,34 +160,19 @@ def packed_gated_delta_net(layer: Any, hidden_states: torch.Tensor, layout: Pack
     return layer.out_proj(normed.reshape(rows, length, -1))
 
 
-def _forward(self: Any, hidden_states: torch.Tensor, *args: Any, attention_mask: Any = None, **kwargs: Any):
-    """The forward :func:`install_packed_linear_attention` gives a layer: packed path for a packed layout."""
-    if isinstance(attention_mask, PackedRecurrence):
-        return packed_gated_delta_net(self, hidden_states, attention_mask)
-    if kwargs.get(PACKED_LAYOUT_KWARG) is not None:
+def packed_linear_attention(
+    module: Any, hidden_states: torch.Tensor, *args: Any, attention_mask: Any = None, **kwargs: Any
+):
+    """Qwen3.5's ``linear_attention_packer`` (``train/sharing/families.py``): a packed call of a Gated DeltaNet
+    layer, routed here by :func:`~crowdvlm.train.sharing.packed_attention.install_linear_attention_packer` with
+    the layer's own arguments; ``attention_mask`` must be the layer's :class:`PackedRecurrence`
+    (:func:`layer_type_masks`)."""
+    if not isinstance(attention_mask, PackedRecurrence):
         raise RuntimeError(
-            f"{type(self).__name__} got a packed row without its PackedRecurrence: the recurrence would run "
+            f"{type(module).__name__} got a packed row without its PackedRecurrence: the recurrence would run "
             "through every completion (pass attention_mask=layer_type_masks(...))"
         )
-    return type(self).forward(self, hidden_states, *args, attention_mask=attention_mask, **kwargs)
-
-
-def linear_attention_layers(model: Any) -> list[Any]:
-    """The model's linear-attention layers of a class in :data:`LINEAR_ATTENTION_CLASSES`."""
-    return [m for m in model.modules() if type(m).__name__ in LINEAR_ATTENTION_CLASSES]
-
-
-def install_packed_linear_attention(model: Any) -> int:
-    """Give each linear-attention layer of ``model`` the packed-layout forward (idempotent); returns how many.
-
-    The forward is bound to the layer (``types.MethodType``), so a deep copy of the model (a reference model)
-    rebinds it to the copy; without a :class:`PackedRecurrence` it calls the class's stock forward unchanged.
-    """
-    layers = linear_attention_layers(model)
-    for layer in layers:
-        if getattr(layer.forward, "__func__", None) is not _forward:
-            layer.forward = types.MethodType(_forward, layer)
-    return len(layers)
+    return packed_gated_delta_net(module, hidden_states, attention_mask)
 
 
 def layer_type_masks(
@@ -209,9 +187,7 @@ def layer_type_masks(
     Qwen3.5's text model takes such a mapping as given (``causal_mask_mapping``): the full-attention layers
     get ``full_attention_mask`` (``None`` where the packed attention function works from the layout kwarg),
     the linear-attention ones the :class:`PackedRecurrence` of ``segments``
-    (:class:`~crowdvlm.train.sharing.packing.PackedRows`), which the forward installed here on each of
-    ``model``'s linear-attention layers turns into the packed path.
+    (:class:`~crowdvlm.train.sharing.packing.PackedRows`), which :func:`packed_linear_attention` runs.
     """
-    install_packed_linear_attention(model)
     layout = PackedRecurrence.from_segments(segments, completion_length)
     return {"full_attention": full_attention_mask} | {kind: layout for kind in linear_layer_types}

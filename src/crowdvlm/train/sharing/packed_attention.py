@@ -9,8 +9,9 @@ only, for the packed pass only (:func:`packed_attention`):
 - where flash-attn is installed and the tensors are CUDA fp16/bf16: one ``flash_attn_varlen_func`` call per
   layer, ``causal=True``. With fewer queries than keys flash-attn aligns the causal mask bottom-right, so a
   completion's C queries against its ``P + C`` keys see the whole prompt and themselves causally;
-- elsewhere (CPU, CI, no flash-attn): the same sequences, gathered and padded into one batch, through
-  ``torch.nn.functional.scaled_dot_product_attention`` with the same bottom-right causal mask.
+- elsewhere (CPU, CI, no flash-attn): the same sequences, gathered and padded into two batches (the prompts,
+  the completions), through ``torch.nn.functional.scaled_dot_product_attention`` with the same bottom-right
+  causal mask.
 
 Both paths take the prompt's keys and values gathered once per completion (an index into the layer's keys), so
 under autograd the G completions' gradients with respect to the prompt's keys and values sum back into it.
@@ -26,13 +27,15 @@ attention module is not hooked.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from crowdvlm.train.sharing.families import base_model
+from crowdvlm.train.sharing.families import base_model, family_of
 
 PACKED_ATTENTION = "crowdvlm_packed"
 # The forward keyword that carries the layout down to the attention function.
@@ -65,36 +68,53 @@ class PackedLayout:
     cu_seqlens_k: torch.Tensor
     max_seqlen_q: int
     max_seqlen_k: int
-    _padded: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    prompt_sequence: torch.Tensor
+    _buckets: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
-    def padded(self) -> dict[str, torch.Tensor]:
-        """Indices and mask that lay the sequences out as one padded batch (the sdpa stand-in; built once).
+    def sdpa_buckets(self) -> list[dict[str, Any]]:
+        """The sequences as padded batches for the sdpa stand-in: the prompts, then the completions (built once).
+
+        Two batches, so that the completions' few queries are not padded to the prompts' length.
 
         Returns:
-            ``query_slot`` ``(Tq,)`` and ``key_slot`` ``(Tk,)``: each query's / key's place in an
-            ``(S * max_q)`` / ``(S * max_k)`` flat batch; ``mask`` ``(S, 1, max_q, max_k)``: query a of a
+            Per non-empty batch: ``queries`` / ``keys``, indices into ``query_index`` / ``key_index``;
+            ``query_slot`` / ``key_slot``, their places in an ``(S_b * max_q)`` / ``(S_b * max_k)`` flat
+            batch; ``sequences``, ``max_q``, ``max_k``; and ``mask`` ``(S_b, 1, max_q, max_k)``: query a of a
             sequence sees key b when b is a real key and ``b <= a + (len_k - len_q)`` (bottom-right causal).
             Padded query rows see key 0, so no softmax row is empty; their outputs are never read.
         """
-        if not self._padded:
-            device = self.query_index.device
-            len_q, len_k = self.cu_seqlens_q.diff().long(), self.cu_seqlens_k.diff().long()
-            sequences = len_q.numel()
-            max_q, max_k = self.max_seqlen_q, self.max_seqlen_k
-            seq_q = torch.repeat_interleave(torch.arange(sequences, device=device), len_q)
-            seq_k = torch.repeat_interleave(torch.arange(sequences, device=device), len_k)
-            offset_q = torch.arange(seq_q.numel(), device=device) - self.cu_seqlens_q.long()[seq_q]
-            offset_k = torch.arange(seq_k.numel(), device=device) - self.cu_seqlens_k.long()[seq_k]
+        if self._buckets:
+            return self._buckets
+        device = self.query_index.device
+        len_q, len_k = self.cu_seqlens_q.diff().long(), self.cu_seqlens_k.diff().long()
+        sequences = torch.arange(len_q.numel(), device=device)
+        seq_q, seq_k = torch.repeat_interleave(sequences, len_q), torch.repeat_interleave(sequences, len_k)
+        offset_q = torch.arange(seq_q.numel(), device=device) - self.cu_seqlens_q.long()[seq_q]
+        offset_k = torch.arange(seq_k.numel(), device=device) - self.cu_seqlens_k.long()[seq_k]
+        for chosen in (self.prompt_sequence, ~self.prompt_sequence):
+            if not bool(chosen.any()):
+                continue
+            rank = chosen.long().cumsum(0) - 1  # a sequence's index within this batch
+            b_len_q, b_len_k = len_q[chosen], len_k[chosen]
+            max_q, max_k = int(b_len_q.max()), int(b_len_k.max())
+            queries, keys = chosen[seq_q].nonzero()[:, 0], chosen[seq_k].nonzero()[:, 0]
             a = torch.arange(max_q, device=device)[None, :, None]
             b = torch.arange(max_k, device=device)[None, None, :]
-            visible = (b < len_k[:, None, None]) & (b <= a + (len_k - len_q)[:, None, None])
-            visible[:, :, 0] |= a[..., 0] >= len_q[:, None]  # padded queries: one key, never read
-            self._padded = {
-                "query_slot": seq_q * max_q + offset_q,
-                "key_slot": seq_k * max_k + offset_k,
-                "mask": visible[:, None],
-            }
-        return self._padded
+            visible = (b < b_len_k[:, None, None]) & (b <= a + (b_len_k - b_len_q)[:, None, None])
+            visible[:, :, 0] |= a[..., 0] >= b_len_q[:, None]  # padded queries: one key, never read
+            self._buckets.append(
+                {
+                    "queries": queries,
+                    "keys": keys,
+                    "query_slot": rank[seq_q[queries]] * max_q + offset_q[queries],
+                    "key_slot": rank[seq_k[keys]] * max_k + offset_k[keys],
+                    "sequences": int(chosen.sum()),
+                    "max_q": max_q,
+                    "max_k": max_k,
+                    "mask": visible[:, None],
+                }
+            )
+        return self._buckets
 
 
 def packed_layout(segments: torch.Tensor) -> PackedLayout:
@@ -108,6 +128,7 @@ def packed_layout(segments: torch.Tensor) -> PackedLayout:
     rows = segments.tolist()
     query_parts: list[torch.Tensor] = []
     key_parts: list[torch.Tensor] = []
+    is_prompt: list[bool] = []
     for r, row in enumerate(rows):
         base = r * length
         prompt_len = sum(1 for s in row if s == 0)
@@ -115,6 +136,7 @@ def packed_layout(segments: torch.Tensor) -> PackedLayout:
         if prompt_len:
             query_parts.append(prompt)
             key_parts.append(prompt)
+            is_prompt.append(True)
         completions: dict[int, list[int]] = {}
         for pos, s in enumerate(row):
             if s > 0:
@@ -123,6 +145,7 @@ def packed_layout(segments: torch.Tensor) -> PackedLayout:
             own = torch.tensor(completions[s])
             query_parts.append(own)
             key_parts.append(torch.cat([prompt, own]))
+            is_prompt.append(False)
     len_q = torch.tensor([p.numel() for p in query_parts])
     len_k = torch.tensor([p.numel() for p in key_parts])
     zero = torch.zeros(1, dtype=torch.int32)
@@ -135,6 +158,7 @@ def packed_layout(segments: torch.Tensor) -> PackedLayout:
         cu_seqlens_k=torch.cat([zero, len_k.cumsum(0).int()]).to(device),
         max_seqlen_q=int(len_q.max()),
         max_seqlen_k=int(len_k.max()),
+        prompt_sequence=torch.tensor(is_prompt, device=device),
     )
 
 
@@ -147,23 +171,34 @@ def flash_varlen_available(query: torch.Tensor) -> bool:
     )
 
 
+def _padded_batch(x: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, sequences: int, width: int):
+    """``x[rows]`` (``(T, h, D)``) placed at ``slots`` of a zero ``(sequences, h, width, D)`` batch."""
+    flat = x.new_zeros(sequences * width, x.size(1), x.size(2)).index_copy(0, slots, x[rows])
+    return flat.view(sequences, width, x.size(1), x.size(2)).transpose(1, 2)
+
+
 def _sdpa_sequences(q, k, v, layout: PackedLayout, scaling: float | None, dropout: float) -> torch.Tensor:
-    """The sequences' attention as one padded sdpa call. ``q``: ``(Tq, H, D)``, ``k``/``v``: ``(Tk, Hkv, D)``."""
-    padded = layout.padded()
-    sequences = layout.cu_seqlens_q.numel() - 1
+    """The sequences' attention through sdpa, one padded batch for the prompts and one for the completions.
+
+    ``q``: ``(Tq, H, D)``, ``k``/``v``: ``(Tk, Hkv, D)`` -> ``(Tq, H, D)``.
+    """
     heads, kv_heads, dim = q.size(1), k.size(1), q.size(2)
-
-    def batch(x: torch.Tensor, slot: torch.Tensor, width: int) -> torch.Tensor:  # -> (S, heads, width, D)
-        flat = x.new_zeros(sequences * width, x.size(1), dim).index_copy(0, slot, x)
-        return flat.view(sequences, width, x.size(1), dim).transpose(1, 2)
-
-    qb = batch(q, padded["query_slot"], layout.max_seqlen_q)
-    kb = batch(k, padded["key_slot"], layout.max_seqlen_k).repeat_interleave(heads // kv_heads, dim=1)
-    vb = batch(v, padded["key_slot"], layout.max_seqlen_k).repeat_interleave(heads // kv_heads, dim=1)
-    out = torch.nn.functional.scaled_dot_product_attention(
-        qb, kb, vb, attn_mask=padded["mask"], dropout_p=dropout, scale=scaling
-    )  # (S, H, max_q, D)
-    return out.transpose(1, 2).reshape(sequences * layout.max_seqlen_q, heads, dim)[padded["query_slot"]]
+    out = q.new_zeros(q.shape)
+    for bucket in layout.sdpa_buckets():
+        n, max_q, max_k = bucket["sequences"], bucket["max_q"], bucket["max_k"]
+        qb = _padded_batch(q, bucket["queries"], bucket["query_slot"], n, max_q)
+        kb, vb = (
+            _padded_batch(x, bucket["keys"], bucket["key_slot"], n, max_k).repeat_interleave(
+                heads // kv_heads, dim=1
+            )
+            for x in (k, v)
+        )
+        o = torch.nn.functional.scaled_dot_product_attention(
+            qb, kb, vb, attn_mask=bucket["mask"], dropout_p=dropout, scale=scaling
+        )  # (S_b, H, max_q, D)
+        o = o.transpose(1, 2).reshape(n * max_q, heads, dim)[bucket["query_slot"]]
+        out = out.index_copy(0, bucket["queries"], o)
+    return out
 
 
 def packed_attention_forward(
@@ -241,6 +276,37 @@ def _restore_config(module: torch.nn.Module, args: tuple, kwargs: dict, output: 
         module._crowdvlm_config = None
 
 
+def _linear_attention_modules(model: Any) -> list[torch.nn.Module]:
+    """The language model's linear-attention modules (Qwen3.5's Gated DeltaNet: ``linear_attn`` of a layer)."""
+    return [m for name, m in base_model(model).named_modules() if name.rsplit(".", 1)[-1] == "linear_attn"]
+
+
+def _packed_or_own_forward(
+    module: torch.nn.Module, packer: Callable[..., Any], *args: Any, **kwargs: Any
+) -> Any:
+    if kwargs.get(LAYOUT_KWARG) is None:
+        return module._crowdvlm_own_forward(*args, **kwargs)
+    return packer(module, *args, **kwargs)
+
+
+def install_linear_attention_packer(model: Any, packer: Callable[..., Any]) -> int:
+    """Route packed calls of the linear-attention modules to ``packer(module, *args, **kwargs)`` (idempotent).
+
+    ``packer`` receives the module and the call's own arguments (``hidden_states``, ``attention_mask``, ...,
+    and ``packed_layout``) and returns what the module's forward returns; calls without a layout run the
+    module's own forward. (The family's ``linear_attention_packer`` in ``train/sharing/families.py``.)
+
+    Returns:
+        The number of linear-attention modules routed.
+    """
+    modules = _linear_attention_modules(model)
+    for module in modules:
+        if getattr(module, "_crowdvlm_own_forward", None) is None:
+            module._crowdvlm_own_forward = module.forward
+            module.forward = functools.partial(_packed_or_own_forward, module, packer)
+    return len(modules)
+
+
 def install_packed_attention(model: Any) -> int:
     """Make the language model's attention modules dispatch packed calls to :func:`packed_attention_forward`.
 
@@ -254,6 +320,9 @@ def install_packed_attention(model: Any) -> int:
         The number of attention modules that dispatch packed calls.
     """
     register_packed_attention()
+    family = family_of(model)
+    if family is not None and family.linear_attention_packer is not None:
+        install_linear_attention_packer(model, family.linear_attention_packer)
     modules = _attention_modules(model)
     for module in modules:
         if getattr(module, "_crowdvlm_packed_config", None) is not None:
@@ -268,10 +337,12 @@ def install_packed_attention(model: Any) -> int:
 
 
 def check_packed_attention(model: Any) -> None:
-    """Raise :class:`PackedLayoutError` unless every attention module of the language model dispatches packed calls.
+    """Raise :class:`PackedLayoutError` unless every attention module of the language model dispatches packed calls
+    and every linear-attention module has a packer.
 
     A module without the hook would run its configured implementation (``flash_attention_2`` treats the packed
-    row as one causal sequence: c2 attends to c1, silently).
+    row as one causal sequence: c2 attends to c1, silently); a linear-attention layer without a packer carries
+    its recurrent state from one completion into the next.
     """
     modules = _attention_modules(model)
     missing = [m for m in modules if getattr(m, "_crowdvlm_packed_config", None) is None]
@@ -279,4 +350,12 @@ def check_packed_attention(model: Any) -> None:
         raise PackedLayoutError(
             f"{len(missing)} of {len(modules)} attention modules of the language model do not dispatch packed "
             "rows to the packed attention function (install_packed_attention)"
+        )
+    # A linear-attention layer's recurrent state runs straight through [prompt | c1 | c2]: c2 would see c1.
+    linear = _linear_attention_modules(model)
+    unrouted = [m for m in linear if getattr(m, "_crowdvlm_own_forward", None) is None]
+    if unrouted:
+        raise PackedLayoutError(
+            f"{len(unrouted)} of {len(linear)} linear-attention modules have no packer for packed rows "
+            "(the family's linear_attention_packer in train/sharing/families.py)"
         )
