@@ -36,7 +36,7 @@ def _dataset(n: int = PROMPTS):
     return Dataset.from_dict({"prompt": prompts, "image": images, "solution": [3] * n})
 
 
-def _trainer(cls, model_dir, tmp_path, *, lora=False, freeze_vision=False, **config):
+def _trainer(cls, model_dir, tmp_path, *, lora=False, lora_targets=None, freeze_vision=False, **config):
     from transformers import set_seed
     from trl import GRPOConfig
 
@@ -46,7 +46,7 @@ def _trainer(cls, model_dir, tmp_path, *, lora=False, freeze_vision=False, **con
     model, processor = load_model_and_processor(
         model_dir,
         dtype="float32",
-        lora={"r": 4, "alpha": 8, "dropout": 0.0} if lora else None,
+        lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": lora_targets} if lora else None,
         freeze_vision=freeze_vision,
     )
     # TRL pads prompt_ids left but takes mm_token_type_ids from the processor: stock TRL's per-row path places
