@@ -5,7 +5,13 @@ Two shapes, each on its own tiny random-weight Qwen2.5-VL (built with max_pixels
 image keeps full resolution: (size/14)^2 patch rows, a quarter as many image tokens):
 
 - ``a``: 448x448 images (1,024 patch rows, 256 image tokens), 32 new tokens;
-- ``b``: counting-like, 896x896 images (4,096 patch rows, 1,024 image tokens), 64 new tokens.
+- ``b``: counting-like, 896x896 images (4,096 patch rows, 1,024 image tokens), 64 new tokens;
+- ``r`` (proportional): shape b's images and tokens on a model scaled down from the family's real checkpoint
+  (Qwen2.5-VL-3B, Qwen3-VL-4B, Qwen3.5-0.8B: :mod:`crowdvlm.modeling.proportional`), widths / 8 and depths and
+  vocabulary chosen so that the shares of one sample's forward compute in the vision tower, the decoder layers
+  and the LM head are the real model's (printed, real and scaled). The tiny models of a/b spend most of a step
+  outside the language model; shape r is the CPU proxy of a real model's compute. It times stock and crowdvlm
+  only (``--ablations`` adds the switches).
 
 Every trainer gets the same data (one prompt of G = 8 rows per step, one image each), exactly the shape's new
 tokens per completion, beta = 0.04 (a reference model) and the same seed. Steps alternate between the trainers
@@ -23,7 +29,7 @@ turns checkpointing on by default, and a checkpointed layer saves nothing throug
 that switch is its ratio to ``crowdvlm``; ``--ablations`` also times each other switch off.
 
 Run (alone on the machine): OMP_NUM_THREADS=2 .venv/bin/python benchmarks/grpo_step.py [--steps 8]
-     [--shapes a b] [--ablations] [--family qwen2_5_vl|qwen3_vl|qwen3_5]  (Qwen3 families have 16-px patches)
+     [--shapes a b r] [--ablations] [--family qwen2_5_vl|qwen3_vl|qwen3_5]  (Qwen3 families have 16-px patches)
 The last line printed is JSON; ``ratio`` is stock s/step / crowdvlm s/step (larger is faster) and
 ``memory_ratio`` stock / crowdvlm activation bytes, both for the last shape run (``b`` by default);
 ``cpu_ratio`` is the same ratio on this process's CPU time per step, which other work on the machine disturbs less.
@@ -66,6 +72,7 @@ def dot_images(n: int, size: int, seed: int):
 SHAPES = {
     "a": {"image_size": 448, "new_tokens": 32},
     "b": {"image_size": 896, "new_tokens": 64},
+    "r": {"image_size": 896, "new_tokens": 64, "proportional": True},
 }
 
 
@@ -133,8 +140,10 @@ class VisionRowCounter:
         visual.register_forward_hook(hook)
 
 
-def build_trainer(cls, model_dir: Path, out_dir: Path, dataset, args, new_tokens: int):
-    """A trainer of class ``cls`` on a fresh copy of the tiny model, with step timing and vision-row counting."""
+def build_trainer(cls, model_dir: Path, out_dir: Path, dataset, args, new_tokens: int, **config_overrides):
+    """A trainer of class ``cls`` on a fresh copy of the tiny model, with step timing and vision-row counting.
+
+    ``config_overrides`` replace or add ``GRPOConfig`` fields (benchmarks/grpo_step_vllm.py: ``use_vllm``)."""
     from transformers import (
         AutoModelForImageTextToText,
         AutoProcessor,
@@ -164,7 +173,7 @@ def build_trainer(cls, model_dir: Path, out_dir: Path, dataset, args, new_tokens
     set_seed(args.seed)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype="float32")
     processor = AutoProcessor.from_pretrained(model_dir)
-    config = GRPOConfig(
+    settings = dict(
         output_dir=str(out_dir),
         per_device_train_batch_size=args.num_generations * args.prompts_per_step,
         num_generations=args.num_generations,
@@ -182,6 +191,7 @@ def build_trainer(cls, model_dir: Path, out_dir: Path, dataset, args, new_tokens
         seed=args.seed,
         disable_tqdm=True,
     )
+    config = GRPOConfig(**{**settings, **config_overrides})
     timer = StepTimer()
     trainer = cls(
         model=model,
@@ -198,23 +208,52 @@ def build_trainer(cls, model_dir: Path, out_dir: Path, dataset, args, new_tokens
     return trainer, timer, counters, SavedActivationBytes(trainer)
 
 
+def print_shares(family: str, scaled, processor, prompt, patch_rows: int, new_tokens: int) -> dict:
+    """Print (and return) the compute shares of the real model and of ``scaled`` at the measured prompt length."""
+    from crowdvlm.modeling.proportional import PARTS, shares_table
+
+    text = processor.apply_chat_template(prompt, add_generation_prompt=True)
+    image_tokens = patch_rows // 4
+    prompt_tokens = (
+        len(processor.tokenizer(text)["input_ids"]) - 1 + image_tokens
+    )  # one <|image_pad|> per token
+    table = shares_table(family, scaled, image_tokens, prompt_tokens, new_tokens)
+    t, v = scaled.text, scaled.vision
+    print(
+        f"shape r model: {t.num_layers} decoder layers ({'/'.join(sorted(set(t.layer_types)))}), hidden "
+        f"{t.hidden_size}, MLP {t.intermediate_size}, {t.num_heads}/{t.num_kv_heads} heads of {t.head_dim}, "
+        f"vocabulary {t.vocab_size}; vision {v.depth} blocks, hidden {v.hidden_size}, MLP {v.intermediate_size}"
+    )
+    for label, shares in table.items():
+        parts = ", ".join(f"{part} {100 * shares[part]:.1f} %" for part in PARTS)
+        print(f"  compute shares, {label:<6} ({shares['gmacs']:.1f} GMACs per sample forward): {parts}")
+    return {label: {k: round(x, 4) for k, x in shares.items()} for label, shares in table.items()}
+
+
 def run_shape(name: str, args, work: Path) -> dict:
     """Build the shape's model and data, alternate the trainers' steps, and summarise each trainer."""
     import trl
     from datasets import Dataset
     from transformers import AutoProcessor
 
+    from crowdvlm.modeling.proportional import build_scaled_model
     from crowdvlm.modeling.tiny import build_tiny_model
     from crowdvlm.modeling.tiny_families import FAMILY_NAMES, TOKEN_PIXELS, check_family
     from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
 
     image_size, new_tokens = SHAPES[name]["image_size"], SHAPES[name]["new_tokens"]
-    model_dir = build_tiny_model(
-        work / f"tiny-{name}",
-        family=check_family(args.family),
-        max_pixels=image_size * image_size,
-        seed=args.seed,
-    )
+    proportional = SHAPES[name].get("proportional", False)
+    if proportional:
+        model_dir, scaled = build_scaled_model(
+            check_family(args.family), work / f"scaled-{name}", image_size, new_tokens, args.seed
+        )
+    else:
+        model_dir = build_tiny_model(
+            work / f"tiny-{name}",
+            family=check_family(args.family),
+            max_pixels=image_size * image_size,
+            seed=args.seed,
+        )
     n_prompts = (args.warmup + args.steps) * args.prompts_per_step
     images, counts = dot_images(n_prompts, image_size, args.seed)
     question = "How many dots are in the image? Output the final answer in <answer> </answer> tags."
@@ -230,11 +269,9 @@ def run_shape(name: str, args, work: Path) -> dict:
     if rows_per_image != expected_rows:
         raise SystemExit(f"{image_size}px image gave {rows_per_image} patch rows, expected {expected_rows}")
 
-    variants = {
-        "stock": (trl.GRPOTrainer, {}),
-        "crowdvlm": (GroupSharedGRPOTrainer, {}),
-        "crowdvlm-share_prefix=off": (GroupSharedGRPOTrainer, {"share_prefix": False}),
-    }
+    variants = {"stock": (trl.GRPOTrainer, {}), "crowdvlm": (GroupSharedGRPOTrainer, {})}
+    if not proportional or args.ablations:
+        variants["crowdvlm-share_prefix=off"] = (GroupSharedGRPOTrainer, {"share_prefix": False})
     if args.ablations:
         for switch in ("share_processing", "share_prefill", "share_vision"):
             variants[f"crowdvlm-{switch}=off"] = (GroupSharedGRPOTrainer, {switch: False})
@@ -247,8 +284,15 @@ def run_shape(name: str, args, work: Path) -> dict:
             setattr(trainer, switch, value)
         runs[variant] = {"trainer": trainer, "timer": timer, "counters": counters, "memory": memory}
 
+    model_name = f"tiny {FAMILY_NAMES[args.family]}"
+    shares = None
+    if proportional:
+        model_name = scaled.name
+        shares = print_shares(
+            args.family, scaled, processor, dataset[0]["prompt"], rows_per_image, new_tokens
+        )
     print(
-        f"shape {name}: tiny {FAMILY_NAMES[args.family]}, G={args.num_generations}, {args.prompts_per_step} prompt(s)/step, "
+        f"shape {name}: {model_name}, G={args.num_generations}, {args.prompts_per_step} prompt(s)/step, "
         f"{image_size}x{image_size} images ({rows_per_image} patch rows, {rows_per_image // 4} image tokens), "
         f"{new_tokens} new tokens, beta={args.beta}, {args.threads} threads; "
         f"{args.warmup} warm-up + {args.steps} timed steps each, alternating"
@@ -310,6 +354,8 @@ def run_shape(name: str, args, work: Path) -> dict:
         "new_tokens": new_tokens,
         "family": args.family,
     }
+    if shares is not None:
+        summary["shares"] = shares
     for variant in results:
         if variant.startswith("crowdvlm-"):
             summary[f"{variant}_s_per_step"] = round(results[variant]["s_per_step"], 4)
@@ -327,7 +373,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8, help="timed steps per trainer")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per trainer first")
-    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=sorted(SHAPES))
+    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=["a", "b"])
     parser.add_argument("--num_generations", type=int, default=8, help="G, completions per prompt")
     parser.add_argument("--prompts_per_step", type=int, default=1)
     parser.add_argument("--beta", type=float, default=0.04)
@@ -354,7 +400,8 @@ def main() -> None:
     for name, r in shapes.items():
         print(
             f"{name:<6} {r['stock_s_per_step']:>13.3f} {r['crowdvlm_s_per_step']:>16.3f} {r['ratio']:>6.2f}x "
-            f"{r['cpu_ratio']:>9.2f}x {r['crowdvlm-share_prefix=off_s_per_step']:>18.3f} {r['memory_ratio']:>12.2f}x"
+            f"{r['cpu_ratio']:>9.2f}x {r.get('crowdvlm-share_prefix=off_s_per_step', float('nan')):>18.3f} "
+            f"{r['memory_ratio']:>12.2f}x"
         )
     last = shapes[args.shapes[-1]]
     summary = {

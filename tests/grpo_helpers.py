@@ -77,7 +77,16 @@ def two_question_dataset(n: int = 2, *, with_images: bool = True):
 
 
 def one_step_trainer(
-    cls, model_dir, tmp_path, dataset, *, generations: int = 4, lora=False, freeze_vision=False, **config
+    cls,
+    model_dir,
+    tmp_path,
+    dataset,
+    *,
+    generations: int = 4,
+    lora=False,
+    lora_targets=None,
+    freeze_vision=False,
+    **config,
 ):
     """A ``cls`` trainer (stock ``trl.GRPOTrainer`` or ``GroupSharedGRPOTrainer``) for one fp32 CPU step over the
     whole of ``dataset``, ``generations`` completions per prompt, rewarded by :func:`length_reward`; ``config``
@@ -90,7 +99,7 @@ def one_step_trainer(
     model, processor = load_model_and_processor(
         model_dir,
         dtype="float32",
-        lora={"r": 4, "alpha": 8, "dropout": 0.0} if lora else None,
+        lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": lora_targets} if lora else None,
         freeze_vision=freeze_vision,
     )
     # TRL pads prompt_ids left but takes mm_token_type_ids from the processor's padding side (trl #5785): with

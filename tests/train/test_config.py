@@ -104,13 +104,18 @@ def test_bad_grpo_config_says_what_to_change(tmp_path, tiny_model_dir, small_dot
         assert word in message
 
 
-def test_missing_report_backend_is_named(tiny_model_dir, small_dots_manifest, tmp_path, monkeypatch):
+def hide_module(monkeypatch, missing: str) -> None:
+    """Make ``importlib.util.find_spec`` answer ``None`` for ``missing``, as if it were not installed."""
     import importlib.util
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else find_spec(name, *a)
+        importlib.util, "find_spec", lambda name, *a: None if name == missing else find_spec(name, *a)
     )
+
+
+def test_missing_report_backend_is_named(tiny_model_dir, small_dots_manifest, tmp_path, monkeypatch):
+    hide_module(monkeypatch, "wandb")
     with pytest.raises(ConfigError, match="wandb but it is not installed"):
         parse_job(
             "sft",
@@ -234,6 +239,23 @@ def test_train_help_and_unknown_kind(capsys):
     assert main(["train", "dpo"]) == 2
 
 
+def test_use_vllm_without_vllm_is_refused_before_the_model_loads(
+    tiny_model_dir, small_dots_manifest, tmp_path, monkeypatch
+):
+    hide_module(monkeypatch, "vllm")
+    with pytest.raises(ConfigError, match="use_vllm is true but vLLM is not installed.*make setup-vllm"):
+        parse_job(
+            "grpo",
+            model_name_or_path=str(tiny_model_dir),
+            dataset=[str(small_dots_manifest)],
+            output_dir=str(tmp_path),
+            use_cpu=True,
+            bf16=False,
+            report_to="none",
+            use_vllm=True,
+        )
+
+
 def test_share_prompt_selects_the_trainer():
     from trl import GRPOTrainer
 
@@ -242,3 +264,15 @@ def test_share_prompt_selects_the_trainer():
 
     assert trainer_class(True) is GroupSharedGRPOTrainer
     assert trainer_class(False) is GRPOTrainer
+
+
+def test_use_vllm_puts_the_encoder_cache_sync_in_front_of_either_trainer():
+    from trl import GRPOTrainer
+
+    from crowdvlm.train.grpo import trainer_class
+    from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
+    from crowdvlm.train.vllm_sync import VLLMSyncMixin
+
+    for share_prompt, base in ((True, GroupSharedGRPOTrainer), (False, GRPOTrainer)):
+        cls = trainer_class(share_prompt, use_vllm=True)
+        assert cls.__mro__[1:3] == (VLLMSyncMixin, base)

@@ -193,6 +193,9 @@ def build_tiny_model(
     vocab_size: int = 512,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    vocab_rows: int | None = None,
+    text_overrides: dict | None = None,
+    vision_overrides: dict | None = None,
 ) -> Path:
     """Build a tiny random-weight model of a Qwen VLM family and save it in Hugging Face format.
 
@@ -215,6 +218,11 @@ def build_tiny_model(
         vocab_size: target size of the learned BPE vocabulary.
         min_pixels: smallest image area the image processor resizes to (default: the family's 2x2 tokens).
         max_pixels: largest image area (default: the family's 4x4 tokens, so a 112-px image is 16 image tokens).
+        vocab_rows: embedding and LM-head rows (default: the tokenizer's, rounded up to 64); more rows than
+            tokens give the LM head a real model's share of the compute (the extra ids decode to nothing).
+        text_overrides, vision_overrides: ``text_config`` / ``vision_config`` entries replacing the tiny
+            choices (:func:`crowdvlm.modeling.proportional.text_overrides`); ``mrope_section`` goes into
+            ``rope_parameters``.
 
     Returns:
         ``out_dir`` as a ``Path``.
@@ -240,7 +248,17 @@ def build_tiny_model(
     tokenizer.chat_template = CHAT_TEMPLATES[family]
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     padded_vocab = -(-len(tokenizer) // 64) * 64  # embedding rows, a multiple of 64 as in real Qwen
-    sizes = TinySizes(hidden_size, num_layers, vision_hidden_size, vision_depth, padded_vocab)
+    if vocab_rows is not None and vocab_rows < len(tokenizer):
+        raise ValueError(f"vocab_rows {vocab_rows} is smaller than the tokenizer's {len(tokenizer)} tokens")
+    sizes = TinySizes(
+        hidden_size,
+        num_layers,
+        vision_hidden_size,
+        vision_depth,
+        padded_vocab if vocab_rows is None else vocab_rows,
+        text_overrides or {},
+        vision_overrides or {},
+    )
     config = tiny_config(family, sizes, ids)
 
     torch.manual_seed(seed)

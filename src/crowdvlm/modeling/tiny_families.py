@@ -15,7 +15,7 @@ paths as on the 3B-9B models.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 FAMILIES: tuple[str, ...] = ("qwen2_5_vl", "qwen3_vl", "qwen3_5")
@@ -34,6 +34,19 @@ class TinySizes:
     vision_hidden_size: int
     vision_depth: int
     vocab_rows: int
+    # Entries that replace the family's tiny choices (the proportional benchmark model); ``mrope_section`` goes
+    # into ``rope_parameters``.
+    text_overrides: dict[str, Any] = field(default_factory=dict)
+    vision_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def _text(config: dict[str, Any], s: TinySizes) -> dict[str, Any]:
+    overrides = dict(s.text_overrides)
+    if "mrope_section" in overrides:
+        config["rope_parameters"] = config["rope_parameters"] | {
+            "mrope_section": overrides.pop("mrope_section")
+        }
+    return config | overrides
 
 
 def check_family(family: str) -> str:
@@ -76,16 +89,19 @@ def _qwen2_5_vl_config(s: TinySizes, ids: dict[str, int]):
     mrope_h = (half_head_dim - mrope_t) // 2
     mrope_section = [mrope_t, mrope_h, half_head_dim - mrope_t - mrope_h]
     return Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=s.vocab_rows,
-            hidden_size=s.hidden_size,
-            intermediate_size=2 * s.hidden_size,
-            num_hidden_layers=s.num_layers,
-            num_attention_heads=num_heads,
-            num_key_value_heads=num_heads // 2,
-            max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope_section},
-            **_token_ids(ids),
+        text_config=_text(
+            dict(
+                vocab_size=s.vocab_rows,
+                hidden_size=s.hidden_size,
+                intermediate_size=2 * s.hidden_size,
+                num_hidden_layers=s.num_layers,
+                num_attention_heads=num_heads,
+                num_key_value_heads=num_heads // 2,
+                max_position_embeddings=4096,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope_section},
+                **_token_ids(ids),
+            ),
+            s,
         ),
         vision_config=dict(
             depth=s.vision_depth,
@@ -98,7 +114,8 @@ def _qwen2_5_vl_config(s: TinySizes, ids: dict[str, int]):
             temporal_patch_size=2,
             window_size=56,
             fullatt_block_indexes=[s.vision_depth - 1],
-        ),
+        )
+        | s.vision_overrides,
         **_vision_token_ids(ids),
         tie_word_embeddings=False,
     )
@@ -123,27 +140,34 @@ def _qwen3_vl_config(s: TinySizes, ids: dict[str, int]):
     from transformers import Qwen3VLConfig
 
     # head_dim 32: 16 rotary frequencies, interleaved over (t, h, w) as 6:5:5 (the real 24:20:20).
-    vision = _qwen3_vision(s) | {
-        # Deepstack: every vision block but the last hands its merged features to one text layer.
-        "deepstack_visual_indexes": list(range(max(1, s.vision_depth - 1))),
-    }
+    vision = (
+        _qwen3_vision(s)
+        | {
+            # Deepstack: every vision block but the last hands its merged features to one text layer.
+            "deepstack_visual_indexes": list(range(max(1, s.vision_depth - 1))),
+        }
+        | s.vision_overrides
+    )
     return Qwen3VLConfig(
-        text_config=dict(
-            vocab_size=s.vocab_rows,
-            hidden_size=s.hidden_size,
-            intermediate_size=2 * s.hidden_size,
-            num_hidden_layers=s.num_layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=32,
-            max_position_embeddings=4096,
-            rope_parameters={
-                "rope_type": "default",
-                "rope_theta": 5e6,
-                "mrope_section": [6, 5, 5],
-                "mrope_interleaved": True,
-            },
-            **_token_ids(ids),
+        text_config=_text(
+            dict(
+                vocab_size=s.vocab_rows,
+                hidden_size=s.hidden_size,
+                intermediate_size=2 * s.hidden_size,
+                num_hidden_layers=s.num_layers,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=32,
+                max_position_embeddings=4096,
+                rope_parameters={
+                    "rope_type": "default",
+                    "rope_theta": 5e6,
+                    "mrope_section": [6, 5, 5],
+                    "mrope_interleaved": True,
+                },
+                **_token_ids(ids),
+            ),
+            s,
         ),
         vision_config=vision,
         **_vision_token_ids(ids),
@@ -171,32 +195,35 @@ def _qwen3_5_config(s: TinySizes, ids: dict[str, int]):
     if s.num_layers < 2:
         raise ValueError("a tiny Qwen3.5 needs at least 2 layers (linear attention beside full attention)")
     return Qwen3_5Config(
-        text_config=dict(
-            vocab_size=s.vocab_rows,
-            hidden_size=s.hidden_size,
-            intermediate_size=2 * s.hidden_size,
-            num_hidden_layers=s.num_layers,
-            layer_types=qwen3_5_layer_types(s.num_layers),
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            # head_dim 64, a quarter rotary: 8 frequencies interleaved 3:3:2 (the real 11:11:10).
-            head_dim=64,
-            linear_conv_kernel_dim=4,
-            linear_key_head_dim=16,
-            linear_value_head_dim=16,
-            linear_num_key_heads=2,
-            linear_num_value_heads=4,
-            max_position_embeddings=4096,
-            rope_parameters={
-                "rope_type": "default",
-                "rope_theta": 1e7,
-                "partial_rotary_factor": 0.25,
-                "mrope_section": [3, 3, 2],
-                "mrope_interleaved": True,
-            },
-            **_token_ids(ids),
+        text_config=_text(
+            dict(
+                vocab_size=s.vocab_rows,
+                hidden_size=s.hidden_size,
+                intermediate_size=2 * s.hidden_size,
+                num_hidden_layers=s.num_layers,
+                layer_types=qwen3_5_layer_types(s.num_layers),
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                # head_dim 64, a quarter rotary: 8 frequencies interleaved 3:3:2 (the real 11:11:10).
+                head_dim=64,
+                linear_conv_kernel_dim=4,
+                linear_key_head_dim=16,
+                linear_value_head_dim=16,
+                linear_num_key_heads=2,
+                linear_num_value_heads=4,
+                max_position_embeddings=4096,
+                rope_parameters={
+                    "rope_type": "default",
+                    "rope_theta": 1e7,
+                    "partial_rotary_factor": 0.25,
+                    "mrope_section": [3, 3, 2],
+                    "mrope_interleaved": True,
+                },
+                **_token_ids(ids),
+            ),
+            s,
         ),
-        vision_config=_qwen3_vision(s),
+        vision_config=_qwen3_vision(s) | s.vision_overrides,
         **_vision_token_ids(ids),
         tie_word_embeddings=False,
     )

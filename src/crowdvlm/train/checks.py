@@ -114,6 +114,11 @@ def validate_job(job: TrainJob) -> None:
         from crowdvlm.train.dynamic_sampling import check_dynamic_sampling
 
         check_dynamic_sampling(s, job.training, where)
+        if getattr(job.training, "use_vllm", False) and importlib.util.find_spec("vllm") is None:
+            raise ConfigError(
+                f"{where}use_vllm is true but vLLM is not installed: `pip install 'crowdvlm[vllm]'` on a CUDA "
+                "machine, `make setup-vllm` for vLLM's CPU build (.venv-vllm), or set use_vllm: false"
+            )
     _validate_checkpoints(job, where)
 
 

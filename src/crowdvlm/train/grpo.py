@@ -9,7 +9,8 @@ that differ from the paper's code).
 With ``share_prompt: true`` (the default) the trainer is
 :class:`crowdvlm.train.sharing.trainer.GroupSharedGRPOTrainer`, a drop-in subclass of ``trl.GRPOTrainer`` that
 encodes each image once per group; ``share_prompt: false`` runs stock TRL. The keys ``share_processing``,
-``share_prefill``, ``share_vision`` and ``share_prefix`` switch its parts (docs/speed.md).
+``share_prefill``, ``share_vision`` and ``share_prefix`` switch its parts (docs/speed.md). ``use_vllm: true`` (with
+``vllm_mode: colocate``) generates with vLLM in the training process (docs/training.md, "vLLM").
 
 Run: ``crowdvlm train grpo --config recipes/tiny/grpo_fgrpr.yaml [--key value ...]``
 """
@@ -42,15 +43,21 @@ def build_rewards(script: GRPOScriptArguments) -> list:
     return [build_reward(name, **script.reward_kwargs.get(name, {})) for name in script.rewards]
 
 
-def trainer_class(share_prompt: bool):
-    """``GroupSharedGRPOTrainer`` when prompts (images) are shared across a group, else stock ``trl.GRPOTrainer``."""
+def trainer_class(share_prompt: bool, use_vllm: bool = False):
+    """``GroupSharedGRPOTrainer`` when prompts (images) are shared across a group, else stock ``trl.GRPOTrainer``.
+
+    With ``use_vllm`` either gets :class:`~crowdvlm.train.vllm_sync.VLLMSyncMixin` in front: vLLM generates, and
+    each weight sync reloads through vLLM and drops its encoder cache (see :mod:`crowdvlm.train.vllm_sync`).
+    """
     if share_prompt:
-        from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
+        from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer as Base
+    else:
+        from trl import GRPOTrainer as Base
+    if not use_vllm:
+        return Base
+    from crowdvlm.train.vllm_sync import VLLMSyncMixin
 
-        return GroupSharedGRPOTrainer
-    from trl import GRPOTrainer
-
-    return GRPOTrainer
+    return type(f"VLLM{Base.__name__}", (VLLMSyncMixin, Base), {"__module__": __name__})
 
 
 def run_grpo(job: TrainJob) -> TrainResult:
@@ -73,7 +80,7 @@ def run_grpo(job: TrainJob) -> TrainResult:
         "rewards: %s", ", ".join(f"{w:g} x {f.__name__}" for w, f in zip(weights, reward_funcs, strict=True))
     )
 
-    Trainer = trainer_class(job.script.share_prompt)
+    Trainer = trainer_class(job.script.share_prompt, use_vllm=job.training.use_vllm)
     switches = job.script.sharing_switches if job.script.share_prompt else {}
     sampling = DynamicSampling.from_script(
         job.script

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from crowdvlm.train.sharing.linear_attention import packed_linear_attention
+
 
 @dataclass(frozen=True)
 class FamilySharing:
@@ -55,15 +57,14 @@ FAMILIES: dict[str, FamilySharing] = {
     "qwen2_vl": FamilySharing("Qwen2-VL", packing=True),
     "qwen2_5_vl": FamilySharing("Qwen2.5-VL", packing=True),
     "qwen3_vl": FamilySharing("Qwen3-VL", packing=True, positions="mrope-interleaved", deepstack=True),
-    # --- Qwen3.5 packing slot ------------------------------------------------------------------------------
-    # Its Gated DeltaNet layers need a linear_attention_packer (prompt state once, completions continued from
-    # it); until one is set here with packing=True, Qwen3.5's log-prob passes run per row.
+    # Qwen3.5: its Gated DeltaNet layers run the prompt once and continue each completion from the prompt's
+    # recurrent and convolution state (train/sharing/linear_attention.py).
     "qwen3_5": FamilySharing(
         "Qwen3.5",
-        packing=False,
+        packing=True,
         positions="mrope-interleaved",
         linear_attention=("linear_attention",),
-        linear_attention_packer=None,
+        linear_attention_packer=packed_linear_attention,
     ),
 }
 

@@ -162,13 +162,14 @@ def packed_layout(segments: torch.Tensor) -> PackedLayout:
     )
 
 
+@functools.cache
+def _flash_attn_installed() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None
+
+
 def flash_varlen_available(query: torch.Tensor) -> bool:
     """Whether flash-attn's varlen kernel can run on ``query`` (installed, CUDA, fp16/bf16)."""
-    return (
-        query.is_cuda
-        and query.dtype in (torch.float16, torch.bfloat16)
-        and importlib.util.find_spec("flash_attn") is not None
-    )
+    return query.is_cuda and query.dtype in (torch.float16, torch.bfloat16) and _flash_attn_installed()
 
 
 def _padded_batch(x: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, sequences: int, width: int):

@@ -39,6 +39,7 @@ import torch
 
 from crowdvlm.train.sharing.fallbacks import Fallback, FallbackReason, SharingSkipped
 from crowdvlm.train.sharing.families import FAMILIES, base_model, family_of
+from crowdvlm.train.sharing.linear_attention import layer_type_masks
 from crowdvlm.train.sharing.packed_attention import (
     LAYOUT_KWARG,
     check_packed_attention,
@@ -336,6 +337,7 @@ def packed_logps_and_entropies(
 
     install_packed_attention(unwrapped)
     check_packed_attention(unwrapped)  # no attention module may run a packed row as one sequence
+    family = family_of(unwrapped)
     all_logps, all_entropies = [], []
     for start, end, groups in chunks:
         firsts = [start + i for i in groups.first]
@@ -364,6 +366,10 @@ def packed_logps_and_entropies(
             if grids is not None
             else {}
         )  # one copy of each prompt's images per packed row
+        if family.linear_attention_packer is not None:  # the recurrent layers get the layout as their mask
+            image_inputs["attention_mask"] = layer_type_masks(
+                unwrapped, None, packed.segments, logits_to_keep, family.linear_attention
+            )
         with autocast(), completion_media_as_text(unwrapped, packed) as model_ids:
             outputs = model(
                 input_ids=model_ids,

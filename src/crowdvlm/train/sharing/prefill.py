@@ -169,7 +169,9 @@ def generate_with_shared_prefix(
         use_cache=True,
         logits_to_keep=1,
     )
-    cache = prefill.cache if hasattr(prefill, "cache") else prefill.past_key_values
+    # transformers 5.24 names the cache `cache` (outputs and generate's argument); 5.19 `past_key_values`.
+    cache_name = "cache" if hasattr(prefill, "cache") else "past_key_values"
+    cache = getattr(prefill, cache_name)
     if not isinstance(cache, DynamicCache):
         raise ValueError(
             f"prefill returned a {type(cache).__name__}; only DynamicCache can be indexed by row"
@@ -185,6 +187,6 @@ def generate_with_shared_prefix(
         input_ids=input_ids[index],
         attention_mask=attention_mask[index],
         **{key: value[index] for key, value in token_inputs.items()},
-        cache=cache,
+        **{cache_name: cache},
         generation_config=generation_config,
     )
