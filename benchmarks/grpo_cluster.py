@@ -10,7 +10,7 @@ warm-up steps are dropped. Forward hooks on the policy's and the reference model
 patch rows each rank encodes per step.
 
 On CPU (no GPU) the ZeRO-3 config is the CPU copy of ``recipes/accelerate/zero3.yaml`` that the tests use
-(:func:`crowdvlm.train.cluster.write_zero3_cpu_variant`); ``--config_file`` takes another (on GPUs: the shipped
+(``benchmarks/zero3_cpu.py``); ``--config_file`` takes another (on GPUs: the shipped
 one). Run:
     .venv/bin/python benchmarks/grpo_cluster.py [--steps 4] [--warmup 1]
 The last line printed is JSON; ``ratio`` is stock s/step / crowdvlm s/step (larger is faster).
@@ -165,7 +165,7 @@ def main() -> None:
     import trl
 
     from crowdvlm.modeling.tiny import build_tiny_model
-    from crowdvlm.train.cluster import write_zero3_cpu_variant
+    from zero3_cpu import write_zero3_cpu_variant  # beside this file
 
     work = Path(tempfile.mkdtemp(prefix="grpo_cluster_"))
     pixels = args.image_size * args.image_size

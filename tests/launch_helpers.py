@@ -95,3 +95,15 @@ def check_ranks_agree_and_trained(out: Path, frozen_changes: bool = True) -> dic
     if not frozen_changes:
         assert begin["frozen"] == pytest.approx(end["frozen"], rel=1e-12) and begin["frozen"] > 0
     return events[-1]
+
+
+def write_zero3_cpu_variant(config_file: str | Path, out_dir: str | Path, num_processes: int = 2) -> Path:
+    """``benchmarks/zero3_cpu.py``'s ZeRO-3 config that partitions every parameter (benchmarks/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "benchmarks_zero3_cpu", ROOT / "benchmarks" / "zero3_cpu.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.write_zero3_cpu_variant(config_file, out_dir, num_processes)

@@ -2,7 +2,7 @@
 
 ZeRO-2 runs the shipped ``recipes/accelerate/zero2.yaml`` with command-line overrides (``--num_processes 2
 --mixed_precision no``). ZeRO-3 runs a CPU copy of the shipped ``zero3.yaml``
-(:func:`crowdvlm.train.cluster.write_zero3_cpu_variant`) that partitions every parameter, as a 3B model's are:
+(``benchmarks/zero3_cpu.py``) that partitions every parameter, as a 3B model's are:
 the tiny model's would otherwise all stay under DeepSpeed's persistence threshold, whole on each rank.
 
 What the runs check comes from ``log.jsonl``: its ``ranks`` events (``crowdvlm.train.cluster``) hold each rank's
@@ -44,7 +44,7 @@ def deepspeed_installed():
 
 @pytest.fixture(scope="module")
 def zero3_config(tmp_path_factory) -> Path:
-    from crowdvlm.train.cluster import write_zero3_cpu_variant
+    from launch_helpers import write_zero3_cpu_variant
 
     return write_zero3_cpu_variant(ACCELERATE / "zero3.yaml", tmp_path_factory.mktemp("zero3"))
 

@@ -35,7 +35,7 @@ def counting_manifest(tmp_path_factory) -> Path:
 def test_resample_keeps_ranks_in_step(counting_manifest, tmp_path, launcher):
     if launcher == "zero3":
         pytest.importorskip("deepspeed")
-        from crowdvlm.train.cluster import write_zero3_cpu_variant
+        from launch_helpers import write_zero3_cpu_variant
 
         config = write_zero3_cpu_variant(ROOT / "recipes" / "accelerate" / "zero3.yaml", tmp_path / "zero3")
     else:

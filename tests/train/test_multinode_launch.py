@@ -54,7 +54,7 @@ def built_shm_op(tmp_path_factory) -> dict[str, str]:
 
 
 def test_grpo_zero3_on_two_machines(dots_manifest, tmp_path, tmp_path_factory):
-    from crowdvlm.train.cluster import write_zero3_cpu_variant
+    from launch_helpers import write_zero3_cpu_variant
 
     machine_env = built_shm_op(tmp_path_factory)
     config = write_zero3_cpu_variant(ACCELERATE / "zero3.yaml", tmp_path / "zero3")

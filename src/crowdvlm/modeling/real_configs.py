@@ -12,8 +12,8 @@ Each entry holds the values of the model's ``config.json`` on the Hugging Face H
 
 Values copied from the published ``config.json`` files (Qwen/Qwen2.5-VL-3B-Instruct, -7B-Instruct,
 Qwen/Qwen3-VL-4B-Instruct, -8B-Instruct, Qwen/Qwen3.5-9B, and Qwen/Qwen3.5-0.8B with three values assumed,
-marked below); token ids are left out (the caller's tokenizer
-decides them), every other key takes transformers' default.
+marked below); token ids are left out (the caller's tokenizer decides them), every other key takes
+transformers' default. Over ~400 lines because it is data: one published config per model.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ A run is described by three dataclasses, parsed together so that every field is 
 rejected. Everything that can be checked without loading a model is then checked by
 :func:`crowdvlm.train.checks.validate_job`, so a bad recipe fails in a second with a message that says what
 to change.
+
+Over ~400 lines on purpose: it is the recipe's schema, one field per recipe key with its help text, which
+``crowdvlm train --help`` and the recipe check read from one place; splitting the fields would split the schema.
 """
 
 from __future__ import annotations

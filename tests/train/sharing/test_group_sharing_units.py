@@ -15,8 +15,8 @@ from crowdvlm.train.sharing.processing import (
     CannotExpandError,
     DedupProcessor,
     RowGroups,
+    content_key,
     expand_processor_outputs,
-    fingerprint,
     group_rows,
 )
 from crowdvlm.train.sharing.vision import (
@@ -52,11 +52,11 @@ def test_fingerprint_compares_images_by_pixels_not_identity():
     a, a_copy, b = _image(0), _image(0), _image(1)
     conv = _conversations  # one image + one text per row
     assert a is not a_copy
-    assert fingerprint(conv([a], ["n?"])) == fingerprint(conv([a_copy], ["n?"]))
-    assert fingerprint(conv([a], ["n?"])) != fingerprint(conv([b], ["n?"]))
-    assert fingerprint(torch.ones(3)) == fingerprint(torch.ones(3)) != fingerprint(torch.zeros(3))
+    assert content_key(conv([a], ["n?"])) == content_key(conv([a_copy], ["n?"]))
+    assert content_key(conv([a], ["n?"])) != content_key(conv([b], ["n?"]))
+    assert content_key(torch.ones(3)) == content_key(torch.ones(3)) != content_key(torch.zeros(3))
     unhashable = object.__new__(type("Opaque", (), {"__hash__": None}))
-    assert fingerprint(unhashable) != fingerprint(object.__new__(type(unhashable)))  # never merged
+    assert content_key(unhashable) != content_key(object.__new__(type(unhashable)))  # never merged
 
 
 def test_expand_processor_outputs_lays_out_rows_images_and_patches():

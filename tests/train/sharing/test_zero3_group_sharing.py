@@ -1,7 +1,7 @@
 """Two processes under DeepSpeed ZeRO-3 (gloo, CPU), every parameter partitioned: group sharing matches stock TRL.
 
 Launched through ``accelerate launch`` with the shipped ``recipes/accelerate/zero3.yaml`` as a CPU copy
-(:func:`crowdvlm.train.cluster.write_zero3_cpu_variant`). In one launch each rank trains stock
+(``benchmarks/zero3_cpu.py``). In one launch each rank trains stock
 ``trl.GRPOTrainer`` for one step, then ``GroupSharedGRPOTrainer`` from the same seeds, and counts the rows
 its vision tower sees by forward hook; then ranks make different numbers of vision calls and
 ``pad_vision_calls`` lines them up (a mismatch would hang the launch, which the timeout turns into a failure).
@@ -117,7 +117,7 @@ def _with_tests_dir() -> str:
 
 
 def test_zero3_group_sharing_matches_stock_trl(tiny_model_dir, tmp_path):
-    from crowdvlm.train.cluster import write_zero3_cpu_variant
+    from launch_helpers import write_zero3_cpu_variant
 
     config = write_zero3_cpu_variant(ROOT / "recipes/accelerate/zero3.yaml", tmp_path / "config")
     command = [

@@ -91,7 +91,7 @@ def group_rows(keys: Sequence[Hashable]) -> RowGroups:
     return RowGroups(first=first, inverse=inverse)
 
 
-def fingerprint(obj: Any) -> Hashable:
+def content_key(obj: Any) -> Hashable:
     """A hashable key equal for equal prompt content: PIL images and arrays by pixel bytes, containers by item.
 
     Objects that are neither hashable nor understood get a key unique to the object, so they never merge
@@ -100,9 +100,9 @@ def fingerprint(obj: Any) -> Hashable:
     if isinstance(obj, str | int | float | bool | type(None)):
         return obj
     if isinstance(obj, dict):
-        return ("dict", tuple(sorted((str(k), fingerprint(v)) for k, v in obj.items())))
+        return ("dict", tuple(sorted((str(k), content_key(v)) for k, v in obj.items())))
     if isinstance(obj, list | tuple):
-        return ("seq", tuple(fingerprint(v) for v in obj))
+        return ("seq", tuple(content_key(v) for v in obj))
     if hasattr(obj, "tobytes") and hasattr(obj, "size") and hasattr(obj, "mode"):  # PIL.Image
         digest = hashlib.blake2b(obj.tobytes(), digest_size=16).hexdigest()
         return ("pil", obj.mode, tuple(obj.size), digest)
@@ -212,7 +212,7 @@ class DedupProcessor:
         batched = isinstance(conversation, list) and conversation and isinstance(conversation[0], list)
         if not (batched and kwargs.get("tokenize") and kwargs.get("return_dict")) or args:
             return self._processor.apply_chat_template(conversation, *args, **kwargs)
-        groups = group_rows([fingerprint(conv) for conv in conversation])
+        groups = group_rows([content_key(conv) for conv in conversation])
         unique = [conversation[i] for i in groups.first]
         images_per_group = [_count_images(conv) for conv in unique]
         return self._run(
@@ -232,7 +232,7 @@ class DedupProcessor:
         )
         if not per_row or kwargs.get("videos") is not None:
             return self._processor(*args, images=images, text=text, **kwargs)
-        groups = group_rows([(t, fingerprint(imgs)) for t, imgs in zip(text, images, strict=True)])
+        groups = group_rows([(t, content_key(imgs)) for t, imgs in zip(text, images, strict=True)])
         unique_text = [text[i] for i in groups.first]
         unique_images = [images[i] for i in groups.first]
         images_per_group = [len(imgs or []) for imgs in unique_images]
