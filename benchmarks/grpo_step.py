@@ -77,7 +77,8 @@ SHAPES = {
 
 
 class SavedActivationBytes:
-    """Bytes of the tensors autograd saves for backward in ``compute_loss`` (each storage once, parameters aside).
+    """Bytes of the tensors autograd holds for backward in ``compute_loss`` (each storage once, parameters aside):
+    ``crowdvlm.plan.activations.SavedBytes``, the planner's own count, read while the loss is alive.
 
     The first call runs with gradient checkpointing off (TRL's ``disable_gradient_checkpointing``), so that
     everything the training pass would keep is counted (``full``); later calls run as configured (``as_run``:
@@ -85,39 +86,28 @@ class SavedActivationBytes:
     """
 
     def __init__(self, trainer) -> None:
-        import torch
         from trl.models.utils import disable_gradient_checkpointing
+
+        from crowdvlm.plan.activations import SavedBytes
 
         self.full: int | None = None
         self.as_run: int | None = None
-        params = {p.untyped_storage().data_ptr() for p in trainer.model.parameters()}
         original = trainer.compute_loss
 
         def compute_loss(*args, **kwargs):
-            seen: set[int] = set()
-            total = 0
-
-            def pack(tensor):
-                nonlocal total
-                storage = tensor.untyped_storage()
-                ptr = storage.data_ptr()
-                if ptr not in params and ptr not in seen:
-                    seen.add(ptr)
-                    total += storage.nbytes()
-                return tensor
-
+            counter = SavedBytes(exclude=trainer.model)
             first = self.full is None
             checkpointing = (
                 disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs)
                 if first
                 else contextlib.nullcontext()
             )
-            with checkpointing, torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            with checkpointing, counter.counting():
                 loss = original(*args, **kwargs)
             if first:
-                self.full = total
+                self.full = counter.total()
             else:
-                self.as_run = total
+                self.as_run = counter.total()
             return loss
 
         trainer.compute_loss = compute_loss

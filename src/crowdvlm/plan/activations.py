@@ -14,46 +14,62 @@ Two things a meta run cannot do itself are stood in for:
 - the vision tower's data-dependent set-up (windows, position grid): one block runs on ``N`` patch rows with
   its rotary tables given, and counts ``depth`` times; the patch embedding and the mergers run as they are.
 
-Qwen3.5's linear-attention layers run transformers' pure-PyTorch chunked kernel here (what a CPU, or a GPU
-without flash-linear-attention, runs); flash-linear-attention recomputes more and saves less, so on such a GPU
-the figure is an upper bound.
+Qwen3.5's linear-attention (Gated DeltaNet) layers run transformers' pure-PyTorch chunked kernel here (what a
+CPU, or a GPU without flash-linear-attention, runs); flash-linear-attention recomputes more and saves less, so on
+such a GPU the figure is an upper bound. On a packed row they run crowdvlm's own packed function
+(``crowdvlm.train.sharing.linear_attention``: the prompt once, then the G completions as G rows from the prompt's
+state, each padded to the kernel's 64-token chunks), routed exactly as the training pass routes them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import weakref
 from dataclasses import dataclass
 
 import torch
+
+from crowdvlm.train.sharing.families import family_of
+from crowdvlm.train.sharing.linear_attention import PackedRecurrence
+from crowdvlm.train.sharing.packed_attention import LAYOUT_KWARG, install_linear_attention_packer
 
 ATTENTION_NAME = "crowdvlm_plan_saves"  # a name without "flash": transformers reads those as hub kernels
 
 
 class SavedBytes:
-    """Bytes of the distinct storages autograd saves for backward while active (parameters left out).
+    """Bytes of the distinct storages autograd holds for backward: saved while :meth:`counting`, alive at :meth:`total`.
 
-    Storages are told apart by their ``StorageImpl`` (``_cdata``), which works on the meta device too, where
-    every ``data_ptr`` is 0.
+    Read :meth:`total` while the pass's output is still alive: a node whose result nobody keeps is freed with what
+    it saved, and that never adds to the peak. Only tensors still alive are added up, each storage once (told apart
+    by its ``StorageImpl``, ``_cdata``, which works on the meta device too, where every ``data_ptr`` is 0; two live
+    storages never share one, where a freed storage's address may be reused). Parameters are left out.
     """
 
     def __init__(self, exclude: torch.nn.Module | None = None) -> None:
-        self.total = 0
-        self._seen: set[int] = set()
-        if exclude is not None:
-            self._seen |= {p.untyped_storage()._cdata for p in exclude.parameters()}
+        self._excluded = (
+            {p.untyped_storage()._cdata for p in exclude.parameters()} if exclude is not None else set()
+        )
+        self._saved: list[weakref.ref] = []
 
     def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage._cdata not in self._seen:
-            self._seen.add(storage._cdata)
-            self.total += storage.nbytes()
-        return tensor
+        self._saved.append(weakref.ref(tensor))
+        return tensor  # the node holds this very object until its backward runs or it is freed
 
     @contextlib.contextmanager
     def counting(self):
         with torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor):
             yield self
+
+    def total(self) -> int:
+        storages = {}
+        for ref in self._saved:
+            tensor = ref()
+            if tensor is not None:
+                storage = tensor.untyped_storage()
+                if storage._cdata not in self._excluded:
+                    storages[storage._cdata] = storage.nbytes()
+        return sum(storages.values())
 
 
 class _KernelSaves(torch.autograd.Function):
@@ -120,7 +136,7 @@ def _packed_saves(rows: int, heads: int, kv_heads: int, dim: int, dtype, packed:
 
 
 def _flash_like_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    packed: PackedRows | None = kwargs.get("planned_packing")
+    packed = kwargs.get(LAYOUT_KWARG)
     batch, heads, tokens, dim = query.shape
     if packed is not None:
         extra = _packed_saves(batch, heads, key.shape[1], dim, query.dtype, packed)
@@ -141,6 +157,14 @@ def register_attention() -> str:
     return ATTENTION_NAME
 
 
+def route_packed_calls(model) -> None:
+    """Route the packed calls of ``model``'s linear-attention layers to its family's packer, as the training pass
+    does (``packed_attention.install_linear_attention_packer``); calls without a layout run the stock forward."""
+    family = family_of(model)
+    if family is not None and family.linear_attention_packer is not None:
+        install_linear_attention_packer(model, family.linear_attention_packer)
+
+
 @dataclass(frozen=True)
 class PassShape:
     """The tensors of one training forward.
@@ -159,6 +183,24 @@ class PassShape:
     packed: PackedRows | None = None
 
 
+def _packed_arguments(model, rows: int, packed: PackedRows) -> dict:
+    """The packed forward's extra arguments, as the training pass gives them (``sharing/packing.py``).
+
+    Every call of an attention layer carries the layout (the stand-in kernel reads it as :class:`PackedRows`); a
+    family with linear-attention layers also gets the training pass's per-layer-type mask, those layers' layout
+    (:class:`~crowdvlm.train.sharing.linear_attention.PackedRecurrence`), which its packer runs
+    (:func:`route_packed_calls`).
+    """
+    arguments: dict = {LAYOUT_KWARG: packed}
+    family = family_of(model)
+    if family is not None and family.linear_attention_packer is not None:
+        layout = PackedRecurrence((packed.prompt,) * rows, (packed.completions,) * rows, packed.completion)
+        arguments["attention_mask"] = {"full_attention": None} | {
+            kind: layout for kind in family.linear_attention
+        }
+    return arguments
+
+
 def _text_pass_bytes(model, shape: PassShape, dtype: torch.dtype, kernel: str) -> int:
     text = model.model.language_model
     config = text.config
@@ -168,17 +210,19 @@ def _text_pass_bytes(model, shape: PassShape, dtype: torch.dtype, kernel: str) -
     positions = torch.zeros(position_rows, rows, tokens, device="meta", dtype=torch.long)
     packing = {}
     if shape.packed is not None:
-        packing["planned_packing"] = dataclasses.replace(
+        packing = _packed_arguments(model, rows, dataclasses.replace(
             shape.packed, kernel="sdpa" if kernel == "cpu" else "flash"
-        )
+        ))  # fmt: skip
     counter = SavedBytes(exclude=model)
     with counter.counting():
-        text(inputs_embeds=embeds, position_ids=positions, **packing)
+        output = text(inputs_embeds=embeds, position_ids=positions, **packing)
+    saved = counter.total()
+    del output
     # input ids (int64) and the image-placeholder mask of the embedding step; TRL's fused LM head keeps the
     # scored positions' hidden states and a float32 log-prob, log-sum-exp and label per scored token.
     embedding = rows * tokens * (8 + 1)
     head = shape.scored_tokens * (config.hidden_size * dtype.itemsize + 3 * 4)
-    return counter.total + embedding + head
+    return saved + embedding + head
 
 
 def _vision_pass_bytes(model, shape: PassShape, dtype: torch.dtype) -> tuple[int, int, int]:
@@ -196,22 +240,25 @@ def _vision_pass_bytes(model, shape: PassShape, dtype: torch.dtype) -> tuple[int
     counter = SavedBytes(exclude=model)
     with counter.counting():
         hidden = visual.patch_embed(pixels)
-    embed_bytes = counter.total
+    embed_bytes = counter.total()
     block = SavedBytes(exclude=model)
     with block.counting():
-        visual.blocks[0](
+        block_output = visual.blocks[0](
             hidden,
             cu_seqlens=cu_seqlens,
             max_seqlen=shape.patches_per_image,
             position_embeddings=(cos, cos),
         )
+    block_bytes = block.total()
     merger = SavedBytes(exclude=model)
     with merger.counting():
-        visual.merger(hidden)
-        for deepstack in getattr(visual, "deepstack_merger_list", []):
-            deepstack(hidden)
-    total = embed_bytes + block.total * config.depth + merger.total
-    return total, block.total, patches * config.hidden_size * dtype.itemsize
+        merged = [visual.merger(hidden)] + [
+            deepstack(hidden) for deepstack in getattr(visual, "deepstack_merger_list", [])
+        ]
+    merger_bytes = merger.total()
+    del block_output, merged
+    total = embed_bytes + block_bytes * config.depth + merger_bytes
+    return total, block_bytes, patches * config.hidden_size * dtype.itemsize
 
 
 def training_pass_bytes(
@@ -229,15 +276,15 @@ def training_pass_bytes(
         kernel: ``flash`` (GPU: flash-attention, PyTorch's fused kernels; crowdvlm's packed rows through
             ``flash_attn_varlen_func``) or ``cpu`` (crowdvlm's packed rows through its two padded sdpa batches).
     """
-    text_total = _text_pass_bytes(model, shape, dtype, kernel)
     vision_total, block, block_input = _vision_pass_bytes(model, shape, dtype)
     if not checkpointing:
-        return text_total + vision_total
+        return _text_pass_bytes(model, shape, dtype, kernel) + vision_total
     config = model.model.language_model.config
     layers = config.num_hidden_layers
     layer_input = shape.text_rows * shape.text_tokens * config.hidden_size * dtype.itemsize
-    one_layer = _one_layer_bytes(model, shape, dtype, kernel)
-    text_kept = text_total - layers * one_layer + layers * layer_input + one_layer
+    base, per_type = _layer_bytes(model, shape, dtype, kernel)
+    # every layer keeps its input instead of its share; the layer being recomputed adds its full share once
+    text_kept = base + layers * layer_input + max(per_type)
     if not vision_total:
         return text_kept
     depth = model.model.visual.config.depth
@@ -245,15 +292,23 @@ def training_pass_bytes(
     return text_kept + vision_kept
 
 
-def _one_layer_bytes(model, shape: PassShape, dtype: torch.dtype, kernel: str) -> int:
-    """The decoder's saved bytes per layer (averaged over its layer types)."""
+def _layer_bytes(model, shape: PassShape, dtype: torch.dtype, kernel: str) -> tuple[int, list[int]]:
+    """(the decoder pass's bytes outside its layers, one layer's bytes for each of its layer types).
+
+    A layer's share is the difference of two passes over the first ``i`` and ``i + 1`` layers, at the first
+    layer of each type (Qwen3.5 mixes Gated DeltaNet and attention layers: they keep different amounts). What
+    every layer reads but none makes (the rotary tables) counts once, with the first layer that saves it.
+    """
     text = model.model.language_model
-    layers = text.config.num_hidden_layers
-    total = _text_pass_bytes(model, shape, dtype, kernel)
+    kinds = getattr(text.config, "layer_types", None) or ["full_attention"]
+    kinds = kinds[: text.config.num_hidden_layers]
+    firsts = sorted({kind: i for i, kind in reversed(list(enumerate(kinds)))}.values())
     saved_layers = text.layers
-    text.layers = saved_layers[:0]
+    prefix = {}
     try:
-        base = _text_pass_bytes(model, shape, dtype, kernel)
+        for count in sorted({0, *firsts, *(i + 1 for i in firsts)}):
+            text.layers = saved_layers[:count]
+            prefix[count] = _text_pass_bytes(model, shape, dtype, kernel)
     finally:
         text.layers = saved_layers
-    return (total - base) // layers
+    return prefix[0], [prefix[i + 1] - prefix[i] for i in firsts]

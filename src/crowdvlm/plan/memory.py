@@ -202,17 +202,19 @@ def weights_dtype(shape: RunShape, config):
 
 
 def build_meta_model(config, dtype):
-    """The model on the meta device (exact shapes, no memory), tied as from_pretrained ties it."""
+    """The model on the meta device (exact shapes, no memory), tied as from_pretrained ties it, its packed calls
+    routed as in training."""
     from accelerate import init_empty_weights
     from transformers import AutoModelForImageTextToText
 
-    from crowdvlm.plan.activations import register_attention
+    from crowdvlm.plan.activations import register_attention, route_packed_calls
 
     with init_empty_weights():
         model = AutoModelForImageTextToText.from_config(
             config, attn_implementation=register_attention(), dtype=dtype
         )
     model.tie_weights()
+    route_packed_calls(model)
     return model
 
 
