@@ -79,9 +79,22 @@ def test_merge_rows_aligns_padding_of_both_batches():
 
 
 def test_merge_rows_refuses_fields_it_does_not_know():
-    base = {**_batch(rows=2), "importance_sampling_ratio": torch.ones(2, 2)}
-    with pytest.raises(ValueError, match="importance_sampling_ratio"):
+    base = {**_batch(rows=2), "some_new_field": torch.ones(2, 2)}
+    with pytest.raises(ValueError, match="some_new_field"):
         merge_rows(base, dict(base), [(0, 1)], pad_id=0)
+
+
+def test_merge_rows_carries_vllms_importance_sampling_ratios_per_token_and_per_sequence():
+    base, donor = _batch(rows=2, completion=2), _batch(rows=2, completion=4)
+    base["importance_sampling_ratio"] = torch.tensor([[0.5, 0.6], [0.7, 0.8]])  # token_* modes: (B, C)
+    donor["importance_sampling_ratio"] = torch.tensor([[1.1, 1.2, 1.3, 1.4], [2.1, 2.2, 2.3, 2.4]])
+    merged = merge_rows(base, donor, [(1, 0)], pad_id=-1)
+    expected = torch.tensor([[0.5, 0.6, 0, 0], [1.1, 1.2, 1.3, 1.4]])
+    torch.testing.assert_close(merged["importance_sampling_ratio"], expected)
+    base["importance_sampling_ratio"] = torch.tensor([[0.5], [0.7]])  # sequence_* modes: (B, 1)
+    donor["importance_sampling_ratio"] = torch.tensor([[1.5], [2.5]])
+    merged = merge_rows(base, donor, [(0, 1)], pad_id=-1)
+    torch.testing.assert_close(merged["importance_sampling_ratio"], torch.tensor([[2.5], [0.7]]))
 
 
 # --------------------------------------------------------------------------- recipe keys

@@ -261,6 +261,7 @@ _COMPLETION_SIDE = {
     "old_per_token_logps": 0.0,
     "ref_per_token_logps": 0.0,
     "sampling_per_token_logps": 0.0,
+    "importance_sampling_ratio": 0.0,  # vLLM's token-level ratios (B, C); its sequence-level ones (B, 1) are per row
 }
 _BOTH_SIDES = ("mm_token_type_ids", "token_type_ids")  # prompt part, then completion part
 _PER_ROW = ("advantages",)
@@ -293,11 +294,17 @@ def _aligned(batch: dict[str, Any], key: str, prompt_width: int, completion_widt
     )
 
 
+def _sequence_level(key: str, base: dict[str, Any], donor: dict[str, Any]) -> bool:
+    """vLLM's importance-sampling ratios in a ``sequence_*`` mode: one per row, ``(B, 1)`` in both batches (with
+    completions one token wide, token-level ratios are that shape too, and either reading merges them alike)."""
+    return key == "importance_sampling_ratio" and base[key].size(1) == donor[key].size(1) == 1
+
+
 def merge_rows(base: dict[str, Any], donor: dict[str, Any], rows: list[tuple[int, int]], pad_id: int) -> dict:
     """``base`` with row ``dst`` replaced by ``donor``'s row ``src`` for each ``(dst, src)``, padding aligned.
 
     Raises:
-        ValueError: a field whose layout is not known here (e.g. vLLM's importance-sampling ratios).
+        ValueError: a field whose layout is not known here.
     """
     from trl.trainer.utils import split_pixel_values_by_grid, unsplit_pixel_values_by_grid
 
@@ -317,7 +324,7 @@ def merge_rows(base: dict[str, Any], donor: dict[str, Any], rows: list[tuple[int
             for d, s in rows:
                 merged[key][d] = donor[key][s]
         elif key in _PER_ROW or key in _PROMPT_SIDE or key in _COMPLETION_SIDE or key in _BOTH_SIDES:
-            if key in _PER_ROW:
+            if key in _PER_ROW or _sequence_level(key, base, donor):
                 mine, theirs = value.clone(), donor[key]
             else:
                 mine = _aligned(base, key, prompt_width, completion_width, pad_id).clone()
