@@ -54,6 +54,13 @@ def cpu_grpo_config(output_dir, **overrides):
     return GRPOConfig(**{**args, **overrides})
 
 
+def colocated_vllm_config(output_dir, **overrides):
+    """:func:`cpu_grpo_config` with vLLM colocated in the process, no KL term (no reference model) and no
+    progress bars; ``overrides`` win."""
+    settings = dict(use_vllm=True, vllm_mode="colocate", beta=0.0, disable_tqdm=True)
+    return cpu_grpo_config(output_dir, **{**settings, **overrides})
+
+
 def two_question_dataset(n: int = 2, *, with_images: bool = True):
     """``n`` prompts alternating two questions, each with its own random 112x112 image (or none); solution 3."""
     import numpy as np

@@ -29,30 +29,21 @@ def test_resample_with_vllm_replaces_filtered_groups_and_their_ratios(
     import torch
     from datasets import Dataset
     from transformers import AutoModelForImageTextToText, AutoProcessor
-    from trl import GRPOConfig
 
     from crowdvlm.train.dynamic_sampling import DynamicSampling
     from crowdvlm.train.grpo import trainer_class
-    from grpo_helpers import random_image_dataset
+    from grpo_helpers import colocated_vllm_config, random_image_dataset
 
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     images = random_image_dataset(4)
     dataset = Dataset.from_dict(
         {"prompt": images["prompt"], "image": images["image"], "solution": [FLAT, FLAT, 5, 7]}
     )
-    config = GRPOConfig(
-        output_dir=str(tmp_path / "run"),
-        use_vllm=True,
-        vllm_mode="colocate",
-        vllm_importance_sampling_mode=mode,
+    config = colocated_vllm_config(
+        tmp_path / "run",
         per_device_train_batch_size=2 * G,
         num_generations=G,
-        max_completion_length=8,
-        max_steps=1,
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        disable_tqdm=True,
+        vllm_importance_sampling_mode=mode,
     )
     Trainer = trainer_class(share_prompt=True, use_vllm=True)
     trainer = Trainer(

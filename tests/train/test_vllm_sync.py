@@ -28,24 +28,11 @@ PROBE = Path(__file__).resolve().parents[1] / "vllm_probe.py"
 
 def colocated_trainer(model_dir: Path, out: Path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
-    from trl import GRPOConfig
 
     from crowdvlm.train.grpo import trainer_class
-    from grpo_helpers import length_reward, random_image_dataset
+    from grpo_helpers import colocated_vllm_config, length_reward, random_image_dataset
 
-    config = GRPOConfig(
-        output_dir=str(out),
-        use_vllm=True,
-        vllm_mode="colocate",
-        per_device_train_batch_size=4,
-        num_generations=4,
-        max_completion_length=8,
-        max_steps=1,
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        disable_tqdm=True,
-    )
+    config = colocated_vllm_config(out, per_device_train_batch_size=4, num_generations=4)
     Trainer = trainer_class(share_prompt=True, use_vllm=True)
     return Trainer(
         model=AutoModelForImageTextToText.from_pretrained(model_dir, dtype="float32"),
