@@ -1,8 +1,6 @@
 """`python -m crowdvlm ...` is the same as the `crowdvlm` console script."""
 
-import sys
-
-from crowdvlm.cli import main
+from crowdvlm.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
