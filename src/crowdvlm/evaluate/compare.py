@@ -41,7 +41,7 @@ from crowdvlm.metrics import DEFAULT_BUCKET_EDGES, METRICS, bucket_label, bucket
 __all__ = ["Run", "compare_runs", "load_run", "write_comparison"]
 
 #: The counting benchmarks' metrics, compared per dataset with a paired bootstrap interval (higher = better):
-#: name -> label of the metrics of :data:`crowdvlm.metrics.METRICS` marked ``interval`` and ``higher_is_better``.
+#: name -> label of those of :data:`crowdvlm.metrics.METRICS` marked ``interval`` and ``higher_is_better``.
 ACCURACIES = {m.name: m.label for m in METRICS if m.interval and m.higher_is_better}
 # The keys of a table cell: MAE / RMSE / accuracy, then the accuracies.
 _KEEP = ("n", "mae", "rmse", *ACCURACIES)
