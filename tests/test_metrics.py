@@ -6,7 +6,14 @@ import sys
 
 import pytest
 
-from crowdvlm.metrics import bucket_label, bucket_metrics, count_metrics, grouped_metrics
+from crowdvlm.metrics import (
+    METRICS,
+    bucket_label,
+    bucket_metrics,
+    count_metrics,
+    grouped_metrics,
+    image_scores,
+)
 
 
 def test_hand_computed():
@@ -75,3 +82,23 @@ def test_metrics_do_not_import_torch():
     code = "import sys, crowdvlm.metrics, crowdvlm.parsing, crowdvlm.rewards; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("preds", "truths"),
+    [([10, 12, None, 0, 105], [10, 10, 4, 0, 100]), ([], [])],
+    ids=["images", "empty"],
+)
+def test_metric_registry_names_the_keys_count_metrics_returns(preds, truths):
+    assert [m.name for m in METRICS] == list(count_metrics(preds, truths))
+
+
+def test_interval_metrics_are_the_keys_image_scores_returns():
+    scores = image_scores([10, None, 4], [12, 3, 4])
+    assert [m.name for m in METRICS if m.interval] == list(scores)
+
+
+def test_metric_registry_entries_are_well_formed():
+    assert len({m.name for m in METRICS}) == len(METRICS)
+    assert len({m.label for m in METRICS}) == len(METRICS)
+    assert {m.kind for m in METRICS} <= {"float", "pct", "int"}

@@ -15,6 +15,9 @@ Conventions (documented once, used everywhere):
   accuracy of each distinct true count, averaged over the counts, so that a set dominated by one count
   cannot hide the others. :func:`image_scores` gives each as a mean of per-image values, which the bootstrap
   intervals of ``eval`` and ``compare`` resample.
+* :data:`METRICS` describes each key of :func:`count_metrics` once: its display label, how it prints, and
+  which summaries it enters; the evaluation reports derive their lists of metrics from it, so a new metric is
+  its computation here plus one entry there.
 
 >>> m = count_metrics([10, None, 4], [12, 3, 4])
 >>> m["mae"], m["accuracy"], m["parse_failures"]
@@ -24,11 +27,15 @@ Conventions (documented once, used everywhere):
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 __all__ = [
     "DEFAULT_BUCKET_EDGES",
+    "METRICS",
+    "Metric",
     "absolute_errors",
     "bucket_label",
     "bucket_labels",
@@ -42,6 +49,52 @@ __all__ = [
 
 #: Upper bounds (inclusive) of the default count buckets: 0-10, 11-50, 51-100, 101-500, 501-1000, >1000.
 DEFAULT_BUCKET_EDGES: tuple[int, ...] = (10, 50, 100, 500, 1000)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One key of :func:`count_metrics` (at the default tolerances) and where the reports use it.
+
+    Attributes:
+        name: the key in :func:`count_metrics`'s result (and in ``metrics.json``).
+        label: its column title in ``report.md`` and ``compare.md``.
+        kind: how it prints (:func:`crowdvlm.evaluate.report.format_value`): ``float``, ``pct`` or ``int``.
+        in_report: a column of ``report.md``'s tables (:data:`crowdvlm.evaluate.report.COLUMNS`).
+        over_seeds: summarised as mean ± sd over training seeds
+            (:data:`crowdvlm.evaluate.results.SEED_METRICS`).
+        interval: given a bootstrap interval over the images; its per-image values are a key of
+            :func:`image_scores` (:data:`crowdvlm.evaluate.scoring.INTERVAL_METRICS`).
+        higher_is_better: an accuracy; with ``interval``, compared per dataset against the baseline in
+            ``compare`` (:data:`crowdvlm.evaluate.compare.ACCURACIES`).
+    """
+
+    name: str
+    label: str
+    kind: Literal["float", "pct", "int"] = "float"
+    in_report: bool = False
+    over_seeds: bool = False
+    interval: bool = False
+    higher_is_better: bool = False
+
+
+#: Every key of :func:`count_metrics`, in its order (a test checks both).
+METRICS: tuple[Metric, ...] = (
+    Metric("n", "n", "int", in_report=True),
+    Metric("mae", "MAE", in_report=True, over_seeds=True, interval=True),
+    Metric("mae_parsed", "MAE (parsed only)", over_seeds=True),
+    Metric("rmse", "RMSE", in_report=True, over_seeds=True),
+    Metric("nae", "NAE", in_report=True),
+    Metric("accuracy", "Acc", "pct", in_report=True, over_seeds=True, interval=True, higher_is_better=True),
+    Metric(
+        "acc_within_1", "Acc ±1", "pct", in_report=True, over_seeds=True, interval=True, higher_is_better=True
+    ),
+    Metric("accuracy_per_count", "Acc/count", "pct", in_report=True, interval=True, higher_is_better=True),
+    Metric("acc_within_10pct", "Acc ±10%", "pct", in_report=True, higher_is_better=True),
+    Metric("parse_failures", "parse failures", "int"),
+    Metric("parse_failure_rate", "unparsed", "pct", in_report=True, over_seeds=True),
+    Metric("mean_truth", "mean truth"),
+    Metric("mean_pred", "mean prediction"),
+)
 
 
 def scored_counts(preds: Sequence[int | None] | np.ndarray) -> np.ndarray:

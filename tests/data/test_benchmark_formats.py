@@ -16,6 +16,7 @@ from crowdvlm.cli import main as crowdvlm
 from crowdvlm.data.convert import convert
 from crowdvlm.data.errors import DataError
 from crowdvlm.data.manifest import read_manifest
+from crowdvlm.data.tables import split_tables
 
 
 def test_countbenchqa_converts_with_the_benchmark_question_and_images_written_once(tmp_path):
@@ -243,3 +244,16 @@ def test_generic_table_reads_parquet_and_arrow_with_named_columns(tmp_path):
     with pytest.raises(DataError, match=r"val.parquet \(row 0\): .*count"):
         pq.write_table(pa.table({"image": table.column("picture"), "count": [-1, 2]}), folder / "val.parquet")
         convert("parquet", folder / "val.parquet", tmp_path / "bad.jsonl", progress=False)
+
+
+def test_split_tables_give_each_file_its_record_id_prefix(tmp_path):
+    data = tmp_path / "repo" / "data"
+    data.mkdir(parents=True)
+    table = pa.table({"n": [1]})
+    for name in ("train-00000-of-00002", "train-00001-of-00002", "test-00000-of-00001"):
+        pq.write_table(table, data / f"{name}.parquet")
+    assert [(sp, t.name, prefix) for sp, t, prefix in split_tables(tmp_path / "repo", None, "set")] == [
+        ("test", "test-00000-of-00001.parquet", "set/test/"),
+        ("train", "train-00000-of-00002.parquet", "set/train/train-00000-of-00002-"),
+        ("train", "train-00001-of-00002.parquet", "set/train/train-00001-of-00002-"),
+    ]

@@ -338,3 +338,22 @@ def read_ann_points(mat: Path, *, record: str | None = None, allow_negative: boo
 def ann_mat_stem(mat: Path) -> str | None:
     """The image stem of a ``<stem>_ann.mat`` (UCF-QNRF, UCF_CC_50); None for another file."""
     return mat.stem.removesuffix("_ann") if mat.stem.endswith("_ann") else None
+
+
+def ann_mat_pairs(folder: Path) -> list[tuple[str, Path | None, Path | None]]:
+    """:func:`pair_by_stem` of a folder of images and ``<stem>_ann.mat`` files (UCF-QNRF, UCF_CC_50)."""
+    return pair_by_stem(list_images(folder), sorted(folder.glob("*_ann.mat")), ann_mat_stem)
+
+
+def read_ann_mat_pair(
+    pair: tuple[str, Path | None, Path | None], folder: Path, *, allow_negative: bool = False
+) -> tuple[Path, Path, tuple[int, int], np.ndarray]:
+    """:func:`read_pair` of a pair of :func:`ann_mat_pairs`, its points the ``annPoints`` of the .mat
+    (:func:`read_ann_points`; ``allow_negative`` keeps negative points, for the reader to drop).
+    """
+    stem = pair[0]
+    return read_pair(
+        pair,
+        folder / f"{stem}_ann.mat",
+        lambda mat: read_ann_points(mat, record=stem, allow_negative=allow_negative),
+    )

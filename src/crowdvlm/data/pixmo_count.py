@@ -25,7 +25,7 @@ import numpy as np
 from crowdvlm.data.common import check_image_and_points, count_field, make_record, record_points
 from crowdvlm.data.errors import DataError, SkipLog, collect
 from crowdvlm.data.fetch import FetchItem, fetched_image
-from crowdvlm.data.tables import read_rows, table_files
+from crowdvlm.data.tables import read_rows, split_tables, table_files
 from crowdvlm.prompts import question_for
 
 __all__ = ["COLUMNS", "load_pixmo_count", "pixmo_fetch_items"]
@@ -76,45 +76,43 @@ def load_pixmo_count(
     root, skips = Path(root), skips or SkipLog()
     images = Path(image_dir) if image_dir else root / "images"
     records: list[dict] = []
-    for sp, files in table_files(root, split).items():
-        for table in files:
-            prefix = f"pixmo-count/{sp}/{table.stem}-" if len(files) > 1 else f"pixmo-count/{sp}/"
+    for sp, table, prefix in split_tables(root, split, "pixmo-count"):
 
-            def build(row: dict, sp=sp, table=table, prefix=prefix) -> dict:
-                record = f"row {row['row']} ({row['url']})"
-                count = count_field(row["count"], table, record, name="count")
-                image = fetched_image(images, str(row["sha256"]))
-                if image is None:
-                    raise DataError(
-                        images,
-                        f"image {row['sha256']} not fetched (`crowdvlm data fetch --format pixmo-count` first)",
-                        record=record,
-                        kind="missing-image",
-                    )
-                pairs = _point_pairs(row.get("points"), table, record)
-                points = None if pairs is None else np.asarray(record_points(pairs, count, table, record))
-                size, upright = check_image_and_points(
-                    image, np.zeros((0, 2)) if points is None else points, record=record
+        def build(row: dict, sp=sp, table=table, prefix=prefix) -> dict:
+            record = f"row {row['row']} ({row['url']})"
+            count = count_field(row["count"], table, record, name="count")
+            image = fetched_image(images, str(row["sha256"]))
+            if image is None:
+                raise DataError(
+                    images,
+                    f"image {row['sha256']} not fetched (`crowdvlm data fetch --format pixmo-count` first)",
+                    record=record,
+                    kind="missing-image",
                 )
-                points = None if points is None else upright
-                label = str(row.get("label") or "objects")
-                return make_record(
-                    image,
-                    dataset="pixmo-count",
-                    split=sp,
-                    problem=question_for(label),
-                    points=points,
-                    size=size,
-                    solution=count,
-                    record_id=f"{prefix}{row['row']}",
-                    meta={"label": label, "url": row["url"], "sha256": row["sha256"]},
-                )
-
-            records += collect(
-                read_rows(table, COLUMNS, optional=("points",)),
-                build,
-                skips,
-                desc=f"pixmo-count {sp}",
-                progress=progress,
+            pairs = _point_pairs(row.get("points"), table, record)
+            points = None if pairs is None else np.asarray(record_points(pairs, count, table, record))
+            size, upright = check_image_and_points(
+                image, np.zeros((0, 2)) if points is None else points, record=record
             )
+            points = None if points is None else upright
+            label = str(row.get("label") or "objects")
+            return make_record(
+                image,
+                dataset="pixmo-count",
+                split=sp,
+                problem=question_for(label),
+                points=points,
+                size=size,
+                solution=count,
+                record_id=f"{prefix}{row['row']}",
+                meta={"label": label, "url": row["url"], "sha256": row["sha256"]},
+            )
+
+        records += collect(
+            read_rows(table, COLUMNS, optional=("points",)),
+            build,
+            skips,
+            desc=f"pixmo-count {sp}",
+            progress=progress,
+        )
     return records

@@ -25,7 +25,14 @@ from crowdvlm.data.common import check_image, count_field, make_record
 from crowdvlm.data.errors import DataError, SkipLog, collect
 from crowdvlm.prompts import question_for
 
-__all__ = ["image_extension", "load_table", "read_rows", "table_files", "write_embedded_image"]
+__all__ = [
+    "image_extension",
+    "load_table",
+    "read_rows",
+    "split_tables",
+    "table_files",
+    "write_embedded_image",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +63,15 @@ def table_files(root: Path, split: str | None) -> dict[str, list[Path]]:
     if split not in by_split:
         raise ValueError(f"{root}: no split {split!r}; found {sorted(by_split)}")
     return {split: by_split[split]}
+
+
+def split_tables(root: Path, split: str | None, dataset: str) -> Iterator[tuple[str, Path, str]]:
+    """``(split, table, id prefix)`` of each file of :func:`table_files`: a row's record id is the prefix and
+    the row's number, the prefix ``<dataset>/<split>/`` (``<dataset>/<split>/<file stem>-`` where the split is
+    stored in several files)."""
+    for sp, files in table_files(root, split).items():
+        for table in files:
+            yield sp, table, f"{dataset}/{sp}/{table.stem}-" if len(files) > 1 else f"{dataset}/{sp}/"
 
 
 def image_extension(pil_format: str | None) -> str:
@@ -192,31 +208,29 @@ def load_table(
     if question_column:
         columns["question"] = question_column
     records: list[dict] = []
-    for sp, files in table_files(root, split).items():
-        for table in files:
-            prefix = f"{dataset}/{sp}/{table.stem}-" if len(files) > 1 else f"{dataset}/{sp}/"
+    for sp, table, prefix in split_tables(root, split, dataset):
 
-            def build(row: dict, sp=sp, table=table, prefix=prefix) -> dict:
-                record = f"row {row['row']}"
-                rid = f"{prefix}{row['row']}"
-                count = count_field(row["count"], table, record, name=count_column)
-                stem = rid.replace("/", "-")
-                image = image_of(row["image"], table, image_dir, stem, record)
-                size = check_image(image, record=record)
-                question = problem(row) if problem else row.get("question") or question_for(objects)
-                meta = {c: row[c] for c in meta_columns if row.get(c) is not None}
-                return make_record(
-                    image,
-                    dataset=dataset,
-                    split=sp,
-                    problem=question,
-                    points=None,
-                    size=size,
-                    solution=count,
-                    record_id=rid,
-                    meta=meta,
-                )
+        def build(row: dict, sp=sp, table=table, prefix=prefix) -> dict:
+            record = f"row {row['row']}"
+            rid = f"{prefix}{row['row']}"
+            count = count_field(row["count"], table, record, name=count_column)
+            stem = rid.replace("/", "-")
+            image = image_of(row["image"], table, image_dir, stem, record)
+            size = check_image(image, record=record)
+            question = problem(row) if problem else row.get("question") or question_for(objects)
+            meta = {c: row[c] for c in meta_columns if row.get(c) is not None}
+            return make_record(
+                image,
+                dataset=dataset,
+                split=sp,
+                problem=question,
+                points=None,
+                size=size,
+                solution=count,
+                record_id=rid,
+                meta=meta,
+            )
 
-            rows = read_rows(table, columns, optional=tuple(meta_columns))
-            records += collect(rows, build, skips, desc=f"{dataset} {sp}", progress=progress)
+        rows = read_rows(table, columns, optional=tuple(meta_columns))
+        records += collect(rows, build, skips, desc=f"{dataset} {sp}", progress=progress)
     return records

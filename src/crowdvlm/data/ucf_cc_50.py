@@ -13,15 +13,7 @@ import json
 from functools import cache
 from pathlib import Path
 
-from crowdvlm.data.common import (
-    ann_mat_stem,
-    find_dir,
-    list_images,
-    make_record,
-    pair_by_stem,
-    read_ann_points,
-    read_pair,
-)
+from crowdvlm.data.common import ann_mat_pairs, find_dir, make_record, read_ann_mat_pair
 from crowdvlm.data.errors import DataError, SkipLog, collect
 from crowdvlm.prompts import dataset_question
 
@@ -78,9 +70,7 @@ def load_ucf_cc_50(
         sp = wanted(stem)
         if sp is None:
             return None
-        image, _, size, points = read_pair(
-            pair, folder / f"{stem}_ann.mat", lambda mat: read_ann_points(mat, record=stem)
-        )
+        image, _, size, points = read_ann_mat_pair(pair, folder)
         return make_record(
             image,
             dataset="ucf-cc-50",
@@ -91,5 +81,4 @@ def load_ucf_cc_50(
             record_id=f"ucf-cc-50/{stem}",
         )
 
-    pairs = pair_by_stem(list_images(folder), sorted(folder.glob("*_ann.mat")), ann_mat_stem)
-    return collect(pairs, build, skips, desc=f"ucf-cc-50 {split or 'all'}", progress=progress)
+    return collect(ann_mat_pairs(folder), build, skips, desc=f"ucf-cc-50 {split or 'all'}", progress=progress)

@@ -15,14 +15,11 @@ import logging
 from pathlib import Path
 
 from crowdvlm.data.common import (
-    ann_mat_stem,
+    ann_mat_pairs,
     drop_outside,
     find_dir,
-    list_images,
     make_record,
-    pair_by_stem,
-    read_ann_points,
-    read_pair,
+    read_ann_mat_pair,
     splits_to_read,
 )
 from crowdvlm.data.errors import SkipLog, collect
@@ -53,12 +50,8 @@ def load_ucf_qnrf(
             continue
 
         def build(pair, sp=sp, folder=folder) -> dict:
-            stem = pair[0]
-            image, _, size, points = read_pair(  # negative points: outside the image, dropped below
-                pair,
-                folder / f"{stem}_ann.mat",
-                lambda mat: read_ann_points(mat, record=stem, allow_negative=True),
-            )
+            # negative points: outside the image, dropped below
+            image, _, size, points = read_ann_mat_pair(pair, folder, allow_negative=True)
             meta = None
             if not keep_outside:
                 points, meta = drop_outside(points, size)
@@ -72,8 +65,7 @@ def load_ucf_qnrf(
                 meta=meta,
             )
 
-        pairs = pair_by_stem(list_images(folder), sorted(folder.glob("*_ann.mat")), ann_mat_stem)
-        records += collect(pairs, build, skips, desc=f"ucf-qnrf {sp}", progress=progress)
+        records += collect(ann_mat_pairs(folder), build, skips, desc=f"ucf-qnrf {sp}", progress=progress)
     dropped = sum(r.get("meta", {}).get("dropped_outside", 0) for r in records)
     if dropped:
         logger.warning(

@@ -36,13 +36,15 @@ from crowdvlm.evaluate.predictions import (
 from crowdvlm.evaluate.report import format_value
 from crowdvlm.evaluate.results import mean_or_none, paired_rows, prediction_rows
 from crowdvlm.evaluate.scoring import compute_metrics, is_scored
-from crowdvlm.metrics import DEFAULT_BUCKET_EDGES, bucket_label, bucket_labels, image_scores
+from crowdvlm.metrics import DEFAULT_BUCKET_EDGES, METRICS, bucket_label, bucket_labels, image_scores
 
 __all__ = ["Run", "compare_runs", "load_run", "write_comparison"]
 
-_KEEP = ("n", "mae", "rmse", "accuracy", "acc_within_1", "accuracy_per_count")
-#: The counting benchmarks' metrics, compared per dataset with a paired bootstrap interval (higher = better).
-ACCURACIES = {"accuracy": "Acc", "acc_within_1": "Acc ±1", "accuracy_per_count": "Acc/count"}
+#: The counting benchmarks' metrics, compared per dataset with a paired bootstrap interval (higher = better):
+#: name -> label of those of :data:`crowdvlm.metrics.METRICS` marked ``interval`` and ``higher_is_better``.
+ACCURACIES = {m.name: m.label for m in METRICS if m.interval and m.higher_is_better}
+# The keys of a table cell: MAE / RMSE / accuracy, then the accuracies.
+_KEEP = ("n", "mae", "rmse", *ACCURACIES)
 
 logger = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from typing import Any
 from crowdvlm.atomic import atomic_write_text
 from crowdvlm.evaluate.predictions import Prediction, latest_by_id
 from crowdvlm.evaluate.scoring import is_scored
+from crowdvlm.metrics import METRICS
 
 __all__ = ["PLOTS", "REPORT_FILE", "format_value", "metrics_table", "write_report"]
 
@@ -27,17 +28,10 @@ PLOTS = {
     "error_by_bucket": "error_by_bucket.png",
     "mae_per_dataset": "mae_per_dataset.png",
 }
-# (column title, metrics key, how to show it)
+# (column title, metrics key, how to show it): the metrics of crowdvlm.metrics.METRICS marked in_report, then
+# the images the model never answered.
 COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("n", "n", "int"),
-    ("MAE", "mae", "float"),
-    ("RMSE", "rmse", "float"),
-    ("NAE", "nae", "float"),
-    ("Acc", "accuracy", "pct"),
-    ("Acc ±1", "acc_within_1", "pct"),
-    ("Acc/count", "accuracy_per_count", "pct"),
-    ("Acc ±10%", "acc_within_10pct", "pct"),
-    ("unparsed", "parse_failure_rate", "pct"),
+    *((m.label, m.name, m.kind) for m in METRICS if m.in_report),
     ("errors", "errors", "int"),
 )
 _EXAMPLES = 5
@@ -72,12 +66,7 @@ def metrics_table(rows: Mapping[str, Mapping[str, Any]], first: str) -> str:
     return "\n".join([head, rule, *body])
 
 
-_INTERVAL_NAMES = {
-    "mae": ("MAE", "float"),
-    "accuracy": ("Acc", "pct"),
-    "acc_within_1": ("Acc ±1", "pct"),
-    "accuracy_per_count": ("Acc/count", "pct"),
-}
+_INTERVAL_NAMES = {m.name: (m.label, m.kind) for m in METRICS if m.interval}
 
 
 def _interval_lines(intervals: Mapping[str, list[float]]) -> list[str]:

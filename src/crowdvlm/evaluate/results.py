@@ -4,8 +4,8 @@ A model evaluated once per training seed gives a ``(seeds, images)`` array of pr
 image id (:func:`prediction_rows`; a parse failure is stored as ``-1``). From there:
 
 * per-seed metrics as mean ± sd over seeds (:func:`metrics_over_seeds`, :func:`mean_sd`,
-  :func:`format_mean_sd`); the metrics summarised are :data:`SEED_METRICS` (a new metric of
-  :func:`crowdvlm.metrics.count_metrics` is one more entry there);
+  :func:`format_mean_sd`); the metrics summarised are :data:`SEED_METRICS`, those of
+  :data:`crowdvlm.metrics.METRICS` marked ``over_seeds``;
 * paired differences between two models (:func:`paired_rows`): seed ``s`` pairs with seed ``s``; a model
   with a single run (an untrained base, or a compared run without seeds) pairs with every seed of the other.
   The interval is :func:`crowdvlm.evaluate.bootstrap.paired_bootstrap`, printed by
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from crowdvlm.metrics import count_metrics
+from crowdvlm.metrics import METRICS, count_metrics
 
 __all__ = [
     "PARSE_FAILURE",
@@ -34,8 +34,9 @@ __all__ = [
     "prediction_rows",
 ]
 
-#: The metrics of :func:`crowdvlm.metrics.count_metrics` summarised over seeds (mean and sd).
-SEED_METRICS = ("mae", "mae_parsed", "rmse", "accuracy", "acc_within_1", "parse_failure_rate")
+#: The metrics of :func:`crowdvlm.metrics.count_metrics` summarised over seeds (mean and sd): those of
+#: :data:`crowdvlm.metrics.METRICS` marked ``over_seeds``.
+SEED_METRICS = tuple(m.name for m in METRICS if m.over_seeds)
 
 #: How :func:`prediction_rows` stores an answer without a count in its integer array.
 PARSE_FAILURE = -1

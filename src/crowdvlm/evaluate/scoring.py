@@ -24,6 +24,7 @@ from crowdvlm.evaluate.bootstrap import paired_bootstrap
 from crowdvlm.evaluate.predictions import Prediction, latest_by_id
 from crowdvlm.metrics import (
     DEFAULT_BUCKET_EDGES,
+    METRICS,
     bucket_label,
     bucket_labels,
     bucket_metrics,
@@ -42,8 +43,9 @@ __all__ = [
     "metric_intervals",
 ]
 
-#: The metrics given with a bootstrap interval: the crowd papers' MAE and the counting benchmarks' accuracies.
-INTERVAL_METRICS = ("mae", "accuracy", "acc_within_1", "accuracy_per_count")
+#: The metrics given with a bootstrap interval: the crowd papers' MAE and the counting benchmarks' accuracies
+#: (those of :data:`crowdvlm.metrics.METRICS` marked ``interval``).
+INTERVAL_METRICS = tuple(m.name for m in METRICS if m.interval)
 
 
 def is_scored(p: Prediction) -> bool:
