@@ -11,7 +11,8 @@ starts with `extends: <its path>`.
 Re-running the same command continues an interrupted experiment: finished stages are skipped, a killed
 training stage continues from its last checkpoint. A finished stage whose inputs changed (its recipe, the
 base model, its data) is refused, or redone with --redo-changed; a non-empty --out that no experiment made is
-refused, and one --out takes one run at a time.
+refused, and one --out takes one run at a time. `report` beside a run still going reports the stages finished
+so far, marked partial, naming the run.
 """
 
 from __future__ import annotations
@@ -94,13 +95,11 @@ def run_experiment(
     wall_file = layout.out / "wall.json"  # the last run's wall time, for reports rebuilt later
     start = time.perf_counter()
     if report_only:
-        reason = (
-            unrecognised(layout.out, exp) if layout.out.is_dir() and owner_of(layout.out, exp) is None else ""
-        )
-        if not layout.out.is_dir() or reason:
-            raise UsageError(
-                f"{layout.out} holds no run of experiment {exp.name!r} ({reason or 'no folder'}): run it first"
-            )
+        if not layout.out.is_dir():
+            raise UsageError(f"{layout.out}: no such folder; run experiment {exp.name!r} first")
+        reason = unrecognised(layout.out, exp) if owner_of(layout.out, exp) is None else None
+        if reason is not None:  # a folder from before owner markers is reported as it is, never adopted here
+            raise UsageError(f"{layout.out} holds no run of experiment {exp.name!r} ({reason}): run it first")
         running = holder_of(layout.out)
         if running is not None:
             logger.warning(

@@ -163,23 +163,20 @@ def claim_folder(out: Path, exp: Experiment) -> str:
         raise UsageError(f"--out {out} is a file; expected a folder for the experiment")
     owner = owner_of(out, exp) if out.is_dir() else None
     if owner is None:
-        adopted = False
-        if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
-            reason = unrecognised(out, exp)
-            if reason is not None:
-                raise UsageError(
-                    f"--out {out} is not empty and was not made by crowdvlm experiment ({reason}): the "
-                    "experiment would write and clear folders in it; choose a new or empty --out (nothing was "
-                    "touched)"
-                )
-            adopted = True
+        adopting = out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir())  # made before markers
+        reason = unrecognised(out, exp) if adopting else None
+        if reason is not None:
+            raise UsageError(
+                f"--out {out} is not empty and was not made by crowdvlm experiment ({reason}): the experiment "
+                "would write and clear folders in it; choose a new or empty --out (nothing was touched)"
+            )
         owner = uuid.uuid4().hex
-        marker = {"experiment": owner, "created": time.time(), "name": exp.name}
-        atomic_write_json(out / OWNER_FILE, {**marker, "adopted": True} if adopted else marker)
-        if adopted:
+        marker = {"experiment": owner, "created": time.time(), "name": exp.name, "adopted": adopting}
+        atomic_write_json(out / OWNER_FILE, marker)
+        if adopting:
             logger.warning(
-                "%s: a folder of experiment %r made before ownership markers existed (experiment.json and stage "
-                "folders only): adopted, %s written",
+                "%s: a folder of experiment %r made before ownership markers existed (its experiment.json and "
+                "stage folders only): adopted, %s written",
                 out,
                 exp.name,
                 out / OWNER_FILE,
