@@ -45,11 +45,17 @@ class _ExperimentLogFilter(logging.Filter):
         )
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is at each record (a caller that swaps it, as pytest does, sees them)."""
+
+    stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+
 def setup_output() -> None:
     """Keep the terminal to the experiment's progress: stage lines, progress bars, warnings and errors."""
     import warnings
 
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
     handler.addFilter(_ExperimentLogFilter())
     root = logging.getLogger()
