@@ -85,32 +85,24 @@ def test_train_and_eval_refuse_a_folder_another_run_holds(tmp_path, capsys):
         assert not (tmp_path / "out").exists(), command  # nothing written; the holder's lock made the folder
 
 
-def test_a_waiting_lock_takes_the_folder_once_its_holder_releases_it(tmp_path, caplog):
+def test_a_waiting_lock_takes_the_folder_once_its_holder_releases_it(tmp_path, caplog, lock_waited):
     holder = RunLock(tmp_path, what="crowdvlm experiment report a.yaml").acquire()
     with caplog.at_level(logging.WARNING, logger="crowdvlm.runlock"), pytest.raises(RunLocked):
         RunLock(tmp_path, wait=0.3).acquire()  # still held when the wait is over: refused as without one
-    waiting = threading.Event()
-
-    class _Seen(logging.Handler):
-        def emit(self, record):
-            if "waiting up to" in record.getMessage():
-                waiting.set()
+    lock_waited.clear()
 
     def release_when_waited_for():
-        waiting.wait(timeout=60)
+        lock_waited.wait(timeout=60)
         holder.release()
 
-    seen = _Seen()
-    logging.getLogger("crowdvlm.runlock").addHandler(seen)
     releaser = threading.Thread(target=release_when_waited_for)
     releaser.start()
     try:
         with RunLock(tmp_path, what="second", wait=60) as lock:
-            assert waiting.is_set() and not holder.held
+            assert lock_waited.is_set() and not holder.held
             assert json.loads(lock.path.read_text())["command"] == "second"
     finally:
         releaser.join(timeout=60)
-        logging.getLogger("crowdvlm.runlock").removeHandler(seen)
     assert (
         f"is in use by pid {os.getpid()}" in caplog.text
         and "crowdvlm experiment report a.yaml" in caplog.text

@@ -2,7 +2,6 @@
 beside a run still writing the folder, and beside another report."""
 
 import json
-import logging
 import os
 import socket
 import threading
@@ -248,31 +247,21 @@ def test_a_report_of_a_folder_a_run_holds_is_partial_and_names_the_run(finished,
     assert not (layout.report / LOCK_FILE).exists()
 
 
-def test_a_report_waits_for_one_being_written_instead_of_interleaving(finished, caplog):
+def test_a_report_waits_for_one_being_written_instead_of_interleaving(finished, caplog, lock_waited):
     exp, layout, _ = finished
     other = RunLock(layout.report, what="crowdvlm experiment run small.yaml").acquire()
-    waiting = threading.Event()
-
-    class _Seen(logging.Handler):
-        def emit(self, record):
-            if "waiting up to" in record.getMessage():
-                waiting.set()
-
-    def report():
-        written.append(run_experiment(exp.path, layout.out, report_only=True)[0])
-
-    written, seen = [], _Seen()
-    logging.getLogger("crowdvlm.runlock").addHandler(seen)
-    second = threading.Thread(target=report)
+    written = []
+    second = threading.Thread(
+        target=lambda: written.append(run_experiment(exp.path, layout.out, report_only=True)[0])
+    )
     try:
         second.start()
-        waiting.wait(timeout=60)  # the second report waits for the first one's lock ...
-        assert waiting.is_set() and not (layout.report / "report.md").exists()
+        lock_waited.wait(timeout=60)  # the second report waits for the first one's lock ...
+        assert lock_waited.is_set() and not (layout.report / "report.md").exists()
         (layout.report / "report.md").write_text("the first report\n")  # ... which ends now
         other.release()
         second.join(timeout=600)
     finally:
         other.release()
-        logging.getLogger("crowdvlm.runlock").removeHandler(seen)
     assert written and "## Verdicts" in (layout.report / "report.md").read_text()  # whole, and written after
     assert f"{layout.report} is in use by pid {os.getpid()}" in caplog.text
