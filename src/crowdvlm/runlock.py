@@ -62,9 +62,13 @@ def _read_holder(path: Path) -> dict[str, Any] | None:
 
 
 def holder_of(folder: str | Path) -> dict[str, Any] | None:
-    """The holder (pid, host, started, command) of a live run holding ``folder``, or None; takes no lock.
+    """The holder (pid, host, started, command) of a live run holding ``folder``, or None, for a reader.
 
-    A lock file nobody holds (its run died) is no holder. The probe is a shared ``flock``, dropped at once.
+    A lock file nobody holds (its run died) is no holder. The probe is a shared ``flock`` dropped at once,
+    tried only while a lock file exists and names no dead process of this host.
+
+    Raises:
+        RunError: the lock file exists and cannot be opened or probed, naming it.
     """
     path = Path(folder) / LOCK_FILE
     holder = _read_holder(path)
@@ -82,6 +86,8 @@ def holder_of(folder: str | Path) -> dict[str, Any] | None:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return holder or {}  # held, its file not written yet
+    except OSError as err:
+        raise RunError(f"cannot probe the lock file {path}: {os_reason(err)}") from err
     finally:
         os.close(fd)  # closing drops the shared lock, if we got it
     return None
