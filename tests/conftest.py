@@ -119,3 +119,23 @@ def benchmark_module():
         return loaded[name]
 
     return get
+
+
+@pytest.fixture
+def lock_waited():
+    """An event set when a ``RunLock`` starts waiting for its folder's holder (its one warning): a test
+    releases the holder only once the other side waits, with no sleep."""
+    import logging
+    import threading
+
+    waiting = threading.Event()
+
+    class _Seen(logging.Handler):
+        def emit(self, record):
+            if "waiting up to" in record.getMessage():
+                waiting.set()
+
+    seen, logger = _Seen(), logging.getLogger("crowdvlm.runlock")
+    logger.addHandler(seen)
+    yield waiting
+    logger.removeHandler(seen)

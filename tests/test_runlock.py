@@ -1,4 +1,5 @@
-"""One run per folder: a second run is refused naming the holder; a lock left by a dead run is taken over."""
+"""One run per folder: a second run is refused naming the holder (or waits for it, when asked); a lock left by a
+dead run is taken over; a reader can ask who holds a folder without locking it."""
 
 import json
 import logging
@@ -6,11 +7,12 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from crowdvlm.runlock import LOCK_FILE, RunLock, RunLocked
+from crowdvlm.runlock import LOCK_FILE, RunLock, RunLocked, describe_holder, holder_of
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -81,3 +83,46 @@ def test_train_and_eval_refuse_a_folder_another_run_holds(tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"{tmp_path / 'out'} is in use by another run: pid {os.getpid()}" in err, command
         assert not (tmp_path / "out").exists(), command  # nothing written; the holder's lock made the folder
+
+
+def test_a_waiting_lock_takes_the_folder_once_its_holder_releases_it(tmp_path, caplog, lock_waited):
+    holder = RunLock(tmp_path, what="crowdvlm experiment report a.yaml").acquire()
+    with caplog.at_level(logging.WARNING, logger="crowdvlm.runlock"), pytest.raises(RunLocked):
+        RunLock(tmp_path, wait=0.3).acquire()  # still held when the wait is over: refused as without one
+    lock_waited.clear()
+
+    def release_when_waited_for():
+        lock_waited.wait(timeout=60)
+        holder.release()
+
+    releaser = threading.Thread(target=release_when_waited_for)
+    releaser.start()
+    try:
+        with RunLock(tmp_path, what="second", wait=60) as lock:
+            assert lock_waited.is_set() and not holder.held
+            assert json.loads(lock.path.read_text())["command"] == "second"
+    finally:
+        releaser.join(timeout=60)
+    assert (
+        f"is in use by pid {os.getpid()}" in caplog.text
+        and "crowdvlm experiment report a.yaml" in caplog.text
+    )
+
+
+def test_holder_of_names_a_live_holder_and_takes_no_lock(tmp_path):
+    assert holder_of(tmp_path) is None  # no lock file
+    with RunLock(tmp_path, what="crowdvlm experiment run a.yaml"):
+        holder = holder_of(tmp_path)
+        assert holder["pid"] == os.getpid() and holder["command"] == "crowdvlm experiment run a.yaml"
+        assert describe_holder(holder).startswith(f"pid {os.getpid()} on {socket.gethostname()} since ")
+    assert holder_of(tmp_path) is None  # released
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / LOCK_FILE).write_text(
+        json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": 0})
+    )
+    assert holder_of(tmp_path) is None  # a stale lock file: no holder
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "another-node", "started": 0}))
+    assert holder_of(tmp_path) is None  # nobody holds its flock
+    with RunLock(tmp_path):  # the probes left no lock behind
+        pass

@@ -10,6 +10,10 @@ when the holder dies however it dies (a kill, an out-of-memory, a power cut of a
 shared storage), so a lock file left behind by a dead run is *stale*: the next run takes it over and logs a
 warning naming the dead holder. A holder whose process still runs on this host is alive whatever the file
 says (its ``flock`` is held).
+
+Short work that must not fail because another holds the folder for a moment (writing a report) waits for it
+(``wait=`` seconds, one warning naming the holder) instead of being refused. :func:`holder_of` tells a reader
+whether a live run holds a folder, without taking the lock.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 from crowdvlm.atomic import os_reason
 from crowdvlm.errors import RunError, UsageError
 
-__all__ = ["LOCK_FILE", "RunLock", "RunLocked"]
+__all__ = ["LOCK_FILE", "RunLock", "RunLocked", "describe_holder", "holder_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +43,9 @@ class RunLocked(UsageError):
     """Another live run holds the folder (exit 2: nothing was started)."""
 
 
-def _describe(holder: dict[str, Any] | None) -> str:
+def describe_holder(holder: dict[str, Any] | None) -> str:
     """``"pid 4242 on node-3 since 2026-12-07 17:40:01 (crowdvlm train grpo ...)"``."""
-    if not holder:
+    if not holder or "pid" not in holder:
         return "an unknown process (the lock file names no holder)"
     since = holder.get("started")
     when = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(since)) if since else ""
@@ -55,6 +59,38 @@ def _read_holder(path: Path) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     return holder if isinstance(holder, dict) else None
+
+
+def holder_of(folder: str | Path) -> dict[str, Any] | None:
+    """The holder (pid, host, started, command) of a live run holding ``folder``, or None, for a reader.
+
+    A lock file nobody holds (its run died) is no holder. The probe is a shared ``flock`` dropped at once,
+    tried only while a lock file exists and names no dead process of this host.
+
+    Raises:
+        RunError: the lock file exists and cannot be opened or probed, naming it.
+    """
+    path = Path(folder) / LOCK_FILE
+    holder = _read_holder(path)
+    if holder is None and not path.exists():
+        return None
+    if holder is not None and _dead_here(holder):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # released between the read and the open
+        return None
+    except OSError as err:
+        raise RunError(f"cannot read the lock file {path}: {os_reason(err)}") from err
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return holder or {}  # held, its file not written yet
+    except OSError as err:
+        raise RunError(f"cannot probe the lock file {path}: {os_reason(err)}") from err
+    finally:
+        os.close(fd)  # closing drops the shared lock, if we got it
+    return None
 
 
 def _dead_here(holder: dict[str, Any]) -> bool:
@@ -81,15 +117,18 @@ class RunLock:
     Args:
         folder: the run folder to lock.
         what: the command holding it, written into the lock file for the message another run shows.
+        wait: seconds to wait for a live holder to release the folder (with one warning naming it) before
+            refusing; 0 refuses at once.
 
     Raises:
-        RunLocked: on :meth:`acquire`, when a live run holds the folder: one line naming the folder and the
-            holder (pid, host, start time, command).
+        RunLocked: on :meth:`acquire`, when a live run holds the folder (after ``wait`` seconds): one line
+            naming the folder and the holder (pid, host, start time, command).
         RunError: the lock file cannot be created (a read-only folder, a full disk), naming it.
     """
 
-    def __init__(self, folder: str | Path, *, what: str | None = None):
+    def __init__(self, folder: str | Path, *, what: str | None = None, wait: float = 0.0):
         self.folder = Path(folder)
+        self.wait = wait
         self.path = self.folder / LOCK_FILE
         self.what = what or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200]
         self._fd: int | None = None
@@ -107,19 +146,32 @@ class RunLock:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise RunError(f"cannot create {self.folder}: {os_reason(err)}") from err
+        deadline, told = time.monotonic() + self.wait, False
         for _ in range(10):  # retried only while another run releases the lock under our feet
             fd = self._open()
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise RunLocked(
-                    f"{self.folder} is in use by another run: {_describe(_read_holder(self.path))}; wait for it "
-                    f"to finish, or choose another folder (its lock: {self.path})"
-                ) from None
-            except OSError as err:
-                os.close(fd)
-                raise RunError(f"cannot lock {self.path}: {os_reason(err)}") from err
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        os.close(fd)
+                        raise RunLocked(
+                            f"{self.folder} is in use by another run: {describe_holder(_read_holder(self.path))}; "
+                            f"wait for it to finish, or choose another folder (its lock: {self.path})"
+                        ) from None
+                    if not told:
+                        logger.warning(
+                            "%s is in use by %s: waiting up to %.0f s for it to finish",
+                            self.folder,
+                            describe_holder(_read_holder(self.path)),
+                            self.wait,
+                        )
+                        told = True
+                    time.sleep(0.1)
+                except OSError as err:
+                    os.close(fd)
+                    raise RunError(f"cannot lock {self.path}: {os_reason(err)}") from err
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -135,7 +187,7 @@ class RunLock:
             logger.warning(
                 "%s: taking over the lock of a run that ended without releasing it: %s%s",
                 self.folder,
-                _describe(stale),
+                describe_holder(stale),
                 " (no longer running)" if _dead_here(stale) else "",
             )
         self._write_holder()

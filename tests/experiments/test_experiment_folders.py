@@ -1,12 +1,15 @@
-"""The runner deletes only what it created, takes one run per folder, and writes names as one folder each."""
+"""The runner deletes only what it created (adopting a folder from before owner markers only when it is
+recognisably the experiment's), takes one run per folder, and writes names as one folder each."""
 
 import json
+import logging
 
 import pytest
 import yaml
 
 from crowdvlm.cli import main as crowdvlm
 from crowdvlm.errors import UsageError
+from crowdvlm.experiments.pipeline import claim_folder
 from crowdvlm.experiments.spec import load_experiment
 from crowdvlm.experiments.stages import DONE_FILE, OWNER_FILE, Stage, is_done, run_stages
 from crowdvlm.runlock import RunLock
@@ -104,3 +107,47 @@ def test_two_sets_writing_one_data_folder_are_refused(toy_file):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(UsageError, match="would both write data/train-s0"):
         load_experiment(path)
+
+
+def test_a_folder_from_before_owner_markers_is_adopted_with_a_warning_only_when_recognisable(
+    toy_file, tmp_path, caplog
+):
+    exp = load_experiment(toy_file())
+
+    def old_folder(name, spec, *extra):
+        out = tmp_path / name
+        (out / "data" / "test").mkdir(parents=True)
+        (out / "data" / "test" / DONE_FILE).write_text(json.dumps({"stage": "synthesise test"}))
+        (out / "experiment.json").write_text(json.dumps(spec))
+        for file in extra:
+            (out / file).write_text("a user's file")
+        return out
+
+    out = old_folder("old", {"name": "toy"})
+    with caplog.at_level(logging.WARNING, logger="crowdvlm.experiments"):
+        owner = claim_folder(out, exp)
+    marker = json.loads((out / OWNER_FILE).read_text())
+    assert marker["experiment"] == owner and marker["adopted"] and marker["name"] == "toy"
+    assert f"{out}: a folder of experiment 'toy' made before ownership markers existed" in caplog.text
+    assert f"adopted, {out / OWNER_FILE} written" in caplog.text and is_done(out / "data" / "test")
+    for name, spec, extra, reason in [
+        ("notes", {"name": "toy"}, ["notes.txt"], "it holds notes.txt, which no experiment writes"),
+        ("nameless", {"title": "A toy"}, [], "experiment.json names no experiment"),
+    ]:
+        out = old_folder(name, spec, *extra)
+        with pytest.raises(UsageError, match=f"--out {out} is not empty and was not made by .*{reason}"):
+            claim_folder(out, exp)
+        assert not (out / OWNER_FILE).exists()  # nothing was touched
+    with pytest.raises(UsageError, match="holds the run of experiment 'other', not 'toy'"):
+        claim_folder(old_folder("other", {"name": "other"}), exp)
+
+
+def test_report_refuses_a_folder_not_recognisably_the_experiments(toy_file, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "experiment.json").write_text(json.dumps({"name": "toy"}))
+    (out / "notes.txt").write_text("a user's file")
+    assert crowdvlm(["experiment", "report", str(toy_file()), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds no run of experiment 'toy' (no {OWNER_FILE}, and it holds notes.txt" in err
+    assert sorted(p.name for p in out.iterdir()) == ["experiment.json", "notes.txt"]

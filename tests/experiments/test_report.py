@@ -1,18 +1,25 @@
-"""An experiment's report from a fabricated finished folder: no model, no training, exact numbers."""
+"""An experiment's report from a fabricated finished folder: no model, no training, exact numbers; a report
+beside a run still writing the folder, and beside another report."""
 
 import json
+import os
+import socket
+import threading
 
 import numpy as np
 import pytest
 
+from crowdvlm.cli import main as crowdvlm
 from crowdvlm.demo.cli import DEMO_FILE
 from crowdvlm.errors import UsageError
 from crowdvlm.evaluate.predictions import Prediction, PredictionWriter
+from crowdvlm.experiments.cli import run_experiment
 from crowdvlm.experiments.pipeline import Layout, claim_folder, lr_tag
 from crowdvlm.experiments.report import terminal_table, write_report
 from crowdvlm.experiments.spec import load_experiment
 from crowdvlm.experiments.stages import DONE_FILE, OWNER_FILE, Stage, eta, is_done, run_stages
 from crowdvlm.experiments.summary import collect
+from crowdvlm.runlock import LOCK_FILE, RunLock
 from crowdvlm.train.config import CONFIG_FILE
 
 # Per arm, how far its answers are off (constant error per image); binary also fails to parse some OOD answers.
@@ -220,3 +227,41 @@ def test_partial_folder_reports_the_seeds_done(finished):
     assert "**Partial report**" in text and "GRPO FGRPR [0]" in text
     compare = json.loads((layout.report / "compare-test" / "compare.json").read_text())
     assert compare["models"] == ["base", "SFT", "GRPO FGRPR"] and compare["seeds"]["SFT"] == 1
+
+
+def test_a_report_of_a_folder_a_run_holds_is_partial_and_names_the_run(finished, capsys):
+    exp, layout, _ = finished
+    (layout.seed_eval("grpo_fgrpr", 1, "ood") / DONE_FILE).unlink()  # the run is evaluating it now
+    with RunLock(layout.out, what="crowdvlm experiment run small.yaml"):
+        argv = ["experiment", "report", str(exp.path), "--out", str(layout.out)]
+        assert crowdvlm(argv) == 0
+        assert is_done(layout.seed_eval("sft", 1, "ood"))  # the report cleared nothing
+    err = capsys.readouterr().err
+    assert f"{layout.out} is still being written by pid {os.getpid()} on {socket.gethostname()} since " in err
+    assert "reporting the stages finished so far (a partial report)" in err
+    text = (layout.report / "report.md").read_text()
+    assert "**Partial report**" in text and "GRPO FGRPR [0]" in text
+    assert f"Written while a run was still writing this folder (pid {os.getpid()}" in text
+    results = json.loads((layout.report / "results.json").read_text())
+    assert results["running"]["command"] == "crowdvlm experiment run small.yaml" and not results["complete"]
+    assert not (layout.report / LOCK_FILE).exists()
+
+
+def test_a_report_waits_for_one_being_written_instead_of_interleaving(finished, caplog, lock_waited):
+    exp, layout, _ = finished
+    other = RunLock(layout.report, what="crowdvlm experiment run small.yaml").acquire()
+    written = []
+    second = threading.Thread(
+        target=lambda: written.append(run_experiment(exp.path, layout.out, report_only=True)[0])
+    )
+    try:
+        second.start()
+        lock_waited.wait(timeout=60)  # the second report waits for the first one's lock ...
+        assert lock_waited.is_set() and not (layout.report / "report.md").exists()
+        (layout.report / "report.md").write_text("the first report\n")  # ... which ends now
+        other.release()
+        second.join(timeout=600)
+    finally:
+        other.release()
+    assert written and "## Verdicts" in (layout.report / "report.md").read_text()  # whole, and written after
+    assert f"{layout.report} is in use by pid {os.getpid()}" in caplog.text

@@ -11,7 +11,8 @@ starts with `extends: <its path>`.
 Re-running the same command continues an interrupted experiment: finished stages are skipped, a killed
 training stage continues from its last checkpoint. A finished stage whose inputs changed (its recipe, the
 base model, its data) is refused, or redone with --redo-changed; a non-empty --out that no experiment made is
-refused, and one --out takes one run at a time.
+refused, and one --out takes one run at a time. `report` beside a run still going reports the stages finished
+so far, marked partial, naming the run.
 """
 
 from __future__ import annotations
@@ -44,11 +45,17 @@ class _ExperimentLogFilter(logging.Filter):
         )
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is at each record (a caller that swaps it, as pytest does, sees them)."""
+
+    stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+
 def setup_output() -> None:
     """Keep the terminal to the experiment's progress: stage lines, progress bars, warnings and errors."""
     import warnings
 
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
     handler.addFilter(_ExperimentLogFilter())
     root = logging.getLogger()
@@ -69,19 +76,23 @@ def run_experiment(
 ) -> tuple[Path, dict[str, Any]]:
     """Run (or resume) every stage of an experiment file, then write its report; ``(report path, results)``.
 
+    The run holds ``OUT/.run.lock`` from its first stage to its report. ``report_only`` takes no lock on
+    ``OUT``: it reports the stages finished so far, and when a run holds ``OUT`` it says so (one warning naming
+    the holder) and marks the report partial. Every report is written holding ``OUT/report/.run.lock``, so
+    two never interleave: the second waits for the first (up to :data:`REPORT_WAIT_S`).
+
     Args:
+        report_only: only rebuild the report from the stages finished so far.
         redo_changed: redo finished stages whose inputs changed since they ran (default: refuse).
 
     Raises:
         UsageError: the file, a recipe or the output folder is not usable, or another run holds the folder
-            (before anything runs).
+            (before anything runs); a report still being written after :data:`REPORT_WAIT_S`.
     """
-    from crowdvlm.experiments.pipeline import Layout, build_stages, claim_folder, owner_of
-    from crowdvlm.experiments.report import write_report
+    from crowdvlm.experiments.pipeline import Layout, build_stages, claim_folder, owner_of, unrecognised
     from crowdvlm.experiments.spec import load_experiment
     from crowdvlm.experiments.stages import run_stages
-    from crowdvlm.experiments.summary import collect
-    from crowdvlm.runlock import RunLock
+    from crowdvlm.runlock import RunLock, describe_holder, holder_of
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -89,24 +100,53 @@ def run_experiment(
     layout = Layout(Path(out) if out else Path("runs") / exp.name, exp)
     wall_file = layout.out / "wall.json"  # the last run's wall time, for reports rebuilt later
     start = time.perf_counter()
-    if not report_only:
-        stages = build_stages(layout, progress=progress)  # parses every arm's recipe before anything runs
-        with RunLock(layout.out, what=f"crowdvlm experiment run {exp.path.name}"):
-            owner = claim_folder(layout.out, exp)
-            import torch
-
-            torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-            print(
-                f"crowdvlm experiment {exp.name}: {len(stages)} stages, seeds {list(exp.seeds)}, arms "
-                f"{', '.join(exp.arms)}, output {layout.out}"
+    if report_only:
+        if not layout.out.is_dir():
+            raise UsageError(f"{layout.out}: no such folder; run experiment {exp.name!r} first")
+        reason = unrecognised(layout.out, exp) if owner_of(layout.out, exp) is None else None
+        if reason is not None:  # a folder from before owner markers is reported as it is, never adopted here
+            raise UsageError(f"{layout.out} holds no run of experiment {exp.name!r} ({reason}): run it first")
+        running = holder_of(layout.out)
+        if running is not None:
+            logger.warning(
+                "%s is still being written by %s: reporting the stages finished so far (a partial report)",
+                layout.out,
+                describe_holder(running),
             )
-            run_stages(stages, owner=owner, redo_changed=redo_changed, progress=progress, desc=exp.name)
-            atomic_write_json(wall_file, {"wall_s": round(time.perf_counter() - start, 1)})
-    elif not layout.out.is_dir() or owner_of(layout.out, exp) is None:
-        raise UsageError(f"{layout.out} holds no run of an experiment (.owner.json): run it first")
-    wall = _read_wall(wall_file)
-    results = collect(layout, wall_s=wall)
-    return write_report(results, exp, layout), results
+        return _report(layout, f"crowdvlm experiment report {exp.path.name}", running=running)
+    stages = build_stages(layout, progress=progress)  # parses every arm's recipe before anything runs
+    with RunLock(layout.out, what=f"crowdvlm experiment run {exp.path.name}"):
+        owner = claim_folder(layout.out, exp)
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+        print(
+            f"crowdvlm experiment {exp.name}: {len(stages)} stages, seeds {list(exp.seeds)}, arms "
+            f"{', '.join(exp.arms)}, output {layout.out}"
+        )
+        run_stages(stages, owner=owner, redo_changed=redo_changed, progress=progress, desc=exp.name)
+        atomic_write_json(wall_file, {"wall_s": round(time.perf_counter() - start, 1)})
+        return _report(layout, f"crowdvlm experiment run {exp.path.name}")  # the report is part of the run
+
+
+# A report takes seconds to a few minutes; another one being written is waited for, never interleaved with.
+REPORT_WAIT_S = 900.0
+
+
+def _report(layout, what: str, *, running: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Collect the finished stages and write ``report/``, holding ``report/.run.lock`` while it does.
+
+    Args:
+        what: the command writing it (named to a report waiting for it).
+        running: the holder of a run still writing the folder (the report says so).
+    """
+    from crowdvlm.experiments.report import write_report
+    from crowdvlm.experiments.summary import collect
+    from crowdvlm.runlock import RunLock
+
+    with RunLock(layout.report, what=what, wait=REPORT_WAIT_S):
+        results = collect(layout, wall_s=_read_wall(layout.out / "wall.json"), running=running)
+        return write_report(results, layout.exp, layout), results
 
 
 def _read_wall(path: Path) -> float | None:

@@ -37,7 +37,7 @@ from crowdvlm.experiments.spec import ArmSpec, Experiment
 from crowdvlm.experiments.stages import OWNER_FILE, Stage, read_json_file, read_marker, read_owner
 from crowdvlm.runlock import LOCK_FILE
 
-__all__ = ["Layout", "build_stages", "claim_folder", "lr_tag", "owner_of"]
+__all__ = ["Layout", "build_stages", "claim_folder", "lr_tag", "owner_of", "unrecognised"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,52 +98,89 @@ class Layout:
         return float(read_marker(self.selection(arm))["lr"])
 
 
-def owner_of(out: Path, exp: Experiment) -> str | None:
-    """The id of the experiment that made ``out``, or None when it is no experiment's folder.
+# What an experiment writes at the top of --out (older runs wrote these too, without .owner.json)
+_LAYOUT_NAMES = frozenset(
+    {OWNER_FILE, LOCK_FILE, "experiment.json", "wall.json", "data", "runs", "evals", "selection", "report"}
+)
 
-    A folder made before owner markers existed (it holds ``experiment.json``) is adopted: given an id.
+
+def _check_name(out: Path, name: Any, exp: Experiment) -> None:
+    if name not in (None, exp.name):
+        raise UsageError(
+            f"{out} holds the run of experiment {name!r}, not {exp.name!r} ({exp.path.name}): choose "
+            f"another --out, or set name: {name} in the file if it is meant to continue that run"
+        )
+
+
+def owner_of(out: Path, exp: Experiment) -> str | None:
+    """The id in ``out``'s owner marker, or None when it has none (nothing is written).
 
     Raises:
         UsageError: ``out`` was made by an experiment of another ``name``.
     """
-    out = Path(out)
     marker = read_owner(out)
-    if marker is None and (out / "experiment.json").is_file():
-        try:
-            name = json.loads((out / "experiment.json").read_text(encoding="utf-8")).get("name")
-        except (OSError, ValueError, AttributeError) as err:
-            raise UsageError(f"{out / 'experiment.json'}: unreadable ({err}); choose another --out") from None
-        marker = {"experiment": uuid.uuid4().hex, "created": time.time(), "name": name, "adopted": True}
-        atomic_write_json(out / OWNER_FILE, marker)
     if marker is None or not isinstance(marker.get("experiment"), str):
         return None
-    if marker.get("name") not in (None, exp.name):
-        raise UsageError(
-            f"{out} holds the run of experiment {marker['name']!r}, not {exp.name!r} ({exp.path.name}): choose "
-            f"another --out, or set name: {marker['name']} in the file if it is meant to continue that run"
-        )
+    _check_name(out, marker.get("name"), exp)
     return marker["experiment"]
+
+
+def unrecognised(out: Path, exp: Experiment) -> str | None:
+    """Why ``out``, a folder with no owner marker, is not recognisably this experiment's; None when it is.
+
+    A folder made before owner markers existed is this experiment's when its ``experiment.json`` names the
+    experiment and it holds nothing at its top that an experiment does not write (stage folders, the report).
+
+    Raises:
+        UsageError: its ``experiment.json`` names an experiment of another ``name``.
+    """
+    spec = out / "experiment.json"
+    if not spec.is_file():
+        return f"no {OWNER_FILE}"
+    try:
+        name = json.loads(spec.read_text(encoding="utf-8"))["name"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"no {OWNER_FILE}, and {spec.name} names no experiment ({type(err).__name__}: {err})"
+    _check_name(out, name, exp)
+    extra = sorted(p.name for p in out.iterdir() if p.name not in _LAYOUT_NAMES)
+    if extra:
+        return f"no {OWNER_FILE}, and it holds {', '.join(extra[:3])}, which no experiment writes"
+    return None
 
 
 def claim_folder(out: Path, exp: Experiment) -> str:
     """Make ``out`` this experiment's folder (or find it is already), write ``experiment.json``; its id.
 
+    A folder of this experiment made before owner markers existed (see :func:`unrecognised`) is adopted: its
+    marker is written, with a warning naming the folder.
+
     Raises:
-        UsageError: ``out`` is a file, a non-empty folder no experiment made, or the folder of an experiment
-            of another name (nothing in it is touched).
+        UsageError: ``out`` is a file, a non-empty folder no experiment made (or not recognisably this one),
+            or the folder of an experiment of another name (nothing in it is touched).
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; expected a folder for the experiment")
     owner = owner_of(out, exp) if out.is_dir() else None
     if owner is None:
-        if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
+        adopting = out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir())  # made before markers
+        reason = unrecognised(out, exp) if adopting else None
+        if reason is not None:
             raise UsageError(
-                f"--out {out} is not empty and was not made by crowdvlm experiment (no {OWNER_FILE}): the "
-                "experiment would write and clear folders in it; choose a new or empty --out (nothing was touched)"
+                f"--out {out} is not empty and was not made by crowdvlm experiment ({reason}): the experiment "
+                "would write and clear folders in it; choose a new or empty --out (nothing was touched)"
             )
         owner = uuid.uuid4().hex
-        atomic_write_json(out / OWNER_FILE, {"experiment": owner, "created": time.time(), "name": exp.name})
+        marker = {"experiment": owner, "created": time.time(), "name": exp.name, "adopted": adopting}
+        atomic_write_json(out / OWNER_FILE, marker)
+        if adopting:
+            logger.warning(
+                "%s: a folder of experiment %r made before ownership markers existed (its experiment.json and "
+                "stage folders only): adopted, %s written",
+                out,
+                exp.name,
+                out / OWNER_FILE,
+            )
     # the file as run last (the report reads the experiment file itself; this is the folder's record)
     atomic_write_json(out / "experiment.json", json.loads(json.dumps(exp.resolved, default=str)))
     return owner

@@ -17,6 +17,7 @@ from crowdvlm.evaluate.results import format_mean_sd
 from crowdvlm.experiments.localisation import localisation_table
 from crowdvlm.experiments.plots import plot_all
 from crowdvlm.experiments.spec import Experiment
+from crowdvlm.runlock import describe_holder
 
 __all__ = ["comparisons_table", "render_markdown", "terminal_table", "write_report"]
 
@@ -220,6 +221,11 @@ def render_markdown(results: dict[str, Any], exp: Experiment, plots: dict[str, s
                 + "; ".join(f"{_label(results, a)} {s}" for a, s in results["seeds_done"].items())
                 + "."
             ]
+        ),
+        *(
+            [f"> Written while a run was still writing this folder ({describe_holder(results['running'])})."]
+            if results.get("running") is not None
+            else []
         ),
         "",
         *([exp.description.strip(), ""] if exp.description else []),

@@ -122,8 +122,14 @@ def _seeds_done(layout: Layout, arm: str) -> list[int]:
     return [s for s in layout.seeds_of(arm) if all(is_done(layout.seed_eval(arm, s, t)) for t in sets)]
 
 
-def collect(layout: Layout, *, wall_s: float | None = None) -> dict[str, Any]:
-    """Everything the report shows, from the files of a finished experiment folder."""
+def collect(
+    layout: Layout, *, wall_s: float | None = None, running: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Everything the report shows, from the finished stages of an experiment folder.
+
+    Args:
+        running: the holder (pid, host, started, command) of a run still writing the folder, or None.
+    """
     exp = layout.exp
     done = {arm: _seeds_done(layout, arm) for arm in exp.arms}
     done = {arm: seeds for arm, seeds in done.items() if seeds}
@@ -164,6 +170,7 @@ def collect(layout: Layout, *, wall_s: float | None = None) -> dict[str, Any]:
         "training": training,
         "curves": curves,
         "seeds_done": done,
+        "running": running,
         "complete": all(
             is_done(layout.seed_eval(a, s, t))
             for a in exp.arms
