@@ -45,7 +45,7 @@ $(VLLM_STAMP): pyproject.toml requirements-vllm.txt constraints-vllm.txt Makefil
 	$(VLLM_BIN)/python -m pip install -q --upgrade pip
 	$(VLLM_BIN)/python -m pip install -q -c constraints-vllm.txt "torch==2.13.0,!=2.13.0+cpu" "torchvision==0.28.0"
 	$(VLLM_BIN)/python -m pip install -q --no-deps "$(VLLM)"
-	$(VLLM_BIN)/python -m pip install -q -c constraints-vllm.txt -r requirements-vllm.txt -e ".[dev]"
+	$(VLLM_BIN)/python -m pip install -q -c constraints-vllm.txt -r requirements-vllm.txt -e ".[dev,app]"
 	touch $(VLLM_STAMP)
 
 demo: setup

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ import time
 import pytest
 
 pytest.importorskip("gradio", reason="gradio is installed by `make setup` (see docs/app.md)")
+
+from app_helpers import free_port  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -30,15 +31,9 @@ def test_option_errors_come_before_the_model_loads(args, message):
     assert message in result.stderr and "nonexistent" not in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_sigterm_removes_the_request_files(tmp_path):
     # an OpenAI-compatible backend: the app starts without loading a model (nothing listens at the URL)
-    port = _free_port()
+    port = free_port()
     argv = [sys.executable, "-m", "crowdvlm", "app", "--backend", "openai", "--model", "fake"]
     argv += ["--base-url", "http://127.0.0.1:9/v1", "--port", str(port)]
     env = {

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+from app_helpers import served_app  # noqa: E402
 from crowdvlm.app.ui import examples  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -70,40 +70,13 @@ def model_options(tiny_model_dir: Path) -> tuple[list[str], str]:
     return ["--model", str(base), *options], prompt["question"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tiny_model_dir, tmp_path_factory):
     """The app serving the tiny model; stopped (and waited for) after the module's tests."""
-    log_path = tmp_path_factory.mktemp("app") / "app.log"
-    port = free_port()
     options, question = model_options(tiny_model_dir)
-    command = [sys.executable, "-m", "crowdvlm", "app", *options, "--question", question, "--port", str(port)]
-    command += ["--max-upload-mb", str(UPLOAD_LIMIT_MB)]
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while "serving" not in log_path.read_text():
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    f"the app did not start within {START_TIMEOUT} s:\n{log_path.read_text()[-3000:]}"
-                )
-            time.sleep(0.5)
-        assert f"http://127.0.0.1:{port}" in log_path.read_text()
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
+    options += ["--question", question, "--max-upload-mb", str(UPLOAD_LIMIT_MB)]
+    with served_app(options, tmp_path_factory.mktemp("app") / "app.log", START_TIMEOUT) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

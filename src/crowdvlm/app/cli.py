@@ -125,7 +125,7 @@ def main(argv: list[str]) -> int:
     except ImportError as err:
         raise UsageError(
             f"the app needs gradio ({err}): `make setup`, or pip install 'crowdvlm[app]' "
-            "(it installs gradio==6.31.0)"
+            "(it installs gradio>=6.31,<7)"
         ) from None
     from crowdvlm.app.cache import CacheJanitor
     from crowdvlm.app.service import frame_points_reader
