@@ -169,6 +169,50 @@ def test_one_step_with_gradient_checkpointing_and_two_iterations_matches_stock(t
         torch.testing.assert_close(p_ours, p_stock, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def _rows_in_order(batch, order):
+    """The scored batch with its rows in ``order`` (pixel values moved with their rows, as TRL's shuffle does)."""
+    from trl.trainer.utils import split_pixel_values_by_grid, unsplit_pixel_values_by_grid
+
+    def pick(value):
+        if isinstance(value, torch.Tensor) and value.ndim >= 1:
+            return value[order]
+        return [value[i] for i in order] if isinstance(value, list) else value
+
+    return unsplit_pixel_values_by_grid({k: pick(v) for k, v in split_pixel_values_by_grid(batch).items()})
+
+
+def test_a_rows_log_probs_do_not_depend_on_the_batch_order(trainer_and_batch):
+    """Bit for bit: TRL scores the reference in the generation batch's order and the policy in a shuffled one, so
+    a pass whose values move with a row's place in the batch gives the policy other log-probs than the reference
+    even at the reference's weights (see the next test for what that does)."""
+    trainer, batch = trainer_and_batch
+    order = torch.arange(batch["completion_ids"].size(0)).flip(0)
+    reordered = _rows_in_order(batch, order)
+    with torch.no_grad():
+        logps, logps_reordered = (
+            trainer._get_per_token_logps_and_entropies(trainer.model, **logp_inputs(b))[0]
+            for b in (batch, reordered)
+        )
+    scored = reordered["completion_mask"].bool()
+    assert torch.equal(logps_reordered[scored], logps[order][scored])
+
+
+@pytest.mark.parametrize("cls", [trl.GRPOTrainer, GroupSharedGRPOTrainer])
+def test_a_step_without_reward_signal_leaves_the_model_unchanged(cls, tiny_model_dir, tmp_path):
+    """Every group scores alike (reward weight 0), so every advantage is 0, and at the reference weights the KL
+    term's gradient, beta * (1 - exp(ref - logp)), is exactly 0 only where the policy's log-probs equal the
+    reference's bit for bit. Any difference in the last bit is a gradient of about 1e-9 that Adam, which divides
+    by the gradient's own size, turns into a step of up to the learning rate per weight. A 0/1 reward often leaves
+    every group of a step without signal (83-88 % of its groups had none in the reward study), so a pass that
+    broke this moved that arm where stock TRL does not (docs/rewards.md, the second round)."""
+    trainer = _trainer(cls, tiny_model_dir, tmp_path, reward_weights=[0.0], learning_rate=1e-4)
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+    assert trainer.state.log_history[0]["frac_reward_zero_std"] == 1.0
+    moved = [name for name, p in trainer.model.named_parameters() if not torch.equal(p, before[name])]
+    assert moved == []
+
+
 def test_unpackable_layers_fall_back_once_with_a_reason(trainer_and_batch, monkeypatch, caplog):
     trainer, batch = trainer_and_batch
     monkeypatch.setattr(trainer.model.config.get_text_config(), "use_sliding_window", True)
