@@ -141,7 +141,14 @@ class VisionRowCounter:
 
 
 def timed_trainer(
-    cls, model_dir: Path, out_dir: Path, dataset, args, new_tokens: int, count_from=None, **config_overrides
+    cls,
+    model_dir: Path,
+    out_dir: Path,
+    dataset,
+    args,
+    new_tokens: int,
+    count_from: int | None = None,
+    **config_overrides,
 ):
     """A trainer of class ``cls`` on a fresh copy of the tiny model, with step timing and vision-row counting.
 
@@ -214,9 +221,8 @@ def timed_trainer(
         callbacks=[timer],
     )
     trainer.remove_callback(PrinterCallback)  # per-step log dicts would drown the results
-    reference = getattr(
-        trainer.ref_model, "module", trainer.ref_model
-    )  # under DeepSpeed: an engine of its own
+    # Under DeepSpeed the reference model is an engine of its own: count the model inside it.
+    reference = getattr(trainer.ref_model, "module", trainer.ref_model)
     timer.counters = [VisionRowCounter(trainer.model)]
     if reference is not None:
         timer.counters.append(VisionRowCounter(reference))
