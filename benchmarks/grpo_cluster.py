@@ -47,84 +47,34 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--config_file", default=None, help="accelerate config (default: CPU copy of zero3.yaml)"
     )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # the launched ranks: WORK_DIR
+    # One prompt (a whole group of G rows) per process and step: the batch of grpo_step.py's trainer set-up.
+    parser.set_defaults(prompts_per_step=1)
     return parser.parse_args(argv)
 
 
 def train_variant(name: str, cls, work: Path, dataset, args) -> dict:
     """Train one trainer ``warmup + steps`` steps on this rank; its step times and vision rows per step."""
     import torch
-    from transformers import (
-        AutoModelForImageTextToText,
-        AutoProcessor,
-        PrinterCallback,
-        TrainerCallback,
-        set_seed,
-    )
-    from trl import GRPOConfig
 
-    from crowdvlm.rewards import count_format_reward, fgrpr_precision_reward
-    from grpo_step import VisionRowCounter
+    from grpo_step import timed_trainer, vision_rows_per_step
 
-    class StepTimer(TrainerCallback):
-        def __init__(self, counters=()):
-            self.seconds: list[float] = []
-            self.counters = counters
-            self._start = 0.0
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            for counter in self.counters:  # count the timed steps only
-                counter.active = state.global_step >= warmup
-            self._start = time.perf_counter()
-
-        def on_step_end(self, *_, **__):
-            self.seconds.append(time.perf_counter() - self._start)
-
-    warmup = args.warmup
-    # The config first: under ZeRO-3 it switches on deepspeed.zero.Init, so the model loads partitioned.
-    config = GRPOConfig(
-        output_dir=str(work / name),
-        per_device_train_batch_size=args.num_generations,
-        num_generations=args.num_generations,
-        steps_per_generation=1,
-        max_completion_length=args.new_tokens,
-        generation_kwargs={"min_new_tokens": args.new_tokens},
-        beta=args.beta,
-        learning_rate=1e-5,
-        lr_scheduler_type="constant",
+    trainer, timer, counters = timed_trainer(
+        cls,
+        work / "tiny",
+        work / name,
+        dataset,
+        args,
+        args.new_tokens,
+        count_from=args.warmup,  # one train() of all the steps: the timer counts the timed steps only
         max_steps=args.warmup + args.steps,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
+        steps_per_generation=1,
         use_cpu=not torch.cuda.is_available(),
-        bf16=False,
-        seed=args.seed,
-        disable_tqdm=True,
     )
-    set_seed(args.seed)
-    model = AutoModelForImageTextToText.from_pretrained(work / "tiny", dtype="float32")
-    processor = AutoProcessor.from_pretrained(work / "tiny")
-    timer = StepTimer()
-    trainer = cls(
-        model=model,
-        reward_funcs=[fgrpr_precision_reward, count_format_reward],
-        args=config,
-        train_dataset=dataset,
-        processing_class=processor,
-        callbacks=[timer],
-    )
-    trainer.remove_callback(PrinterCallback)
-    reference = getattr(trainer.ref_model, "module", trainer.ref_model)
-    timer.counters = [VisionRowCounter(trainer.model), *([VisionRowCounter(reference)] if reference else [])]
     trainer.train()
-    rows = {}
-    for label, counter in zip(("policy", "ref"), timer.counters, strict=False):
-        for mode, n in counter.rows.items():
-            if n:
-                rows[f"{label}/{mode}"] = n // args.steps
     return {
         "engine": type(trainer.model_wrapped).__name__,
         "seconds": timer.seconds[args.warmup :],
-        "vision_rows": rows,
+        "vision_rows": vision_rows_per_step(counters, args.steps),
         "fallbacks": getattr(trainer, "sharing_fallbacks", {}),
     }
 
@@ -133,19 +83,14 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
     import trl
-    from datasets import Dataset
 
     from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
-    from grpo_step import dot_images
+    from grpo_step import dot_dataset
 
     torch.set_num_threads(args.threads)
     work = Path(args.worker)
     # Two processes x one prompt per step each; the sampler deals prompts to the ranks.
-    n_prompts = 2 * (args.warmup + args.steps)
-    images, counts = dot_images(n_prompts, args.image_size, args.seed)
-    question = "How many dots are in the image? Output the final answer in <answer> </answer> tags."
-    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    dataset = Dataset.from_dict({"prompt": [prompt] * n_prompts, "image": images, "solution": counts})
+    dataset = dot_dataset(2 * (args.warmup + args.steps), args.image_size, args.seed)
     result = {}
     for name, cls in (("stock", trl.GRPOTrainer), ("crowdvlm", GroupSharedGRPOTrainer)):
         result[name] = train_variant(name, cls, work, dataset, args)
@@ -161,11 +106,9 @@ def main() -> None:
         worker(args)
         return
 
-    import torch
-    import trl
-
     from crowdvlm.modeling.tiny import build_tiny_model
-    from zero3_cpu import write_zero3_cpu_variant  # beside this file
+    from grpo_step import steps_and_versions  # beside this file
+    from zero3_cpu import launch_command, write_zero3_cpu_variant
 
     work = Path(tempfile.mkdtemp(prefix="grpo_cluster_"))
     pixels = args.image_size * args.image_size
@@ -173,23 +116,7 @@ def main() -> None:
     config = args.config_file or write_zero3_cpu_variant(
         ROOT / "recipes/accelerate/zero3.yaml", work / "config"
     )
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(config),
-        "--num_processes",
-        "2",
-        "--mixed_precision",
-        "no",
-        "--main_process_port",
-        "0",
-        str(Path(__file__).resolve()),
-        "--worker",
-        str(work),
-        *sys.argv[1:],
-    ]
+    command = launch_command(config, str(Path(__file__).resolve()), "--worker", str(work), *sys.argv[1:])
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     started = time.perf_counter()
     subprocess.run(command, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -225,10 +152,7 @@ def main() -> None:
         "new_tokens": args.new_tokens,
         "beta": args.beta,
         "threads_per_process": args.threads,
-        "timed_steps": args.steps,
-        "warmup_steps": args.warmup,
-        "trl": trl.__version__,
-        "torch": torch.__version__,
+        **steps_and_versions(args),
     }
     print(json.dumps(summary))
 

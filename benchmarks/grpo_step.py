@@ -69,6 +69,16 @@ def dot_images(n: int, size: int, seed: int):
     return images, counts
 
 
+def dot_dataset(n: int, size: int, seed: int):
+    """A ``datasets.Dataset`` of :func:`dot_images`: one counting question per image (prompt, image, solution)."""
+    from datasets import Dataset
+
+    images, counts = dot_images(n, size, seed)
+    question = "How many dots are in the image? Output the final answer in <answer> </answer> tags."
+    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    return Dataset.from_dict({"prompt": [prompt] * n, "image": images, "solution": counts})
+
+
 SHAPES = {
     "a": {"image_size": 448, "new_tokens": 32},
     "b": {"image_size": 896, "new_tokens": 64},
@@ -130,10 +140,23 @@ class VisionRowCounter:
         visual.register_forward_hook(hook)
 
 
-def build_trainer(cls, model_dir: Path, out_dir: Path, dataset, args, new_tokens: int, **config_overrides):
+def timed_trainer(
+    cls,
+    model_dir: Path,
+    out_dir: Path,
+    dataset,
+    args,
+    new_tokens: int,
+    count_from: int | None = None,
+    **config_overrides,
+):
     """A trainer of class ``cls`` on a fresh copy of the tiny model, with step timing and vision-row counting.
 
-    ``config_overrides`` replace or add ``GRPOConfig`` fields (benchmarks/grpo_step_vllm.py: ``use_vllm``)."""
+    Returns ``(trainer, timer, counters)``: ``timer.seconds`` and ``timer.cpu_seconds`` per step, one
+    :class:`VisionRowCounter` on the policy's vision tower and one on the reference model's (when there is one).
+    The counters count while ``active``: their caller switches them, or, with ``count_from`` (one ``train()`` of
+    many steps), the timer does, from that step on. ``config_overrides`` replace or add ``GRPOConfig`` fields
+    (benchmarks/grpo_step_vllm.py: ``use_vllm``; benchmarks/grpo_cluster.py: its step count and device)."""
     from transformers import (
         AutoModelForImageTextToText,
         AutoProcessor,
@@ -151,18 +174,19 @@ def build_trainer(cls, model_dir: Path, out_dir: Path, dataset, args, new_tokens
             self.cpu_seconds: list[
                 float
             ] = []  # this process's CPU time: less hit by other work than wall time
+            self.counters: list[VisionRowCounter] = []
             self._start = self._cpu_start = 0.0
 
-        def on_step_begin(self, *_, **__):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if count_from is not None:  # count the timed steps only
+                for counter in self.counters:
+                    counter.active = state.global_step >= count_from
             self._start, self._cpu_start = time.perf_counter(), time.process_time()
 
         def on_step_end(self, *_, **__):
             self.seconds.append(time.perf_counter() - self._start)
             self.cpu_seconds.append(time.process_time() - self._cpu_start)
 
-    set_seed(args.seed)
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype="float32")
-    processor = AutoProcessor.from_pretrained(model_dir)
     settings = dict(
         output_dir=str(out_dir),
         per_device_train_batch_size=args.num_generations * args.prompts_per_step,
@@ -181,7 +205,12 @@ def build_trainer(cls, model_dir: Path, out_dir: Path, dataset, args, new_tokens
         seed=args.seed,
         disable_tqdm=True,
     )
+    # The config first: under ZeRO-3 (grpo_cluster.py) it switches on deepspeed.zero.Init, so the model loads
+    # partitioned.
     config = GRPOConfig(**{**settings, **config_overrides})
+    set_seed(args.seed)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype="float32")
+    processor = AutoProcessor.from_pretrained(model_dir)
     timer = StepTimer()
     trainer = cls(
         model=model,
@@ -192,10 +221,44 @@ def build_trainer(cls, model_dir: Path, out_dir: Path, dataset, args, new_tokens
         callbacks=[timer],
     )
     trainer.remove_callback(PrinterCallback)  # per-step log dicts would drown the results
-    counters = [VisionRowCounter(trainer.model)]
-    if trainer.ref_model is not None:
-        counters.append(VisionRowCounter(trainer.ref_model))
+    # Under DeepSpeed the reference model is an engine of its own: count the model inside it.
+    reference = getattr(trainer.ref_model, "module", trainer.ref_model)
+    timer.counters = [VisionRowCounter(trainer.model)]
+    if reference is not None:
+        timer.counters.append(VisionRowCounter(reference))
+    return trainer, timer, timer.counters
+
+
+def build_trainer(cls, model_dir: Path, out_dir: Path, dataset, args, new_tokens: int, **config_overrides):
+    """:func:`timed_trainer` that also counts the training pass's activation bytes (:class:`SavedActivationBytes`):
+    ``(trainer, timer, counters, memory)``."""
+    trainer, timer, counters = timed_trainer(
+        cls, model_dir, out_dir, dataset, args, new_tokens, **config_overrides
+    )
     return trainer, timer, counters, SavedActivationBytes(trainer)
+
+
+def vision_rows_per_step(counters, steps: int) -> dict[str, int]:
+    """``{"policy/grad": rows, ...}``: the patch rows each counter saw per timed step, by grad mode (zeros left out)."""
+    rows = {}
+    for label, counter in zip(("policy", "ref"), counters, strict=False):
+        for mode, n in counter.rows.items():
+            if n:
+                rows[f"{label}/{mode}"] = n // steps
+    return rows
+
+
+def steps_and_versions(args) -> dict:
+    """The end of a benchmark's JSON line: timed and warm-up steps per trainer, and the versions that ran them."""
+    import torch
+    import trl
+
+    return {
+        "timed_steps": args.steps,
+        "warmup_steps": args.warmup,
+        "trl": trl.__version__,
+        "torch": torch.__version__,
+    }
 
 
 def print_shares(family: str, scaled, processor, prompt, patch_rows: int, new_tokens: int) -> dict:
@@ -223,7 +286,6 @@ def print_shares(family: str, scaled, processor, prompt, patch_rows: int, new_to
 def run_shape(name: str, args, work: Path) -> dict:
     """Build the shape's model and data, alternate the trainers' steps, and summarise each trainer."""
     import trl
-    from datasets import Dataset
     from transformers import AutoProcessor
 
     from crowdvlm.modeling.proportional import build_scaled_model
@@ -244,16 +306,12 @@ def run_shape(name: str, args, work: Path) -> dict:
             max_pixels=image_size * image_size,
             seed=args.seed,
         )
-    n_prompts = (args.warmup + args.steps) * args.prompts_per_step
-    images, counts = dot_images(n_prompts, image_size, args.seed)
-    question = "How many dots are in the image? Output the final answer in <answer> </answer> tags."
-    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    dataset = Dataset.from_dict({"prompt": [prompt] * n_prompts, "image": images, "solution": counts})
+    dataset = dot_dataset((args.warmup + args.steps) * args.prompts_per_step, image_size, args.seed)
 
     # The processor must keep the image at full resolution: (size/patch)^2 patch rows.
     processor = AutoProcessor.from_pretrained(model_dir)
     rows_per_image = int(
-        processor.image_processor(images=[images[0]], return_tensors="pt")["pixel_values"].shape[0]
+        processor.image_processor(images=[dataset[0]["image"]], return_tensors="pt")["pixel_values"].shape[0]
     )
     expected_rows = (image_size // (TOKEN_PIXELS[args.family] // 2)) ** 2
     if rows_per_image != expected_rows:
@@ -299,11 +357,7 @@ def run_shape(name: str, args, work: Path) -> dict:
     for variant, run in runs.items():
         seconds = run["timer"].seconds[args.warmup :]
         cpu_seconds = run["timer"].cpu_seconds[args.warmup :]
-        rows = {}
-        for label, counter in zip(("policy", "ref"), run["counters"], strict=False):
-            for mode, n in counter.rows.items():
-                if n:
-                    rows[f"{label}/{mode}"] = n // args.steps
+        rows = vision_rows_per_step(run["counters"], args.steps)
         results[variant] = {
             "s_per_step": statistics.median(seconds),
             "min": min(seconds),
@@ -376,7 +430,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    import trl
 
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -404,10 +457,7 @@ def main() -> None:
         "prompts_per_step": args.prompts_per_step,
         "beta": args.beta,
         "threads": args.threads,
-        "timed_steps": args.steps,
-        "warmup_steps": args.warmup,
-        "trl": trl.__version__,
-        "torch": torch.__version__,
+        **steps_and_versions(args),
     }
     print(json.dumps(summary))
 

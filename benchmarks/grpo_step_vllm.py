@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # grpo_step, beside this file
 
-from grpo_step import SHAPES, build_trainer, dot_images  # noqa: E402
+from grpo_step import SHAPES, build_trainer, dot_dataset  # noqa: E402
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
@@ -101,7 +101,6 @@ def main() -> None:
     import torch
     import trl
     import vllm
-    from datasets import Dataset
 
     from crowdvlm.modeling.tiny import build_tiny_model
 
@@ -112,11 +111,7 @@ def main() -> None:
     model_dir = build_tiny_model(
         work / "tiny", hidden_size=args.hidden_size, max_pixels=image_size * image_size, seed=args.seed
     )
-    n_prompts = (args.warmup + args.steps) * args.prompts_per_step
-    images, counts = dot_images(n_prompts, image_size, args.seed)
-    question = "How many dots are in the image? Output the final answer in <answer> </answer> tags."
-    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    dataset = Dataset.from_dict({"prompt": [prompt] * n_prompts, "image": images, "solution": counts})
+    dataset = dot_dataset((args.warmup + args.steps) * args.prompts_per_step, image_size, args.seed)
 
     runs = {}
     for name, (cls, overrides) in variants(args, model_dir).items():

@@ -1,12 +1,15 @@
-"""A ZeRO-3 accelerate config for CPU runs that really partitions every parameter (test and benchmark scaffolding).
+"""A ZeRO-3 accelerate config for CPU runs that really partitions every parameter, and the ``accelerate launch``
+command that runs a config in 2 processes (test and benchmark scaffolding).
 
 The tiny models' parameters are all below DeepSpeed's persistence threshold, so a shipped ZeRO-3 config would keep
-them whole on every rank; :func:`write_zero3_cpu_variant` writes a copy that splits them, as a 3B model's are. Used by
-the 2-process ZeRO-3 tests (through ``tests/launch_helpers.py``) and ``benchmarks/grpo_cluster.py``.
+them whole on every rank; :func:`write_zero3_cpu_variant` writes a copy that splits them, as a 3B model's are.
+:func:`launch_command` is the one ``accelerate launch`` command line of the multi-process tests and benchmarks. Used
+by the 2-process tests (through ``tests/launch_helpers.py``) and ``benchmarks/grpo_cluster.py``.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from crowdvlm.atomic import atomic_write_json, atomic_write_text
@@ -72,3 +75,33 @@ def write_zero3_cpu_variant(config_file: str | Path, out_dir: str | Path, num_pr
     yaml_path = out / "zero3_cpu.yaml"
     atomic_write_text(yaml_path, yaml.safe_dump(config, sort_keys=False))
     return yaml_path
+
+
+def launch_command(config_file: str | Path, *target: str, num_processes: int = 2) -> list[str]:
+    """``accelerate launch`` of ``target`` in ``num_processes`` processes of this interpreter with ``config_file``.
+
+    Precision comes from the recipe (``--mixed_precision no``, as :func:`write_zero3_cpu_variant`'s configs need)
+    and the main process takes a free port (``--main_process_port 0``), so launches side by side do not collide.
+
+    Args:
+        config_file: an accelerate config (e.g. ``recipes/accelerate/ddp.yaml`` or a ZeRO-3 CPU copy).
+        target: what each process runs: a script and its arguments, or ``-m``, a module and its arguments.
+        num_processes: processes to launch.
+
+    Returns:
+        The command line, for ``subprocess``.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config_file),
+        "--num_processes",
+        str(num_processes),
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        "0",
+        *target,
+    ]

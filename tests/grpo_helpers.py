@@ -123,10 +123,16 @@ def one_step_trainer(
             **config,
         },
     )
+    return length_reward_trainer(cls, model, processor, args, dataset)
+
+
+def length_reward_trainer(cls, model, processor, config, dataset):
+    """A ``cls`` trainer (stock ``trl.GRPOTrainer`` or ``GroupSharedGRPOTrainer``) of ``model`` on ``dataset``,
+    rewarded by :func:`length_reward`."""
     return cls(
         model=model,
         reward_funcs=[length_reward],
-        args=args,
+        args=config,
         train_dataset=dataset,
         processing_class=processor,
     )

@@ -1,17 +1,37 @@
-"""`accelerate launch` of `crowdvlm train` in 2 CPU processes with a DeepSpeed config, and checks of its ranks."""
+"""`accelerate launch` of `crowdvlm train` in 2 CPU processes with a DeepSpeed config, and checks of its ranks.
+
+The launch command and the ZeRO-3 CPU config come from ``benchmarks/zero3_cpu.py``, which the benchmarks use too.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 from crowdvlm.train.callbacks import read_jsonl
+from train_helpers import RECIPES, quiet_train_args
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _benchmark(name: str):
+    """``benchmarks/<name>.py``, imported by path (benchmarks/ is not a package), as conftest's ``benchmark_module``
+    fixture imports it for tests; module level here, so the helpers below can use it."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_zero3_cpu = _benchmark("zero3_cpu")
+#: ``launch_command(config_file, *target)``: ``accelerate launch`` of ``target`` in 2 processes.
+launch_command = _zero3_cpu.launch_command
+#: ``write_zero3_cpu_variant(config_file, out_dir)``: a ZeRO-3 CPU config that partitions every parameter.
+write_zero3_cpu_variant = _zero3_cpu.write_zero3_cpu_variant
 
 ACCELERATE = ROOT / "recipes" / "accelerate"
 
@@ -21,38 +41,9 @@ DEMO_BASE = (
 
 
 def launch(config: Path, kind: str, out: Path, model: Path, manifest: Path, *extra: str) -> list[str]:
-    recipe = ROOT / "recipes" / "tiny" / f"{'sft' if kind == 'sft' else 'grpo_fgrpr'}.yaml"
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(config),
-        "--num_processes",
-        "2",
-        "--mixed_precision",
-        "no",
-        "--main_process_port",
-        "0",
-        "-m",
-        "crowdvlm",
-        "train",
-        kind,
-        "--config",
-        str(recipe),
-        "--model_name_or_path",
-        str(model),
-        "--dataset",
-        str(manifest),
-        "--output_dir",
-        str(out),
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-        "--logging_steps",
-        "1",
-    ]
+    recipe = RECIPES / f"{'sft' if kind == 'sft' else 'grpo_fgrpr'}.yaml"
+    command = launch_command(config, "-m", "crowdvlm", "train", kind)
+    command += [*quiet_train_args(recipe, model, manifest, out), "--logging_steps", "1"]
     if kind == "grpo":  # the demo base answers without <think>; 16 tokens hold its answer
         command += [
             "--output_format",
@@ -95,15 +86,3 @@ def check_ranks_agree_and_trained(out: Path, frozen_changes: bool = True) -> dic
     if not frozen_changes:
         assert begin["frozen"] == pytest.approx(end["frozen"], rel=1e-12) and begin["frozen"] > 0
     return events[-1]
-
-
-def write_zero3_cpu_variant(config_file: str | Path, out_dir: str | Path, num_processes: int = 2) -> Path:
-    """``benchmarks/zero3_cpu.py``'s ZeRO-3 config that partitions every parameter (benchmarks/ is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "benchmarks_zero3_cpu", ROOT / "benchmarks" / "zero3_cpu.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.write_zero3_cpu_variant(config_file, out_dir, num_processes)

@@ -8,17 +8,13 @@ make the same number of draws, decided on the gathered count of filtered groups.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from crowdvlm.train.callbacks import read_jsonl
-
-ROOT = Path(__file__).resolve().parents[2]
-DEMO_BASE = ROOT / "src" / "crowdvlm" / "demo" / "base"  # answers <answer>N</answer>: some exactly right
+from launch_helpers import ACCELERATE, DEMO_BASE, ROOT, env, launch, write_zero3_cpu_variant
 
 
 @pytest.fixture(scope="module")
@@ -35,25 +31,16 @@ def counting_manifest(tmp_path_factory) -> Path:
 def test_resample_keeps_ranks_in_step(counting_manifest, tmp_path, launcher):
     if launcher == "zero3":
         pytest.importorskip("deepspeed")
-        from launch_helpers import write_zero3_cpu_variant
-
-        config = write_zero3_cpu_variant(ROOT / "recipes" / "accelerate" / "zero3.yaml", tmp_path / "zero3")
+        config = write_zero3_cpu_variant(ACCELERATE / "zero3.yaml", tmp_path / "zero3")
     else:
-        config = ROOT / "recipes" / "accelerate" / "ddp.yaml"
+        config = ACCELERATE / "ddp.yaml"
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
-    command += ["--num_processes", "2", "--mixed_precision", "no", "--main_process_port", "0"]
-    command += ["-m", "crowdvlm", "train", "grpo", "--config", str(ROOT / "recipes/tiny/grpo_fgrpr.yaml")]
-    command += ["--model_name_or_path", str(DEMO_BASE), "--dataset", str(counting_manifest)]
-    command += ["--output_dir", str(out), "--report_to", "none", "--disable_tqdm", "true"]
-    command += ["--output_format", "answer-only", "--rewards", "fgrpr", "answer_format"]
-    command += ["--max_completion_length", "16", "--per_device_train_batch_size", "4"]
-    command += ["--gradient_accumulation_steps", "2", "--max_steps", "2", "--logging_steps", "1"]
+    command = launch(config, "grpo", out, DEMO_BASE, counting_manifest)
+    command += ["--gradient_accumulation_steps", "2", "--max_steps", "2"]
     command += ["--dynamic_sampling", "resample", "--dynamic_sampling_signal", "exact"]
     command += ["--dynamic_sampling_max_resamples", "1"]
     # the timeout allows DeepSpeed's first build of its CPU communication op (minutes on a loaded machine)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(command, env=env(), cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
 
     events = read_jsonl(out / "log.jsonl")

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from train_helpers import RECIPES, quiet_train_args
 
-ROOT = Path(__file__).resolve().parents[2]
-RECIPES = ROOT / "recipes" / "tiny"
+pytestmark = pytest.mark.slow
 
 
 def crowdvlm(*args: str, cwd: Path) -> None:
@@ -88,21 +87,11 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def sft_model(workdir) -> Path:
     out = workdir / "sft"
+    manifest = workdir / "train" / "manifest.jsonl"
     crowdvlm(
         "train",
         "sft",
-        "--config",
-        str(RECIPES / "sft.yaml"),
-        "--model_name_or_path",
-        str(workdir / "tiny-model"),
-        "--dataset",
-        str(workdir / "train" / "manifest.jsonl"),
-        "--output_dir",
-        str(out),
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
+        *quiet_train_args(RECIPES / "sft.yaml", workdir / "tiny-model", manifest, out),
         cwd=workdir,
     )
     return out
@@ -122,21 +111,11 @@ def test_sft_lowers_validation_mae(workdir, sft_model):
 
 def test_fgrpr_grpo_raises_the_task_reward(workdir, sft_model):
     out = workdir / "grpo"
+    manifest = workdir / "train" / "manifest.jsonl"
     crowdvlm(
         "train",
         "grpo",
-        "--config",
-        str(RECIPES / "grpo_fgrpr.yaml"),
-        "--model_name_or_path",
-        str(sft_model),
-        "--dataset",
-        str(workdir / "train" / "manifest.jsonl"),
-        "--output_dir",
-        str(out),
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
+        *quiet_train_args(RECIPES / "grpo_fgrpr.yaml", sft_model, manifest, out),
         "--logging_steps",
         "1",
         "--sample_completions_steps",

@@ -14,28 +14,14 @@ import time
 from pathlib import Path
 
 from crowdvlm.train.callbacks import read_jsonl
+from train_helpers import RECIPES, quiet_train_args
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "recipes" / "tiny" / "grpo_fgrpr.yaml"
+RECIPE = RECIPES / "grpo_fgrpr.yaml"
 
 
 def grpo_args(model: Path, manifest: Path, out: Path, **overrides) -> list[str]:
-    args = [
-        "--config",
-        str(RECIPE),
-        "--model_name_or_path",
-        str(model),
-        "--dataset",
-        str(manifest),
-        "--output_dir",
-        str(out),
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-        "--max_completion_length",
-        "16",
-    ]
+    args = [*quiet_train_args(RECIPE, model, manifest, out), "--max_completion_length", "16"]
     for key, value in overrides.items():
         args += [f"--{key}", str(value)]
     return args

@@ -16,48 +16,18 @@ from pathlib import Path
 
 import pytest
 
-G = 4
+from sharing_helpers import G, multiprocess_config, multiprocess_trainer, pythonpath_with_tests
 
 
 def _worker(which: str, out: str, model_dir: str) -> None:
     import torch
-    from transformers import set_seed
-    from trl import GRPOConfig, GRPOTrainer
 
-    from crowdvlm.modeling import load_model_and_processor
-    from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
-    from grpo_helpers import count_vision_rows, length_reward, random_image_dataset
+    from grpo_helpers import count_vision_rows, random_image_dataset
 
     torch.set_num_threads(1)
     dataset = random_image_dataset()
-    set_seed(0)
-    model, processor = load_model_and_processor(model_dir, dtype="float32")
-    rows = count_vision_rows(model.model.visual)
-    args = GRPOConfig(
-        output_dir=out,
-        per_device_train_batch_size=G,
-        num_generations=G,
-        max_completion_length=8,
-        beta=0.0,
-        max_steps=2,
-        optim="sgd",
-        learning_rate=0.5,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
-        logging_steps=1,
-        disable_tqdm=True,
-    )
-    cls = GroupSharedGRPOTrainer if which == "shared" else GRPOTrainer
-    trainer = cls(
-        model=model,
-        reward_funcs=[length_reward],
-        args=args,
-        train_dataset=dataset,
-        processing_class=processor,
-    )
+    trainer = multiprocess_trainer(which, model_dir, multiprocess_config(out, beta=0.0, max_steps=2), dataset)
+    rows = count_vision_rows(trainer.model.model.visual)
     trainer.train()
     result = {
         "wrapper": type(trainer.model_wrapped).__name__,
@@ -72,12 +42,6 @@ def _free_port() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return str(sock.getsockname()[1])
-
-
-def _with_tests_dir() -> str:
-    """PYTHONPATH for this file run as a script: tests/ first, so it imports the helpers as pytest does."""
-    tests = str(Path(__file__).resolve().parents[2])
-    return os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH", "")) if p)
 
 
 def test_two_process_ddp_matches_stock(tiny_model_dir, tmp_path):
@@ -95,7 +59,12 @@ def test_two_process_ddp_matches_stock(tiny_model_dir, tmp_path):
             _free_port(),
         ]
         cmd += [__file__, which, str(out), str(tiny_model_dir)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": _with_tests_dir()}
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONPATH": pythonpath_with_tests(),
+        }
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[which] = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]

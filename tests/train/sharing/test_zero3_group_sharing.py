@@ -11,55 +11,24 @@ As a script (what accelerate runs): ``python this.py OUT MODEL``.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from sharing_helpers import G, multiprocess_config, multiprocess_trainer, pythonpath_with_tests
+
 ROOT = Path(__file__).resolve().parents[3]
-G = 4
 PATCHES = 64  # patch rows of one 112x112 image for the tiny model (16 tokens x 2x2 merge)
 
 
 def _train_one_step(which: str, out: Path, model_dir: str, dataset) -> dict:
-    from transformers import set_seed
-    from trl import GRPOConfig, GRPOTrainer
-
-    from crowdvlm.modeling import load_model_and_processor
     from crowdvlm.train.cluster import fingerprint, partition_counts
-    from crowdvlm.train.sharing.trainer import GroupSharedGRPOTrainer
-    from grpo_helpers import count_vision_rows, length_reward
+    from grpo_helpers import count_vision_rows
 
-    # The config first: it switches on deepspeed.zero.Init, so the model below loads already partitioned.
-    args = GRPOConfig(
-        output_dir=str(out / which),
-        per_device_train_batch_size=G,
-        num_generations=G,
-        max_completion_length=8,
-        beta=0.04,
-        max_steps=1,
-        optim="sgd",
-        learning_rate=0.5,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
-        logging_steps=1,
-        disable_tqdm=True,
-    )
-    set_seed(0)
-    model, processor = load_model_and_processor(model_dir, dtype="float32")
-    cls = GroupSharedGRPOTrainer if which == "shared" else GRPOTrainer
-    trainer = cls(
-        model=model,
-        reward_funcs=[length_reward],
-        args=args,
-        train_dataset=dataset,
-        processing_class=processor,
-    )
+    trainer = multiprocess_trainer(which, model_dir, multiprocess_config(out / which), dataset)
+    model = trainer.model
     reference = getattr(trainer.ref_model, "module", trainer.ref_model)  # a DeepSpeed engine of its own
     rows = count_vision_rows(model.model.visual, reference.model.visual)
     partitioned = partition_counts(trainer.model)
@@ -110,40 +79,19 @@ def _worker(out: str, model_dir: str) -> None:
     Path(out, f"rank{rank}.json").write_text(json.dumps(result))
 
 
-def _with_tests_dir() -> str:
-    """PYTHONPATH for this file run as a script: tests/ first, so it imports the helpers as pytest does."""
-    tests = str(Path(__file__).resolve().parents[2])
-    return os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH", "")) if p)
-
-
 def test_zero3_group_sharing_matches_stock_trl(tiny_model_dir, tmp_path):
-    from launch_helpers import write_zero3_cpu_variant
+    from launch_helpers import env, launch_command, write_zero3_cpu_variant
 
     config = write_zero3_cpu_variant(ROOT / "recipes/accelerate/zero3.yaml", tmp_path / "config")
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(config),
-        "--num_processes",
-        "2",
-        "--mixed_precision",
-        "no",
-        "--main_process_port",
-        "0",
-        __file__,
-        str(tmp_path),
-        str(tiny_model_dir),
-    ]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONPATH": _with_tests_dir(),
-    }
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    command = launch_command(config, __file__, str(tmp_path), str(tiny_model_dir))
+    done = subprocess.run(
+        command,
+        env={**env(), "PYTHONPATH": pythonpath_with_tests()},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "group sharing off" not in done.stderr  # no fallback to TRL's vision code under ZeRO-3
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
