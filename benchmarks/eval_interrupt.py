@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from endpoint_server import HANG_S, serve, write_manifest  # noqa: E402 - the test server lives in tests/
+from endpoint_server import HANG_S, ctrl_c_as_at_a_terminal, serve, write_manifest  # noqa: E402 - the test server lives in tests/
 
 
 def _one(folder: Path) -> tuple[int, float]:
@@ -52,7 +52,13 @@ def _one(folder: Path) -> tuple[int, float]:
             "2",
         ]
         env = {**os.environ, "OPENAI_API_KEY": "sk-benchmark"}
-        proc = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            preexec_fn=ctrl_c_as_at_a_terminal,
+        )
         deadline = time.monotonic() + 120
         while not (handler.calls["hang"] == 2 and (out / "predictions.jsonl").exists()):
             if time.monotonic() > deadline:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import signal
 import threading
 import time
 from collections import Counter
@@ -160,3 +161,10 @@ def serve() -> Iterator[tuple[type[MisbehavingOpenAI], str]]:
         handler.release.set()  # no request may hang on past the test
         httpd.shutdown()
         httpd.server_close()
+
+
+def ctrl_c_as_at_a_terminal() -> None:
+    """``preexec_fn`` of a command that is sent Ctrl-C: SIGINT back to its default, so that Python raises
+    ``KeyboardInterrupt`` in it. A shell starts background jobs (``cmd &``, ``nohup``) with SIGINT ignored, and a
+    child inherits that: the command would then never see the Ctrl-C the test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

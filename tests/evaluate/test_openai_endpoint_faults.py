@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from crowdvlm.evaluate.predictions import read_predictions
-from endpoint_server import HANG_S, serve, write_manifest
+from endpoint_server import HANG_S, ctrl_c_as_at_a_terminal, serve, write_manifest
 
 KEY = "sk-live-DO-NOT-LEAK-4f9e2b7c1d"
 URL_USER, URL_PASSWORD, URL_TOKEN = "leakyuser42", "pw-DO-NOT-LEAK-31337", "tok-DO-NOT-LEAK-8c8c8c"
@@ -96,7 +96,13 @@ def test_ctrl_c_stops_at_once_and_the_run_resumes(tmp_path):
     argv += "--no-progress --batch-size 2 --concurrency 2 --request-timeout 60".split()
     with serve() as (handler, url):
         env = {**os.environ, "OPENAI_API_KEY": KEY}
-        proc = subprocess.Popen([*argv, "--base-url", url], env=env, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [*argv, "--base-url", url],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=ctrl_c_as_at_a_terminal,
+        )
         try:
             for _ in range(
                 600
