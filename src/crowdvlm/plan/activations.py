@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from crowdvlm.train.sharing.families import family_of
-from crowdvlm.train.sharing.linear_attention import PackedRecurrence
+from crowdvlm.train.sharing.linear_attention import PackedRecurrence, layer_type_masks
 from crowdvlm.train.sharing.packed_attention import LAYOUT_KWARG, install_linear_attention_packer
 
 ATTENTION_NAME = "crowdvlm_plan_saves"  # a name without "flash": transformers reads those as hub kernels
@@ -195,9 +195,7 @@ def _packed_arguments(model, rows: int, packed: PackedRows) -> dict:
     family = family_of(model)
     if family is not None and family.linear_attention_packer is not None:
         layout = PackedRecurrence((packed.prompt,) * rows, (packed.completions,) * rows, packed.completion)
-        arguments["attention_mask"] = {"full_attention": None} | {
-            kind: layout for kind in family.linear_attention
-        }
+        arguments["attention_mask"] = layer_type_masks(None, layout, family.linear_attention)
     return arguments
 
 
@@ -300,9 +298,8 @@ def _layer_bytes(model, shape: PassShape, dtype: torch.dtype, kernel: str) -> tu
     every layer reads but none makes (the rotary tables) counts once, with the first layer that saves it.
     """
     text = model.model.language_model
-    kinds = getattr(text.config, "layer_types", None) or ["full_attention"]
-    kinds = kinds[: text.config.num_hidden_layers]
-    firsts = sorted({kind: i for i, kind in reversed(list(enumerate(kinds)))}.values())
+    kinds = (getattr(text.config, "layer_types", None) or ["full_attention"])[: text.config.num_hidden_layers]
+    firsts = sorted(kinds.index(kind) for kind in set(kinds))
     saved_layers = text.layers
     prefix = {}
     try:

@@ -176,18 +176,13 @@ def packed_linear_attention(
 
 
 def layer_type_masks(
-    model: Any,
-    full_attention_mask: Any,
-    segments: torch.Tensor,
-    completion_length: int,
-    linear_layer_types: Sequence[str],
+    full_attention_mask: Any, layout: PackedRecurrence, linear_layer_types: Sequence[str]
 ) -> dict[str, Any]:
     """The ``attention_mask`` of a packed forward of a hybrid model: one entry per layer type.
 
     Qwen3.5's text model takes such a mapping as given (``causal_mask_mapping``): the full-attention layers
     get ``full_attention_mask`` (``None`` where the packed attention function works from the layout kwarg),
-    the linear-attention ones the :class:`PackedRecurrence` of ``segments``
-    (:class:`~crowdvlm.train.sharing.packing.PackedRows`), which :func:`packed_linear_attention` runs.
+    the linear-attention ones ``layout`` (:meth:`PackedRecurrence.from_segments` of the packed rows), which
+    :func:`packed_linear_attention` runs.
     """
-    layout = PackedRecurrence.from_segments(segments, completion_length)
     return {"full_attention": full_attention_mask} | {kind: layout for kind in linear_layer_types}

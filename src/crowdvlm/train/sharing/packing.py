@@ -39,7 +39,7 @@ import torch
 
 from crowdvlm.train.sharing.fallbacks import Fallback, FallbackReason, SharingSkipped
 from crowdvlm.train.sharing.families import FAMILIES, base_model, family_of
-from crowdvlm.train.sharing.linear_attention import layer_type_masks
+from crowdvlm.train.sharing.linear_attention import PackedRecurrence, layer_type_masks
 from crowdvlm.train.sharing.packed_attention import (
     LAYOUT_KWARG,
     check_packed_attention,
@@ -367,9 +367,8 @@ def packed_logps_and_entropies(
             else {}
         )  # one copy of each prompt's images per packed row
         if family.linear_attention_packer is not None:  # the recurrent layers get the layout as their mask
-            image_inputs["attention_mask"] = layer_type_masks(
-                unwrapped, None, packed.segments, logits_to_keep, family.linear_attention
-            )
+            layout = PackedRecurrence.from_segments(packed.segments, logits_to_keep)
+            image_inputs["attention_mask"] = layer_type_masks(None, layout, family.linear_attention)
         with autocast(), completion_media_as_text(unwrapped, packed) as model_ids:
             outputs = model(
                 input_ids=model_ids,
